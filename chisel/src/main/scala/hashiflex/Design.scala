@@ -1,0 +1,233 @@
+package hashiflex
+
+import scala.util.{Failure, Success, Try}
+
+/** design.json, read and validated. Every error names the field (a JSON path) and what was expected.
+  *
+  * The file is written by Python (hashiflex.export) against hashiflex/export/schema.json; this reader re-checks
+  * it field by field and cross-checks the derived fields (shapes, widths) so that a hand-edited or stale file
+  * never reaches elaboration.
+  */
+final case class DesignError(msg: String) extends Exception(msg)
+
+/** A raw bit vector's meaning: `width` bits, two's complement when `signed`. */
+final case class NumFmt(width: Int, signed: Boolean) {
+  require(width >= 1, s"width must be >= 1, found $width")
+  def lo: BigInt = if (signed) -(BigInt(1) << (width - 1)) else BigInt(0)
+  def hi: BigInt = if (signed) (BigInt(1) << (width - 1)) - 1 else (BigInt(1) << width) - 1
+}
+
+object NumFmt {
+  /** Smallest format holding [lo, hi]; unsigned when lo >= 0 (the same rule as hashiflex.numfmt.width_for). */
+  def forBounds(b: Bounds): NumFmt =
+    if (b.lo >= 0) NumFmt(math.max(1, b.hi.bitLength), signed = false)
+    else NumFmt(math.max((-b.lo - 1).bitLength, b.hi.bitLength) + 1, signed = true)
+}
+
+final case class Bounds(lo: BigInt, hi: BigInt) {
+  def +(o: Bounds): Bounds = Bounds(lo + o.lo, hi + o.hi)
+  def -(o: Bounds): Bounds = Bounds(lo - o.hi, hi - o.lo)
+  def <<(s: Int): Bounds = Bounds(lo << s, hi << s)
+  def unary_- : Bounds = Bounds(-hi, -lo)
+  def union(o: Bounds): Bounds = Bounds(lo.min(o.lo), hi.max(o.hi))
+  override def toString = s"[$lo, $hi]"
+}
+
+final case class Shape(c: Int, h: Int, w: Int) {
+  def pixels: Int = h * w
+  override def toString = s"[$c, $h, $w]"
+}
+
+final case class Po2Weights(bits: Int, eMin: Int, codes: IndexedSeq[Int]) {
+  def maxCode: Int = (1 << (bits - 1)) - 1
+}
+
+final case class InputSpec(shape: Shape, fmt: NumFmt, exp: Int) {
+  def bounds: Bounds = Bounds(fmt.lo, fmt.hi)
+}
+
+sealed trait LayerSpec {
+  def name: String
+  def op: String
+  def inShape: Shape
+  def outShape: Shape
+  def inBounds: Bounds
+  def outBounds: Bounds
+  def outFmt: NumFmt
+}
+
+final case class Conv2dSpec(name: String, inShape: Shape, outShape: Shape, inBounds: Bounds, outBounds: Bounds,
+                            outFmt: NumFmt, kernel: Int, stride: Int, padding: Int, weights: Po2Weights,
+                            bias: IndexedSeq[BigInt]) extends LayerSpec { val op = "conv2d" }
+
+final case class LinearSpec(name: String, inShape: Shape, outShape: Shape, inBounds: Bounds, outBounds: Bounds,
+                            outFmt: NumFmt, weights: Po2Weights, bias: IndexedSeq[BigInt]) extends LayerSpec {
+  val op = "linear"
+}
+
+final case class RequantSpec(name: String, inShape: Shape, outShape: Shape, inBounds: Bounds, outBounds: Bounds,
+                             outFmt: NumFmt, shift: Int, clamp: Bounds) extends LayerSpec { val op = "requant" }
+
+final case class SumPoolSpec(name: String, inShape: Shape, outShape: Shape, inBounds: Bounds, outBounds: Bounds,
+                             outFmt: NumFmt) extends LayerSpec { val op = "sum_pool" }
+
+final case class DesignSpec(name: String, input: InputSpec, levelsPerStage: Int, layers: IndexedSeq[LayerSpec]) {
+  def inFmt(i: Int): NumFmt = if (i == 0) input.fmt else layers(i - 1).outFmt
+}
+
+/** A JSON value with the path it was found at, for error messages. */
+private final class Cursor(val v: ujson.Value, val path: String) {
+  private def fail(expected: String): Nothing =
+    throw DesignError(s"$path: expected $expected, found ${Cursor.show(v)}")
+  def field(name: String): Cursor = v match {
+    case o: ujson.Obj => o.value.get(name) match {
+        case Some(x) => new Cursor(x, s"$path.$name")
+        case None    => throw DesignError(s"$path.$name: required field is missing")
+      }
+    case _ => fail("an object")
+  }
+  def has(name: String): Boolean = v match { case o: ujson.Obj => o.value.contains(name); case _ => false }
+  def str: String = v match { case ujson.Str(s) => s; case _ => fail("a string") }
+  def bool: Boolean = v match { case ujson.Bool(b) => b; case _ => fail("true or false") }
+  def bigint: BigInt = v match {
+    case ujson.Num(d) if d.isWhole && math.abs(d) <= 9.007199254740992e15 => BigInt(d.toLong)
+    case _ => fail("an integer of magnitude <= 2^53")
+  }
+  def int: Int = { val b = bigint; if (!b.isValidInt) fail("a 32-bit integer"); b.toInt }
+  def intIn(lo: Int, hi: Int): Int = {
+    val i = int
+    if (i < lo || i > hi) fail(s"an integer in [$lo, $hi]")
+    i
+  }
+  def arr: IndexedSeq[Cursor] = v match {
+    case a: ujson.Arr => a.value.toIndexedSeq.zipWithIndex.map { case (x, i) => new Cursor(x, s"$path[$i]") }
+    case _ => fail("an array")
+  }
+  def arrOf(n: Int): IndexedSeq[Cursor] = {
+    val a = arr
+    if (a.length != n) throw DesignError(s"$path: expected $n entries, found ${a.length}")
+    a
+  }
+  def shape: Shape = { val a = arrOf(3).map(_.intIn(1, 1 << 20)); Shape(a(0), a(1), a(2)) }
+  def bounds: Bounds = {
+    val a = arrOf(2).map(_.bigint)
+    if (a(0) > a(1)) throw DesignError(s"$path: expected [lo, hi] with lo <= hi, found [${a(0)}, ${a(1)}]")
+    Bounds(a(0), a(1))
+  }
+}
+
+private object Cursor {
+  def show(v: ujson.Value): String = {
+    val s = v.render()
+    if (s.length > 60) s.take(57) + "..." else s
+  }
+}
+
+object Design {
+  val Format = "hashiflex.design"
+  val Version = 1
+
+  def load(path: os.Path): DesignSpec = {
+    val text = Try(os.read(path)) match {
+      case Success(t) => t
+      case Failure(e) => throw DesignError(s"$path: cannot read the design file (${e.getMessage})")
+    }
+    parse(text)
+  }
+
+  def parse(text: String): DesignSpec = {
+    val json = Try(ujson.read(text)) match {
+      case Success(j) => j
+      case Failure(e) => throw DesignError(s"design.json: not valid JSON (${e.getMessage.take(200)})")
+    }
+    fromJson(new Cursor(json, "design"))
+  }
+
+  private def fromJson(d: Cursor): DesignSpec = {
+    val format = d.field("format")
+    if (format.str != Format) throw DesignError(s"${format.path}: expected \"$Format\", found ${Cursor.show(format.v)}")
+    val version = d.field("version")
+    if (version.int != Version) throw DesignError(s"${version.path}: expected $Version, found ${Cursor.show(version.v)}")
+    val name = d.field("name").str
+    if (!name.matches("[A-Za-z][A-Za-z0-9_]*"))
+      throw DesignError(s"design.name: expected an identifier ([A-Za-z][A-Za-z0-9_]*), found \"$name\"")
+    val in = d.field("input")
+    val input = InputSpec(in.field("shape").shape, NumFmt(in.field("bits").intIn(1, 32), in.field("signed").bool),
+      in.field("exp").intIn(-256, 256))
+    val levels = d.field("hardware").field("adder_levels_per_stage").intIn(1, 64)
+    val ls = d.field("layers").arr
+    if (ls.isEmpty) throw DesignError("design.layers: expected at least one layer, found none")
+    var prevShape = input.shape
+    var prevBounds = input.bounds
+    val layers = ls.map { l =>
+      val spec = layer(l, prevShape, prevBounds)
+      prevShape = spec.outShape
+      prevBounds = spec.outBounds
+      spec
+    }
+    val names = layers.map(_.name)
+    names.diff(names.distinct).headOption.foreach(n => throw DesignError(s"design.layers: layer name \"$n\" is used twice"))
+    val out = d.field("output")
+    val of = out.field("features")
+    if (of.int != layers.last.outShape.c * layers.last.outShape.pixels)
+      throw DesignError(s"${of.path}: expected ${layers.last.outShape.c * layers.last.outShape.pixels} (the last layer's outputs), found ${of.int}")
+    DesignSpec(name, input, levels, layers)
+  }
+
+  private def layer(l: Cursor, prevShape: Shape, prevBounds: Bounds): LayerSpec = {
+    val name = l.field("name").str
+    val op = l.field("op")
+    val inShape = l.field("in_shape")
+    if (inShape.shape != prevShape)
+      throw DesignError(s"${inShape.path}: expected $prevShape (the previous layer's out_shape), found ${Cursor.show(inShape.v)}")
+    val inB = l.field("in_bounds")
+    if (inB.bounds != prevBounds)
+      throw DesignError(s"${inB.path}: expected $prevBounds (the previous layer's out_bounds), found ${Cursor.show(inB.v)}")
+    val outShapeC = l.field("out_shape")
+    val outShape = outShapeC.shape
+    val outBounds = l.field("out_bounds").bounds
+    val fmt = NumFmt(l.field("out_width").intIn(1, 62), l.field("out_signed").bool)
+    val want = NumFmt.forBounds(outBounds)
+    if (fmt != want)
+      throw DesignError(s"${l.path}.out_width: expected ${want.width} (signed=${want.signed}) for out_bounds $outBounds, found ${fmt.width} (signed=${fmt.signed})")
+    def expectShape(s: Shape): Unit =
+      if (s != outShape) throw DesignError(s"${outShapeC.path}: expected $s, found $outShape")
+    op.str match {
+      case "conv2d" =>
+        val k = l.field("kernel").intIn(1, 15)
+        val s = l.field("stride").intIn(1, 8)
+        val p = l.field("padding").intIn(0, 7)
+        if (prevShape.h + 2 * p < k || prevShape.w + 2 * p < k)
+          throw DesignError(s"${l.path}.kernel: expected a kernel that fits the padded ${prevShape.h}x${prevShape.w} input, found $k")
+        expectShape(Shape(outShape.c, (prevShape.h + 2 * p - k) / s + 1, (prevShape.w + 2 * p - k) / s + 1))
+        val w = weights(l.field("weights"), Seq(outShape.c, prevShape.c, k, k))
+        Conv2dSpec(name, prevShape, outShape, prevBounds, outBounds, fmt, k, s, p, w, bias(l.field("bias"), outShape.c))
+      case "linear" =>
+        expectShape(Shape(outShape.c, 1, 1))
+        val w = weights(l.field("weights"), Seq(outShape.c, prevShape.c * prevShape.pixels))
+        LinearSpec(name, prevShape, outShape, prevBounds, outBounds, fmt, w, bias(l.field("bias"), outShape.c))
+      case "requant" =>
+        expectShape(prevShape)
+        RequantSpec(name, prevShape, outShape, prevBounds, outBounds, fmt, l.field("shift").intIn(-62, 62),
+          l.field("clamp").bounds)
+      case "sum_pool" =>
+        expectShape(Shape(prevShape.c, 1, 1))
+        SumPoolSpec(name, prevShape, outShape, prevBounds, outBounds, fmt)
+      case other =>
+        throw DesignError(s"${op.path}: expected one of \"conv2d\", \"linear\", \"requant\", \"sum_pool\", found \"$other\"")
+    }
+  }
+
+  private def weights(w: Cursor, shape: Seq[Int]): Po2Weights = {
+    val bits = w.field("bits").intIn(2, 8)
+    val eMin = w.field("e_min").intIn(-128, 128)
+    val sh = w.field("shape").arrOf(shape.length).map(_.int)
+    if (sh != shape)
+      throw DesignError(s"${w.path}.shape: expected ${shape.mkString("[", ", ", "]")}, found ${sh.mkString("[", ", ", "]")}")
+    val maxCode = (1 << (bits - 1)) - 1
+    val codes = w.field("codes").arrOf(shape.product).map(_.intIn(-maxCode, maxCode))
+    Po2Weights(bits, eMin, codes)
+  }
+
+  private def bias(b: Cursor, n: Int): IndexedSeq[BigInt] = b.arrOf(n).map(_.bigint)
+}

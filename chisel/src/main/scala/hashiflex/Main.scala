@@ -1,0 +1,101 @@
+package hashiflex
+
+import circt.stage.ChiselStage
+
+/** `./mill hashiflex.run --design build/design.json --out build/rtl`: elaborate a design.json into Verilog and
+  * write hw_params.json beside it. Output is written to a temporary folder and moved into place only when
+  * everything succeeded, so a failed run leaves nothing half-written.
+  */
+object Main {
+  val usage: String =
+    """usage: hashiflex --design DESIGN.json --out DIR
+      |
+      |Elaborate a hashiflex design (written by `hashiflex export`) into SystemVerilog.
+      |
+      |  --design FILE   design.json to elaborate (validated on read)
+      |  --out DIR       output folder: <top>.sv and hw_params.json (replaced atomically)
+      |  --help          show this message
+      |""".stripMargin
+
+  final case class Args(design: os.Path, out: os.Path)
+
+  def parseArgs(args: Seq[String], cwd: os.Path = os.pwd): Either[String, Args] = {
+    def go(rest: List[String], design: Option[String], out: Option[String]): Either[String, Args] = rest match {
+      case Nil =>
+        (design, out) match {
+          case (Some(d), Some(o)) => Right(Args(os.Path(d, cwd), os.Path(o, cwd)))
+          case (None, _)          => Left("missing --design FILE")
+          case (_, None)          => Left("missing --out DIR")
+        }
+      case ("--design" :: v :: tail) => go(tail, Some(v), out)
+      case ("--out" :: v :: tail)    => go(tail, design, Some(v))
+      case (flag :: Nil) if flag == "--design" || flag == "--out" => Left(s"$flag needs a value")
+      case (other :: _) => Left(s"unknown argument: $other")
+    }
+    go(args.toList, None, None)
+  }
+
+  /** Elaborate `design` into `out`; returns the hw_params JSON written there. */
+  def elaborate(design: DesignSpec, out: os.Path): ujson.Obj = {
+    val layers = Pipeline.plan(design)
+    val top = s"Hashiflex_${design.name}"
+    val tmp = out / os.up / s".${out.last}.tmp-${ProcessHandle.current().pid()}"
+    os.remove.all(tmp)
+    os.makeDir.all(tmp)
+    try {
+      ChiselStage.emitSystemVerilogFile(
+        Pipeline(design),
+        args = Array("--target-dir", tmp.toString),
+        firtoolOpts = Array("-disable-all-randomization", "-strip-debug-info",
+          "--lowering-options=disallowLocalVariables,disallowPackedArrays,locationInfoStyle=none")
+      )
+      val params = hwParams(design, layers, top)
+      os.write(tmp / "hw_params.json", ujson.write(params, indent = 2) + "\n")
+      os.remove.all(out)
+      os.move(tmp, out)
+      params
+    } finally os.remove.all(tmp)
+  }
+
+  def hwParams(d: DesignSpec, layers: Seq[LayerHw], top: String): ujson.Obj = ujson.Obj(
+    "format" -> "hashiflex.hw_params",
+    "version" -> 1,
+    "design" -> d.name,
+    "top" -> top,
+    "verilog" -> s"$top.sv",
+    "ii_cycles_per_image" -> layers.map(_.beatsIn).max,
+    "latency_stages" -> layers.map(_.stages).sum,
+    "adders" -> layers.map(_.adders).sum,
+    "adder_levels_per_stage" -> d.levelsPerStage,
+    "out_width" -> d.layers.last.outFmt.width,
+    "out_signed" -> d.layers.last.outFmt.signed,
+    "layers" -> ujson.Arr.from(layers.map(l => ujson.Obj(
+      "name" -> l.name, "op" -> l.op, "out_width" -> l.outWidth, "adders" -> l.adders, "stages" -> l.stages,
+      "beats_in" -> l.beatsIn, "parallelism" -> l.parallelism)))
+  )
+
+  def run(args: Seq[String]): Int = {
+    if (args.contains("--help") || args.contains("-h")) { println(usage); return 0 }
+    parseArgs(args) match {
+      case Left(msg) =>
+        System.err.println(s"error: $msg\n\n$usage"); 2
+      case Right(a) =>
+        try {
+          val d = Design.load(a.design)
+          val t0 = System.nanoTime()
+          val p = elaborate(d, a.out)
+          println(f"elaborated ${d.name}: ${p("adders").num.toInt} adders, ${p("ii_cycles_per_image").num.toInt} cycles/image, " +
+            f"${p("latency_stages").num.toInt} pipeline stages in ${(System.nanoTime() - t0) / 1e9}%.1f s -> ${a.out}")
+          0
+        } catch {
+          case e: DesignError =>
+            System.err.println(s"error: ${e.getMessage}"); 1
+        }
+    }
+  }
+
+  def main(args: Array[String]): Unit = {
+    val rc = run(args.toSeq)
+    if (rc != 0) sys.exit(rc)
+  }
+}

@@ -1,0 +1,188 @@
+"""design.json: written from the quantized IR, validated against ``schema.json`` and re-derived before writing.
+
+Validation has two parts: the JSON schema (types, ranges, required fields) and a semantic check that rebuilds
+the IR from the file and re-derives every derived field (shapes, bounds, widths, exponents, II). Either failure
+raises :class:`DesignValidationError` naming the field (``design.layers[2].out_bounds``) and what was expected.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from ..ir import Conv2d, Graph, Input, Linear, Po2Weights, Requant, SumPool, TensorType
+from ..numfmt import width_for
+from ..passes import annotate, initiation_interval
+
+FORMAT, VERSION = "hashiflex.design", 1
+DEFAULT_LEVELS_PER_STAGE = 4
+
+
+class DesignValidationError(ValueError):
+    """design.json does not satisfy the contract; the message names the field and the expectation."""
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict:
+    return json.loads(resources.files(__package__).joinpath("schema.json").read_text())
+
+
+def _ints(a) -> list[int]:
+    return [int(v) for v in np.asarray(a).ravel()]
+
+
+def design_from_graph(g: Graph, levels_per_stage: int = DEFAULT_LEVELS_PER_STAGE) -> dict:
+    """The design.json document for a quantized graph (derived fields from :func:`annotate`)."""
+    infos = annotate(g)
+    layers = []
+    for layer, info in zip(g.layers, infos):
+        width, signed = width_for(*info.out_bounds)
+        d = {"name": layer.name, "in_shape": list(info.in_shape), "out_shape": list(info.out_shape),
+             "in_bounds": list(info.in_bounds), "out_bounds": list(info.out_bounds),
+             "out_width": width, "out_signed": signed, "out_exp": info.out_exp}
+        if isinstance(layer, (Conv2d, Linear)):
+            if isinstance(layer, Conv2d):
+                d.update(op="conv2d", kernel=layer.kernel, stride=layer.stride, padding=layer.padding)
+            else:
+                d.update(op="linear")
+            d["weights"] = {"bits": layer.q.bits, "e_min": layer.q.e_min, "shape": list(layer.q.codes.shape),
+                            "codes": _ints(layer.q.codes)}
+            d["bias"] = _ints(layer.bias_int)
+        elif isinstance(layer, Requant):
+            d.update(op="requant", shift=info.shift, act=layer.act, clamp=list(layer.clamp()))
+        elif isinstance(layer, SumPool):
+            d.update(op="sum_pool")
+        layers.append(d)
+    last = infos[-1]
+    w, s = width_for(*last.out_bounds)
+    t = g.input.type
+    return {
+        "format": FORMAT, "version": VERSION, "name": g.name,
+        "input": {"shape": [g.input.channels, g.input.height, g.input.width], "bits": t.bits, "signed": t.signed,
+                  "exp": t.exp},
+        "hardware": {"adder_levels_per_stage": levels_per_stage, "ii_cycles_per_image": initiation_interval(g)},
+        "layers": layers,
+        "output": {"features": int(np.prod(last.out_shape)), "exp": last.out_exp, "bounds": list(last.out_bounds),
+                   "width": w, "signed": s},
+    }
+
+
+def _path(parts) -> str:
+    out = "design"
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else f".{p}"
+    return out
+
+
+def graph_from_design(d: dict) -> Graph:
+    """Rebuild the quantized IR from a schema-valid design document."""
+    i = d["input"]
+    c, h, w = i["shape"]
+    g = Graph(d["name"], Input(c, h, w, TensorType(i["bits"], i["signed"], i["exp"])), [])
+    for k, l in enumerate(d["layers"]):
+        where = f"design.layers[{k}]"
+        if l["op"] in ("conv2d", "linear"):
+            wq = l["weights"]
+            codes = np.asarray(wq["codes"], dtype=np.int64)
+            shape = tuple(wq["shape"])
+            if codes.size != int(np.prod(shape)):
+                raise DesignValidationError(f"{where}.weights.codes: expected {int(np.prod(shape))} entries "
+                                            f"(shape {list(shape)}), found {codes.size}")
+            limit = (1 << (wq["bits"] - 1)) - 1
+            if codes.size and np.abs(codes).max() > limit:
+                raise DesignValidationError(f"{where}.weights.codes: expected codes in [-{limit}, {limit}] for "
+                                            f"{wq['bits']}-bit weights, found {int(np.abs(codes).max())}")
+            codes = codes.reshape(shape)
+            bias = np.asarray(l["bias"], dtype=np.int64)
+            if bias.shape != (shape[0],):
+                raise DesignValidationError(f"{where}.bias: expected {shape[0]} entries, found {bias.size}")
+            q = Po2Weights(codes, wq["e_min"], wq["bits"])
+            zeros = np.zeros(shape)
+            if l["op"] == "conv2d":
+                if len(shape) != 4 or shape[2] != shape[3] or shape[2] != l["kernel"]:
+                    raise DesignValidationError(f"{where}.weights.shape: expected [out, in, {l['kernel']}, "
+                                                f"{l['kernel']}], found {list(shape)}")
+                layer = Conv2d(l["name"], zeros, np.zeros(shape[0]), l["stride"], l["padding"], q, bias)
+            else:
+                if len(shape) != 2:
+                    raise DesignValidationError(f"{where}.weights.shape: expected [out, in], found {list(shape)}")
+                layer = Linear(l["name"], zeros, np.zeros(shape[0]), q, bias)
+        elif l["op"] == "requant":
+            layer = Requant(l["name"], l["act"], TensorType(l["out_width"], l["out_signed"], l["out_exp"]))
+        else:
+            layer = SumPool(l["name"])
+        g.layers.append(layer)
+    return g
+
+
+def validate_design(d: dict) -> Graph:
+    """Validate a design document (schema, then every derived field); return its IR."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema())
+    errors = sorted(validator.iter_errors(d), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        e = jsonschema.exceptions.best_match(errors)
+        raise DesignValidationError(f"{_path(e.absolute_path)}: {e.message}")
+    names = [l["name"] for l in d["layers"]]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise DesignValidationError(f"design.layers: layer name {sorted(dup)[0]!r} is used twice")
+    try:
+        g = graph_from_design(d)
+        want = design_from_graph(g, d["hardware"]["adder_levels_per_stage"])
+    except DesignValidationError:
+        raise
+    except ValueError as e:  # IRError from annotate: shapes that do not chain
+        raise DesignValidationError(f"design: {e}") from e
+    _compare(want, d, [])
+    return g
+
+
+def _compare(want, have, path) -> None:
+    """Raise at the first field where ``have`` differs from the re-derived ``want``."""
+    if isinstance(want, dict):
+        for k, v in want.items():
+            if k not in have:
+                raise DesignValidationError(f"{_path(path + [k])}: required field is missing")
+            _compare(v, have[k], path + [k])
+    elif isinstance(want, list) and want and isinstance(want[0], (dict, list)):
+        if len(want) != len(have):
+            raise DesignValidationError(f"{_path(path)}: expected {len(want)} entries, found {len(have)}")
+        for i, (a, b) in enumerate(zip(want, have)):
+            _compare(a, b, path + [i])
+    elif want != have:
+        shown = have if len(json.dumps(have)) < 80 else json.dumps(have)[:77] + "..."
+        raise DesignValidationError(f"{_path(path)}: expected {want} (derived from the weights and shapes), "
+                                    f"found {shown}")
+
+
+def write_design(d: dict, path: str | os.PathLike) -> Path:
+    """Validate, then write atomically (a temporary file renamed into place): never half-written."""
+    validate_design(d)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(d, f, separators=(",", ":"))
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_design(path: str | os.PathLike) -> tuple[dict, Graph]:
+    path = Path(path)
+    try:
+        d = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DesignValidationError(f"{path}: not valid JSON ({e})") from e
+    return d, validate_design(d)

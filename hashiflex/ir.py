@@ -1,0 +1,128 @@
+"""A small IR of a quantizable CNN: a straight chain of layers from an input tensor.
+
+Layers hold float parameters (as imported from torch) and, once :func:`hashiflex.passes.quantize_weights`
+has run, their Po2 weight codes and integer biases. Everything derived (shapes, exponents, value bounds,
+widths) is computed by :func:`hashiflex.passes.annotate`, never stored twice.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Union
+
+import numpy as np
+
+from .numfmt import int_range
+
+
+class IRError(ValueError):
+    """A network the IR or the hardware cannot represent; the message names the layer and the field."""
+
+
+@dataclass(frozen=True)
+class TensorType:
+    """Fixed point: integer q with value q * 2**exp, ``bits`` wide, signed or not."""
+    bits: int
+    signed: bool
+    exp: int
+
+    @property
+    def range(self) -> tuple[int, int]:
+        return int_range(self.bits, self.signed)
+
+
+@dataclass(frozen=True)
+class Input:
+    channels: int
+    height: int
+    width: int
+    type: TensorType
+
+
+@dataclass(frozen=True)
+class Po2Weights:
+    """Po2 weight codes (see :mod:`hashiflex.numfmt`): int array of the layer's weight shape."""
+    codes: np.ndarray
+    e_min: int
+    bits: int
+
+
+@dataclass
+class Conv2d:
+    name: str
+    weight: np.ndarray            # float (out, in, k, k)
+    bias: np.ndarray              # float (out,)
+    stride: int = 1
+    padding: int = 0
+    q: Po2Weights | None = None   # set by quantize_weights
+    bias_int: np.ndarray | None = None  # bias in units of the accumulator's 2**exp
+
+    @property
+    def out_channels(self) -> int:
+        return int(self.weight.shape[0])
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.weight.shape[1])
+
+    @property
+    def kernel(self) -> int:
+        return int(self.weight.shape[2])
+
+
+@dataclass
+class Linear:
+    name: str
+    weight: np.ndarray            # float (out, in)
+    bias: np.ndarray              # float (out,)
+    q: Po2Weights | None = None
+    bias_int: np.ndarray | None = None
+
+    @property
+    def out_features(self) -> int:
+        return int(self.weight.shape[0])
+
+    @property
+    def in_features(self) -> int:
+        return int(self.weight.shape[1])
+
+
+@dataclass
+class Requant:
+    """Requantizing shift to ``out`` with round-half-up and a clamp; the clamp implements ReLU/ReLU6."""
+    name: str
+    act: str                      # "relu" | "relu6" | "none"
+    out: TensorType | None = None  # set by calibrate_activations
+
+    def clamp(self) -> tuple[int, int]:
+        if self.out is None:
+            raise IRError(f"layer {self.name!r}: field 'out': expected a calibrated output type, found none")
+        lo, hi = self.out.range
+        if self.act in ("relu", "relu6"):
+            lo = max(lo, 0)
+        if self.act == "relu6":
+            hi = min(hi, int(np.floor(6.0 / 2.0 ** self.out.exp)))
+        return lo, hi
+
+
+@dataclass
+class SumPool:
+    """Global pool as an exact sum over all pixels; an average's 1/N is folded into the next linear layer."""
+    name: str
+
+
+Layer = Union[Conv2d, Linear, Requant, SumPool]
+
+
+@dataclass
+class Graph:
+    name: str
+    input: Input
+    layers: list = field(default_factory=list)
+
+    def copy(self) -> "Graph":
+        return Graph(self.name, self.input, [replace(layer) for layer in self.layers])
+
+    @property
+    def quantized(self) -> bool:
+        return all(l.q is not None for l in self.layers if isinstance(l, (Conv2d, Linear))) and all(
+            l.out is not None for l in self.layers if isinstance(l, Requant))

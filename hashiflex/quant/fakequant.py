@@ -1,0 +1,131 @@
+"""The fake-quant torch model: the IR run in torch with Po2 weights and fixed-point activations.
+
+Rung two of the golden-model ladder (float -> fake-quant torch -> integer NumPy -> RTL). In float64 and
+eval mode its outputs divided by 2**exp equal the integer golden model exactly; in float32 with the
+straight-through estimator it is what quantization-aware training (QAT) optimises.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..ir import Conv2d, Graph, IRError, Linear, Requant, SumPool
+from ..numfmt import codes_to_float
+from .po2 import po2_fake_quant_torch
+
+
+def _ste(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    return x + (q - x).detach()
+
+
+def round_half_up_ste(x: torch.Tensor) -> torch.Tensor:
+    return _ste(x, torch.floor(x + 0.5))
+
+
+class FakeQuantNet(nn.Module):
+    """Torch module over a :class:`Graph`.
+
+    ``quantize=False`` runs the float network (used to calibrate activations); ``quantize=True`` quantizes
+    weights to Po2 (``wbits``), biases to the accumulator scale and activations at every Requant point.
+    """
+
+    def __init__(self, g: Graph, wbits: int | None = None, quantize: bool = True):
+        super().__init__()
+        self.graph = g
+        self.quantize = quantize
+        self.wbits = wbits
+        self.params = nn.ParameterDict()
+        exp = g.input.type.exp
+        for layer in g.layers:
+            if isinstance(layer, (Conv2d, Linear)):
+                if layer.q is not None:
+                    self.wbits = self.wbits or layer.q.bits
+                    acc_exp = exp + layer.q.e_min
+                    w = codes_to_float(layer.q.codes, layer.q.e_min)
+                    b = layer.bias_int.astype(np.float64) * 2.0 ** acc_exp
+                    exp = acc_exp
+                else:
+                    w, b = layer.weight, layer.bias
+                self.params[f"{layer.name}__w".replace(".", "_")] = nn.Parameter(torch.tensor(w, dtype=torch.float64))
+                self.params[f"{layer.name}__b".replace(".", "_")] = nn.Parameter(torch.tensor(b, dtype=torch.float64))
+            elif isinstance(layer, Requant) and layer.out is not None:
+                exp = layer.out.exp
+        if quantize and self.wbits is None:
+            raise IRError("FakeQuantNet: quantize=True needs wbits (or a quantized graph)")
+        self.recorded: dict[str, torch.Tensor] = {}
+        self.record = False
+
+    def _wb(self, layer):
+        key = layer.name.replace(".", "_")
+        return self.params[f"{key}__w"], self.params[f"{key}__b"]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` in the value domain (integer input times 2**input.exp). Returns logits (value domain)."""
+        exp = self.graph.input.type.exp
+        for layer in self.graph.layers:
+            if isinstance(layer, (Conv2d, Linear)):
+                w, b = self._wb(layer)
+                if self.quantize:
+                    w, e_min = po2_fake_quant_torch(w, self.wbits)
+                    exp = exp + int(e_min.item())
+                    scale = 2.0 ** exp
+                    b = round_half_up_ste(b / scale) * scale
+                if isinstance(layer, Conv2d):
+                    x = F.conv2d(x, w, b, stride=layer.stride, padding=layer.padding)
+                else:
+                    x = F.linear(x.flatten(1), w, b)
+            elif isinstance(layer, Requant):
+                if self.quantize:
+                    if layer.out is None:
+                        raise IRError(f"layer {layer.name!r}: field 'out': calibrate before quantized forward")
+                    lo, hi = layer.clamp()
+                    scale = 2.0 ** layer.out.exp
+                    x = torch.clamp(round_half_up_ste(x / scale), lo, hi) * scale
+                    exp = layer.out.exp
+                else:
+                    x = torch.clamp(x, min=0.0, max=6.0) if layer.act == "relu6" else (
+                        torch.relu(x) if layer.act == "relu" else x)
+                if self.record:
+                    self.recorded[layer.name] = x.detach()
+            elif isinstance(layer, SumPool):
+                x = x.sum(dim=(2, 3))
+        return x.flatten(1)
+
+    def to_graph(self) -> Graph:
+        """The float graph with this module's current (latent float) weights, for re-quantization."""
+        g = self.graph.copy()
+        for i, layer in enumerate(g.layers):
+            if isinstance(layer, (Conv2d, Linear)):
+                w, b = self._wb(layer)
+                g.layers[i] = replace(layer, weight=w.detach().double().cpu().numpy().copy(),
+                                      bias=b.detach().double().cpu().numpy().copy(), q=None, bias_int=None)
+        return g
+
+
+@torch.no_grad()
+def record_activations(g: Graph, x_value: np.ndarray, batch: int = 512) -> dict[str, np.ndarray]:
+    """Float activations after every Requant point (ReLU outputs), for calibration."""
+    net = FakeQuantNet(g, quantize=False).double().eval()
+    net.record = True
+    out: dict[str, list] = {}
+    for i in range(0, len(x_value), batch):
+        net(torch.as_tensor(x_value[i:i + batch], dtype=torch.float64))
+        for k, v in net.recorded.items():
+            out.setdefault(k, []).append(v.numpy())
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+@torch.no_grad()
+def fake_quant_int_outputs(g: Graph, x_int: np.ndarray, out_exp: int) -> np.ndarray:
+    """Run the fake-quant model in float64 on integer inputs and return its integer outputs (exact)."""
+    net = FakeQuantNet(g).double().eval()
+    x = torch.as_tensor(x_int, dtype=torch.float64) * 2.0 ** g.input.type.exp
+    y = net(x).numpy() / 2.0 ** out_exp
+    yi = np.rint(y).astype(np.int64)
+    if not np.array_equal(yi.astype(np.float64), y):
+        raise AssertionError("fake-quant outputs are not integers at the output scale: the ladder is broken")
+    return yi

@@ -1,0 +1,48 @@
+"""Po2 weight quantizer: w -> sign * 2**e, e in [e_min, e_max] per layer, or zero.
+
+Rule (NumPy and torch implement the same one): e_max = round(log2(max|w|)); e_min = e_max - (2**(b-1) - 2);
+e_hat = floor(log2|w| + 1/2); weights with e_hat < e_min become zero; the rest clip to [e_min, e_max].
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..numfmt import codes_to_float, max_code
+
+
+def exponent_range(absmax: float, bits: int) -> tuple[int, int]:
+    if bits < 2:
+        raise ValueError(f"Po2 weights need >= 2 bits (sign + exponent), got {bits}")
+    e_max = int(np.floor(np.log2(absmax) + 0.5)) if absmax > 0 else 0
+    return e_max - (max_code(bits) - 1), e_max
+
+
+def quantize_po2(w: np.ndarray, bits: int) -> tuple[np.ndarray, int]:
+    """Return (codes, e_min) for float weights ``w``."""
+    w = np.asarray(w, dtype=np.float64)
+    e_min, e_max = exponent_range(float(np.abs(w).max(initial=0.0)), bits)
+    a = np.abs(w)
+    with np.errstate(divide="ignore"):
+        e_hat = np.floor(np.log2(np.where(a > 0, a, 1.0)) + 0.5)
+    e = np.clip(e_hat, e_min, e_max)
+    mag = (e - e_min + 1).astype(np.int64)
+    codes = np.where((a > 0) & (e_hat >= e_min), np.sign(w).astype(np.int64) * mag, 0)
+    return codes.astype(np.int64), e_min
+
+
+def dequantize_po2(codes: np.ndarray, e_min: int) -> np.ndarray:
+    return codes_to_float(codes, e_min)
+
+
+def po2_fake_quant_torch(w, bits: int):
+    """Differentiable (straight-through) Po2 fake quantization of a torch tensor, same rule as NumPy."""
+    import torch
+
+    absmax = w.detach().abs().max()
+    e_max = torch.floor(torch.log2(absmax) + 0.5) if absmax > 0 else torch.zeros((), dtype=w.dtype)
+    e_min = e_max - (max_code(bits) - 1)
+    a = w.detach().abs()
+    e_hat = torch.floor(torch.log2(torch.where(a > 0, a, torch.ones_like(a))) + 0.5)
+    e = torch.clamp(e_hat, e_min, e_max)
+    q = torch.where((a > 0) & (e_hat >= e_min), torch.sign(w.detach()) * torch.pow(2.0, e), torch.zeros_like(w))
+    return w + (q - w).detach(), e_min
