@@ -259,7 +259,8 @@ def hw_model(g: Graph, levels_per_stage: int) -> list[LayerHw]:
             hw.append(LayerHw(layer.name, "conv2d" if isinstance(layer, Conv2d) else "linear",
                               width_for(*info.out_bounds)[0], adders, stages, beats))
         elif isinstance(layer, Requant):
-            hw.append(LayerHw(layer.name, "requant", None, 0, 0, beats))
+            # the rounding constant 2**(s-1) costs one adder per channel when shifting right
+            hw.append(LayerHw(layer.name, "requant", None, c if info.shift > 0 else 0, 0, beats))
         elif isinstance(layer, SumPool):
             hw.append(LayerHw(layer.name, "sum_pool", width_for(*info.out_bounds)[0], c, 1, beats))
     return hw

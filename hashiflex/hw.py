@@ -1,0 +1,82 @@
+"""Run the Chisel generator (Mill) and check what it reports (hw_params.json) against the Python model."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from .ir import Graph
+from .passes import hw_model, initiation_interval
+
+
+class HwMismatchError(AssertionError):
+    """hw_params.json disagrees with the Python model of the hardware."""
+
+
+class ElaborationError(RuntimeError):
+    """The generator rejected the design or failed; the message carries its error."""
+
+
+def project_root() -> Path:
+    """The checkout holding build.sc and ./mill (HASHIFLEX_ROOT, else found above this package)."""
+    env = os.environ.get("HASHIFLEX_ROOT")
+    if env:
+        return Path(env)
+    for d in Path(__file__).resolve().parents:
+        if (d / "build.sc").exists() and (d / "mill").exists():
+            return d
+    raise FileNotFoundError("cannot find the hashiflex checkout (build.sc + ./mill); set HASHIFLEX_ROOT")
+
+
+def elaborate(design: str | os.PathLike, out: str | os.PathLike, quiet: bool = False) -> dict:
+    """``./mill hashiflex.run --design DESIGN --out OUT``; returns hw_params.json."""
+    root = project_root()
+    design, out = Path(design).resolve(), Path(out).resolve()
+    cmd = [str(root / "mill"), "--no-server", "--ticker", "false", "hashiflex.run",
+           "--design", str(design), "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+    if proc.returncode != 0:
+        errs = [l for l in (proc.stderr + proc.stdout).splitlines() if "error:" in l]
+        msg = errs[0].split("error:", 1)[1].strip() if errs else (proc.stderr + proc.stdout)[-3000:]
+        raise ElaborationError(msg)
+    if not quiet:
+        for line in proc.stdout.splitlines():
+            if line.startswith("elaborated") or " elaborated " in line:
+                print(line.split("] ", 1)[-1])
+    return read_hw_params(out)
+
+
+def read_hw_params(out: str | os.PathLike) -> dict:
+    p = Path(out) / "hw_params.json"
+    d = json.loads(p.read_text())
+    if d.get("format") != "hashiflex.hw_params" or d.get("version") != 1:
+        raise HwMismatchError(f"{p}: expected format hashiflex.hw_params version 1")
+    return d
+
+
+def check_hw_params(g: Graph, hw: dict, levels_per_stage: int) -> None:
+    """Compare every figure the generator reports with the Python model; raise listing all differences."""
+    model = hw_model(g, levels_per_stage)
+    diffs = []
+    if [l["name"] for l in hw["layers"]] != [m.name for m in model]:
+        raise HwMismatchError(f"hw_params.layers: expected layers {[m.name for m in model]}, "
+                              f"found {[l['name'] for l in hw['layers']]}")
+    for m, l in zip(model, hw["layers"]):
+        for key, want in (("op", m.op), ("adders", m.adders), ("stages", m.stages), ("beats_in", m.beats_in)):
+            if l[key] != want:
+                diffs.append(f"layers[{m.name}].{key}: Python model {want}, generator {l[key]}")
+        if m.acc_width is not None and l["out_width"] != m.acc_width:
+            diffs.append(f"layers[{m.name}].out_width: Python model {m.acc_width}, generator {l['out_width']}")
+    totals = (("ii_cycles_per_image", initiation_interval(g)), ("adders", sum(m.adders for m in model)),
+              ("latency_stages", sum(m.stages for m in model)))
+    for key, want in totals:
+        if hw[key] != want:
+            diffs.append(f"{key}: Python model {want}, generator {hw[key]}")
+    if diffs:
+        raise HwMismatchError("hw_params.json disagrees with the Python hardware model:\n  " + "\n  ".join(diffs))
+
+
+def have_tool(name: str) -> bool:
+    return shutil.which(name) is not None

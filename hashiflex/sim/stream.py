@@ -1,0 +1,195 @@
+"""Stream images through the generated pipeline in Verilator and collect outputs, cycles and latency.
+
+The top has a ready/valid input of pixels (raster order, all channels per beat: ``in_bits_<c>``) and a
+ready/valid output of logits (``out_bits_<k>``); values cross as raw two's-complement bit vectors.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+
+@dataclass
+class SimResult:
+    outputs: np.ndarray                 # (N, features) int64
+    cycles: int                         # total simulated cycles
+    in_cycles: list[int] = field(default_factory=list)   # cycle of each image's first input beat
+    out_cycles: list[int] = field(default_factory=list)  # cycle each image's output was taken
+
+    @property
+    def cycles_per_image(self) -> float:
+        """Steady-state initiation interval measured between consecutive outputs."""
+        if len(self.out_cycles) < 2:
+            return float("nan")
+        return (self.out_cycles[-1] - self.out_cycles[0]) / (len(self.out_cycles) - 1)
+
+    @property
+    def latency(self) -> int:
+        """Cycles from the first image's first input beat to its output."""
+        return self.out_cycles[0] - self.in_cycles[0]
+
+
+class _Port:
+    """Direct ctypes accessor for one top-level port (<= 64 bits)."""
+
+    def __init__(self, sim, name: str, width: int, write: bool):
+        if width > 64:
+            raise ValueError(f"port {name}: {width} bits; ports wider than 64 bits are not supported")
+        ctype = ctypes.c_uint64 if width > 32 else ctypes.c_uint32
+        self.model = sim.model
+        if write:
+            self.fn = getattr(sim.lib, "set_" + name)
+            self.fn.argtypes = [ctypes.c_void_p, ctype]
+        else:
+            self.fn = getattr(sim.lib, "get_" + name)
+            self.fn.argtypes = [ctypes.c_void_p]
+            self.fn.restype = ctype
+        self.width = width
+
+    def set(self, v: int) -> None:
+        self.fn(self.model, v)
+
+    def get(self) -> int:
+        return int(self.fn(self.model))
+
+
+def _to_raw(v: np.ndarray, width: int) -> np.ndarray:
+    return np.asarray(v, dtype=np.int64) & ((1 << width) - 1)
+
+
+def _from_raw(v: int, width: int, signed: bool) -> int:
+    return v - (1 << width) if signed and v >> (width - 1) else v
+
+
+class StreamSim:
+    """A Verilator model of an elaborated design, built once per RTL content (cached by hash)."""
+
+    def __init__(self, rtl_dir: str | Path, hw_params: dict, design: dict, build_root: str | Path | None = None,
+                 quiet: bool = True):
+        import pyverilator
+
+        rtl_dir = Path(rtl_dir).resolve()
+        top_sv = rtl_dir / hw_params["verilog"]
+        digest = hashlib.sha256(top_sv.read_bytes()).hexdigest()[:16]
+        build_root = Path(build_root).resolve() if build_root else rtl_dir.parent / "verilator"
+        build_dir = build_root / f"{hw_params['top']}-{digest}"
+        so = build_dir / f"V{hw_params['top']}"
+        if so.exists():
+            self.sim = pyverilator.PyVerilator(str(so))
+        else:
+            tmp = build_root / f".{build_dir.name}.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            src = tmp / top_sv.name  # pyverilator names the model after the file
+            tmp.mkdir(parents=True)
+            shutil.copy(top_sv, src)
+            pyverilator.PyVerilator.build(str(src), build_dir=str(tmp), quiet=quiet,
+                                          args=["-O3", "--x-assign", "fast", "--x-initial", "fast",
+                                                "-Wno-WIDTH", "--output-split", "20000"],
+                                          cargs="-O1")
+            shutil.rmtree(build_dir, ignore_errors=True)
+            tmp.rename(build_dir)
+            self.sim = pyverilator.PyVerilator(str(so))
+        self.sim.auto_eval = False
+        self.build_dir = build_dir
+        widths = dict(self.sim.inputs + self.sim.outputs)
+        self.in_c = design["input"]["shape"][0]
+        self.in_h, self.in_w = design["input"]["shape"][1:]
+        self.in_width = design["input"]["bits"]
+        self.features = design["output"]["features"]
+        self.out_width = design["output"]["width"]
+        self.out_signed = design["output"]["signed"]
+        p = lambda n, w: _Port(self.sim, n, widths[n], w)  # noqa: E731
+        self.clock, self.reset = p("clock", True), p("reset", True)
+        self.in_valid, self.in_ready = p("in_valid", True), p("in_ready", False)
+        self.out_valid, self.out_ready = p("out_valid", False), p("out_ready", True)
+        self.in_bits = [p(f"in_bits_{c}", True) for c in range(self.in_c)]
+        self.out_bits = [p(f"out_bits_{k}", False) for k in range(self.features)]
+        self.cycle = 0
+        self._tracing = False
+        self.do_reset()
+
+    # -- clocking
+    def _eval(self) -> None:
+        self.sim.eval()
+        if self._tracing:
+            self.sim.add_to_vcd_trace()
+
+    def step(self) -> None:
+        self.clock.set(1)
+        self._eval()
+        self.clock.set(0)
+        self._eval()
+        self.cycle += 1
+
+    def do_reset(self, cycles: int = 2) -> None:
+        self.reset.set(1)
+        self.in_valid.set(0)
+        self.out_ready.set(0)
+        for _ in range(cycles):
+            self.step()
+        self.reset.set(0)
+        self._eval()
+
+    # -- streaming
+    def run(self, images: np.ndarray, vcd: str | Path | None = None, backpressure: np.ndarray | None = None,
+            progress: bool = True, max_cycles: int | None = None) -> SimResult:
+        """Stream integer images (N, C, H, W) through the design; return outputs and cycle counts.
+
+        ``backpressure``: optional boolean pattern, out_ready is low on cycles where it is True (cycled).
+        ``vcd``: write a VCD trace of the whole run.
+        """
+        images = np.asarray(images)
+        n = len(images)
+        if images.shape[1:] != (self.in_c, self.in_h, self.in_w):
+            raise ValueError(f"images: expected shape (N, {self.in_c}, {self.in_h}, {self.in_w}), found {images.shape}")
+        beats = _to_raw(images.transpose(0, 2, 3, 1).reshape(n, self.in_h * self.in_w, self.in_c), self.in_width)
+        beats = beats.reshape(-1, self.in_c).tolist()
+        per_image = self.in_h * self.in_w
+        total = len(beats)
+        limit = max_cycles or (total + 1000) * 4 + 10_000
+        if vcd is not None:
+            self.sim.start_vcd_trace(str(vcd), auto_tracing=False)
+            self._tracing = True
+        outputs: list[list[int]] = []
+        in_cycles: list[int] = []
+        out_cycles: list[int] = []
+        start = self.cycle
+        sent = 0
+        bar = tqdm(total=n, desc="co-simulation", unit="img", disable=not progress, leave=False)
+        try:
+            while len(outputs) < n:
+                if self.cycle - start > limit:
+                    raise TimeoutError(f"co-simulation: {len(outputs)}/{n} outputs after {limit} cycles (deadlock?)")
+                if sent < total:
+                    self.in_valid.set(1)
+                    for port, v in zip(self.in_bits, beats[sent]):
+                        port.set(v)
+                else:
+                    self.in_valid.set(0)
+                ready = 0 if backpressure is not None and backpressure[self.cycle % len(backpressure)] else 1
+                self.out_ready.set(ready)
+                self._eval()
+                if sent < total and self.in_ready.get():
+                    if sent % per_image == 0:
+                        in_cycles.append(self.cycle)
+                    sent += 1
+                if ready and self.out_valid.get():
+                    outputs.append([_from_raw(p.get(), self.out_width, self.out_signed) for p in self.out_bits])
+                    out_cycles.append(self.cycle)
+                    bar.update(1)
+                self.step()
+        finally:
+            bar.close()
+            if vcd is not None:
+                self.sim.stop_vcd_trace()
+                self._tracing = False
+        self.in_valid.set(0)
+        self.out_ready.set(0)
+        return SimResult(np.asarray(outputs, dtype=np.int64).reshape(n, self.features), self.cycle - start,
+                         in_cycles, out_cycles)
