@@ -1,0 +1,112 @@
+"""``hashiflex`` command line: one subcommand per step of the flow (see ``hashiflex <step> --help``)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from . import __version__
+
+
+def _work(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--work", type=Path, default=Path("build"), help="work folder for artifacts (default: build)")
+
+
+def _progress(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="hashiflex", description=(
+        "Generate hardened power-of-two (Po2) DNN accelerators: train, quantize, export design.json, "
+        "elaborate with Chisel, co-simulate with Verilator."))
+    ap.add_argument("--version", action="version", version=f"hashiflex {__version__}")
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="STEP")
+
+    from .flow import Config
+    d = Config()
+
+    p = sub.add_parser("train", help="train the float model (default: small CNN on sklearn digits)",
+                       description="Train the float CNN and save WORK/float.pt.")
+    _work(p)
+    _progress(p)
+    p.add_argument("--dataset", default=d.dataset, choices=["digits"], help="dataset (default: %(default)s)")
+    p.add_argument("--c1", type=int, default=d.c1, help="channels of conv1 (default: %(default)s)")
+    p.add_argument("--c2", type=int, default=d.c2, help="channels of conv2 (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="float epochs (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=d.lr, help="learning rate (default: %(default)s)")
+    p.add_argument("--qat-epochs", type=int, default=d.qat_epochs, help="QAT epochs used by quantize")
+    p.add_argument("--weight-bits", type=int, default=d.weight_bits, help="Po2 weight bits (sign + exponent)")
+    p.add_argument("--act-bits", type=int, default=d.act_bits, help="activation bits (unsigned)")
+    p.add_argument("--seed", type=int, default=d.seed)
+
+    p = sub.add_parser("quantize", help="import to the IR, calibrate, Po2 QAT, quantize (-> po2.pkl)",
+                       description="Read WORK/float.pt, run Po2 quantization-aware training, write WORK/po2.pkl.")
+    _work(p)
+    _progress(p)
+    p.add_argument("--weight-bits", type=int, default=None, help="override the Po2 weight bits")
+
+    p = sub.add_parser("export", help="write the schema-validated WORK/design.json",
+                       description="Write WORK/design.json from WORK/po2.pkl and check fake-quant == golden.")
+    _work(p)
+    p.add_argument("--levels-per-stage", type=int, default=None,
+                   help=f"adder levels per pipeline register stage (default: {d.levels_per_stage})")
+
+    p = sub.add_parser("elaborate", help="run the Chisel generator (./mill hashiflex.run) and check hw_params",
+                       description="Elaborate WORK/design.json into WORK/rtl and check hw_params.json.")
+    _work(p)
+
+    p = sub.add_parser("cosim", help="co-simulate the RTL in Verilator against the golden model",
+                       description="Stream the test images through WORK/rtl in Verilator; compare bit for bit.")
+    _work(p)
+    _progress(p)
+    p.add_argument("--limit", type=int, default=None, help="only the first N test images")
+    p.add_argument("--vcd", type=str, default=None, help="write a VCD trace to this file")
+
+    p = sub.add_parser("demo", help="all of the above on the embedded default, then print the table",
+                       description="Train, quantize, export, elaborate, co-simulate and report.")
+    _work(p)
+    _progress(p)
+    p.add_argument("--no-netlist", action="store_true", help="skip the Yosys netlist count")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from . import flow
+    from .export import DesignValidationError
+    from .hw import ElaborationError, HwMismatchError
+    from .ir import IRError
+
+    progress = not getattr(args, "no_progress", False)
+    try:
+        if args.cmd == "train":
+            names = {f.name for f in fields(flow.Config)}
+            cfg = flow.Config(**{k: v for k, v in vars(args).items() if k in names})
+            r = flow.step_train(args.work, cfg, progress)
+        elif args.cmd == "quantize":
+            r = flow.step_quantize(args.work, args.weight_bits, progress)
+        elif args.cmd == "export":
+            r = flow.step_export(args.work, args.levels_per_stage)
+        elif args.cmd == "elaborate":
+            p = flow.step_elaborate(args.work)
+            r = {k: p[k] for k in ("top", "adders", "ii_cycles_per_image", "latency_stages")}
+        elif args.cmd == "cosim":
+            r = flow.step_cosim(args.work, args.limit, args.vcd, progress)
+        elif args.cmd == "demo":
+            r = flow.demo(args.work, progress=progress, netlist=not args.no_netlist)
+            print(flow.format_table(r))
+            return 0 if r["mismatches"] == 0 else 1
+        print(json.dumps(r, indent=2))
+        if args.cmd == "cosim" and r["mismatches"]:
+            return 1
+        return 0
+    except (DesignValidationError, ElaborationError, HwMismatchError, IRError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

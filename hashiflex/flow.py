@@ -1,0 +1,202 @@
+"""The end-to-end flow, one function per step; the CLI and the notebooks call these.
+
+Artifacts live in a work folder (default ``build/``):
+``float.pt`` (train) -> ``po2.pkl`` (quantize) -> ``design.json`` (export) -> ``rtl/`` with the Verilog and
+``hw_params.json`` (elaborate) -> ``verilator/`` model and ``cosim.json`` (cosim).
+"""
+from __future__ import annotations
+
+import json
+import pickle
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import data as datasets
+from . import hw, passes, ref
+from .export import design_from_graph, load_design, write_design
+from .ir import Graph
+from .models import DigitsCNN
+from .quant.fakequant import fake_quant_int_outputs, record_activations
+from .train import accuracy_torch, train_float, train_qat
+
+
+@dataclass
+class Config:
+    """Defaults reproduce the README's figures."""
+    dataset: str = "digits"
+    c1: int = 16
+    c2: int = 32
+    epochs: int = 60
+    lr: float = 1e-2
+    qat_epochs: int = 20
+    qat_lr: float = 2e-3
+    weight_bits: int = 5
+    act_bits: int = 8
+    levels_per_stage: int = 4
+    seed: int = 0
+
+
+@dataclass
+class Timer:
+    times: dict = field(default_factory=dict)
+
+    def __call__(self, name):
+        timer = self
+
+        class _T:
+            def __enter__(self):
+                self.t = time.perf_counter()
+
+            def __exit__(self, *exc):
+                timer.times[name] = time.perf_counter() - self.t
+        return _T()
+
+
+def _ds(cfg: Config):
+    return datasets.DATASETS[cfg.dataset]()
+
+
+def step_train(work: Path, cfg: Config, progress: bool = True) -> dict:
+    ds = _ds(cfg)
+    model = DigitsCNN(cfg.c1, cfg.c2, ds.classes)
+    train_float(model, ds, cfg.epochs, cfg.lr, cfg.seed, progress)
+    acc = accuracy_torch(model, ds.value(ds.x_test), ds.y_test)
+    work.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": model.state_dict(), "config": asdict(cfg), "float_accuracy": acc}, work / "float.pt")
+    return {"float_accuracy": acc}
+
+
+def load_float(work: Path):
+    ck = torch.load(work / "float.pt", weights_only=False)
+    cfg = Config(**ck["config"])
+    model = DigitsCNN(cfg.c1, cfg.c2)
+    model.load_state_dict(ck["state_dict"])
+    return model.eval(), cfg, ck
+
+
+def step_quantize(work: Path, weight_bits: int | None = None, progress: bool = True) -> dict:
+    """Import the float model into the IR, calibrate activations, Po2 QAT, quantize (-> po2.pkl)."""
+    model, cfg, ck = load_float(work)
+    if weight_bits is not None:
+        cfg.weight_bits = weight_bits
+    ds = _ds(cfg)
+    g = passes.import_torch(model, ds.input, name=f"{cfg.dataset}_cnn")
+    g = passes.calibrate_activations(g, record_activations(g, ds.value(ds.x_train)), cfg.act_bits)
+    ptq = passes.quantize_weights(g, cfg.weight_bits)
+    g = train_qat(g, ds, cfg.weight_bits, cfg.qat_epochs, cfg.qat_lr, cfg.seed, progress)
+    q = passes.quantize_weights(g, cfg.weight_bits)
+    acc_ptq = float((ref.run(ptq, ds.x_test).argmax(1) == ds.y_test).mean())
+    acc = float((ref.run(q, ds.x_test).argmax(1) == ds.y_test).mean())
+    with open(work / "po2.pkl", "wb") as f:
+        pickle.dump({"graph": q, "config": asdict(cfg), "float_accuracy": ck["float_accuracy"],
+                     "ptq_accuracy": acc_ptq, "po2_accuracy": acc}, f)
+    return {"ptq_accuracy": acc_ptq, "po2_accuracy": acc}
+
+
+def load_quantized(work: Path) -> tuple[Graph, dict]:
+    with open(work / "po2.pkl", "rb") as f:
+        d = pickle.load(f)
+    return d["graph"], d
+
+
+def step_export(work: Path, levels_per_stage: int | None = None) -> dict:
+    g, meta = load_quantized(work)
+    cfg = Config(**meta["config"])
+    d = design_from_graph(g, levels_per_stage or cfg.levels_per_stage)
+    write_design(d, work / "design.json")
+    ds = _ds(cfg)
+    # rung check: fake-quant torch (float64) == integer golden model, exactly
+    gold = ref.run(g, ds.x_test)
+    fq = fake_quant_int_outputs(g, ds.x_test, ref.output_exp(g))
+    if not np.array_equal(gold, fq):
+        raise AssertionError(f"fake-quant torch and the golden model differ on {(gold != fq).any(1).sum()} images")
+    return {"design": str(work / "design.json"), "ii_cycles_per_image": d["hardware"]["ii_cycles_per_image"]}
+
+
+def step_elaborate(work: Path) -> dict:
+    d, g = load_design(work / "design.json")
+    params = hw.elaborate(work / "design.json", work / "rtl")
+    hw.check_hw_params(g, params, d["hardware"]["adder_levels_per_stage"])
+    return params
+
+
+def step_cosim(work: Path, limit: int | None = None, vcd: str | None = None, progress: bool = True,
+               quiet: bool = True) -> dict:
+    from .sim import StreamSim
+
+    d, g = load_design(work / "design.json")
+    params = hw.read_hw_params(work / "rtl")
+    hw.check_hw_params(g, params, d["hardware"]["adder_levels_per_stage"])
+    _, meta = load_quantized(work) if (work / "po2.pkl").exists() else (None, {"config": asdict(Config())})
+    ds = _ds(Config(**meta["config"]))
+    x, y = ds.x_test[:limit], ds.y_test[:limit]
+    sim = StreamSim(work / "rtl", params, d, quiet=quiet)
+    res = sim.run(x, vcd=vcd, progress=progress)
+    gold = ref.run(g, x)
+    mismatches = int((res.outputs != gold).any(axis=1).sum())
+    out = {"images": int(len(x)), "mismatches": mismatches,
+           "rtl_accuracy": float((res.outputs.argmax(1) == y).mean()),
+           "golden_accuracy": float((gold.argmax(1) == y).mean()),
+           "cycles_per_image": res.cycles_per_image, "latency_cycles": res.latency, "cycles": res.cycles}
+    (work / "cosim.json").write_text(json.dumps(out, indent=2) + "\n")
+    return out
+
+
+def demo(work: Path = Path("build"), cfg: Config | None = None, progress: bool = True,
+         netlist: bool = True) -> dict:
+    """Train, quantize, export, elaborate, co-simulate the whole test split; return the figures."""
+    from tqdm.auto import tqdm
+
+    cfg = cfg or Config()
+    work = Path(work)
+    t = Timer()
+    steps = ["train", "quantize", "export", "elaborate", "cosim"] + (["netlist"] if netlist else [])
+    bar = tqdm(steps, desc="hashiflex demo", disable=not progress)
+    r: dict = {}
+    for step in bar:
+        bar.set_postfix_str(step)
+        with t(step):
+            if step == "train":
+                r.update(step_train(work, cfg, progress))
+            elif step == "quantize":
+                r.update(step_quantize(work, progress=progress))
+            elif step == "export":
+                r.update(step_export(work))
+            elif step == "elaborate":
+                p = step_elaborate(work)
+                r.update(adders=p["adders"], latency_stages=p["latency_stages"],
+                         ii_model=p["ii_cycles_per_image"])
+            elif step == "cosim":
+                r.update(step_cosim(work, progress=progress))
+            elif step == "netlist":
+                from .report import netlist_stats
+
+                p = hw.read_hw_params(work / "rtl")
+                s = netlist_stats(work / "rtl" / p["verilog"], p["top"])
+                r.update(flip_flop_bits=s.flip_flop_bits, netlist_add_sub=s.add_sub_cells)
+    r["seconds"] = t.times
+    (work / "demo.json").write_text(json.dumps(r, indent=2) + "\n")
+    return r
+
+
+def format_table(r: dict) -> str:
+    rows = [
+        ("float accuracy (test)", f"{100 * r['float_accuracy']:.2f} %"),
+        ("Po2 accuracy (golden model)", f"{100 * r['po2_accuracy']:.2f} %"),
+        ("RTL accuracy (Verilator)", f"{100 * r['rtl_accuracy']:.2f} %"),
+        ("RTL vs golden mismatches", f"{r['mismatches']} / {r['images']} images"),
+        ("cycles per image (measured / model)", f"{r['cycles_per_image']:.1f} / {r['ii_model']}"),
+        ("latency (first pixel in -> logits out)", f"{r['latency_cycles']} cycles"),
+        ("pipeline register stages", str(r["latency_stages"])),
+        ("adders (shift-add trees, requant, pool)", str(r["adders"])),
+    ]
+    if "flip_flop_bits" in r:
+        rows += [("registers (flip-flop bits, Yosys)", str(r["flip_flop_bits"])),
+                 ("add/sub cells in netlist (Yosys)", str(r["netlist_add_sub"]))]
+    rows += [(f"time: {k}", f"{v:.1f} s") for k, v in r.get("seconds", {}).items()]
+    w = max(len(a) for a, _ in rows)
+    return "\n".join(f"{a:<{w}}  {b}" for a, b in rows)
