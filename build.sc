@@ -16,13 +16,13 @@ object hashiflex extends SbtModule { m =>
   def scalaVersion = Versions.scala
   def mainClass = Some("hashiflex.Main")
   def scalacOptions = Seq("-deprecation", "-feature", "-unchecked", "-language:reflectiveCalls", "-Ymacro-annotations")
-  def ivyDeps = Agg(ivy"org.chipsalliance::chisel:${Versions.chisel}")
-  def scalacPluginIvyDeps = Agg(ivy"org.chipsalliance:::chisel-plugin:${Versions.chisel}")
+  def ivyDeps = Agg(mvn"org.chipsalliance::chisel:${Versions.chisel}")
+  def scalacPluginIvyDeps = Agg(mvn"org.chipsalliance:::chisel-plugin:${Versions.chisel}")
   // Elaboration of big designs wants memory; tests fork too.
   def forkArgs = Seq("-Xss64m", "-Xmx12g")
 
   object test extends SbtTests with TestModule.ScalaTest {
-    def ivyDeps = Agg(ivy"org.scalatest::scalatest:${Versions.scalatest}")
+    def ivyDeps = Agg(mvn"org.scalatest::scalatest:${Versions.scalatest}")
     def forkArgs = m.forkArgs()
   }
 }

@@ -1,0 +1,67 @@
+package hashiflex
+
+import org.scalatest.freespec.AnyFreeSpec
+import org.scalatest.matchers.should.Matchers
+
+/** design.json reading: every malformed file is refused with the field's path and the expectation. */
+class DesignReadSpec extends AnyFreeSpec with Matchers {
+  private val good =
+    """{"format":"hashiflex.design","version":1,"name":"tiny",
+      | "input":{"shape":[1,3,3],"bits":2,"signed":false,"exp":0},
+      | "hardware":{"adder_levels_per_stage":2,"ii_cycles_per_image":9},
+      | "layers":[
+      |  {"name":"conv","op":"conv2d","in_shape":[1,3,3],"out_shape":[1,3,3],"kernel":1,"stride":1,"padding":0,
+      |   "in_bounds":[0,3],"out_bounds":[1,7],"out_width":3,"out_signed":false,"out_exp":0,
+      |   "weights":{"bits":3,"e_min":0,"shape":[1,1,1,1],"codes":[2]},"bias":[1]},
+      |  {"name":"pool","op":"sum_pool","in_shape":[1,3,3],"out_shape":[1,1,1],"in_bounds":[1,7],
+      |   "out_bounds":[9,63],"out_width":6,"out_signed":false,"out_exp":0}],
+      | "output":{"features":1,"exp":0,"bounds":[9,63],"width":6,"signed":false}}""".stripMargin
+
+  private def broken(from: String, to: String): String = {
+    good should include(from)
+    good.replace(from, to)
+  }
+  private def error(text: String): String = {
+    val e = intercept[DesignError](Pipeline.plan(Design.parse(text)))
+    e.getMessage
+  }
+
+  "a well-formed design parses and plans" in {
+    val d = Design.parse(good)
+    d.layers.map(_.op) shouldBe Seq("conv2d", "sum_pool")
+    Pipeline.plan(d).map(_.adders) shouldBe Seq(1, 1)
+  }
+  "an unknown op names the field and the choices" in {
+    error(broken("\"op\":\"sum_pool\"", "\"op\":\"max_pool\"")) should (include("design.layers[1].op") and include("sum_pool"))
+  }
+  "a missing field is named" in {
+    error(broken("\"kernel\":1,", "")) should include("design.layers[0].kernel: required field is missing")
+  }
+  "a code count that does not match the shape is refused" in {
+    error(broken("\"codes\":[2]", "\"codes\":[2,1]")) should include("design.layers[0].weights.codes: expected 1 entries, found 2")
+  }
+  "a code outside the weight bits is refused" in {
+    error(broken("\"codes\":[2]", "\"codes\":[4]")) should include("design.layers[0].weights.codes[0]: expected an integer in [-3, 3]")
+  }
+  "out_bounds that the weights do not give are refused" in {
+    val msg = error(broken("\"out_bounds\":[9,63],\"out_width\":6", "\"out_bounds\":[9,64],\"out_width\":7"))
+    msg should (include("design.layers[1].out_bounds: expected [9, 63]") and include("found [9, 64]"))
+  }
+  "a width that does not follow the bounds is refused" in {
+    error(broken("\"out_width\":3", "\"out_width\":5")) should include("design.layers[0].out_width: expected 3")
+  }
+  "shapes must chain" in {
+    error(broken("\"in_shape\":[1,3,3],\"out_shape\":[1,1,1]", "\"in_shape\":[2,3,3],\"out_shape\":[1,1,1]")) should
+      include("design.layers[1].in_shape: expected [1, 3, 3]")
+  }
+  "a wrong format version is refused" in {
+    error(broken("\"version\":1", "\"version\":2")) should include("design.version: expected 1, found 2")
+  }
+  "invalid JSON is refused" in {
+    error("{\"format\":") should include("not valid JSON")
+  }
+  "the command line refuses missing arguments" in {
+    Main.parseArgs(Seq("--design", "x.json")) shouldBe Left("missing --out DIR")
+    Main.parseArgs(Seq("--bogus")).isLeft shouldBe true
+  }
+}
