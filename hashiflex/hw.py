@@ -32,10 +32,15 @@ def project_root() -> Path:
 
 def elaborate(design: str | os.PathLike, out: str | os.PathLike, quiet: bool = False) -> dict:
     """``./mill hashiflex.run --design DESIGN --out OUT``; returns hw_params.json."""
+    return elaborate_many([(design, out)], quiet)[0]
+
+
+def elaborate_many(jobs: list[tuple[str | os.PathLike, str | os.PathLike]], quiet: bool = False) -> list[dict]:
+    """Elaborate several designs in one generator run (one JVM start); returns their hw_params.json."""
     root = project_root()
-    design, out = Path(design).resolve(), Path(out).resolve()
-    cmd = [str(root / "mill"), "--no-server", "--ticker", "false", "hashiflex.run",
-           "--design", str(design), "--out", str(out)]
+    cmd = [str(root / "mill"), "--no-server", "--ticker", "false", "hashiflex.run"]
+    for design, out in jobs:
+        cmd += ["--design", str(Path(design).resolve()), "--out", str(Path(out).resolve())]
     proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
     if proc.returncode != 0:
         errs = [l for l in (proc.stderr + proc.stdout).splitlines() if "error:" in l]
@@ -45,7 +50,7 @@ def elaborate(design: str | os.PathLike, out: str | os.PathLike, quiet: bool = F
         for line in proc.stdout.splitlines():
             if line.startswith("elaborated") or " elaborated " in line:
                 print(line.split("] ", 1)[-1])
-    return read_hw_params(out)
+    return [read_hw_params(out) for _, out in jobs]
 
 
 def read_hw_params(out: str | os.PathLike) -> dict:

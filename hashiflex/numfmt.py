@@ -31,7 +31,7 @@ def width_for(lo: int, hi: int) -> tuple[int, bool]:
     if lo >= 0:
         return max(1, hi.bit_length()), False
     # signed: need -2**(w-1) <= lo and hi <= 2**(w-1) - 1
-    w = max((-lo - 1).bit_length(), hi.bit_length()) + 1
+    w = max((-lo - 1).bit_length(), max(hi, 0).bit_length()) + 1
     return w, True
 
 
@@ -48,13 +48,17 @@ def decode_codes(codes: np.ndarray, e_min: int) -> tuple[np.ndarray, np.ndarray]
 
 
 def codes_to_int_weights(codes: np.ndarray) -> np.ndarray:
-    """Integer weight in units of 2**e_min: sign * 2**(|c|-1), 0 for code 0."""
+    """Integer weight in units of 2**e_min: sign * 2**(|c|-1), 0 for code 0 (int64: |c| <= 62)."""
     sign, shift = decode_codes(codes, 0)
+    if shift.size and shift.max() > 61:
+        raise OverflowError(f"weight code {int(shift.max()) + 1} spans more than 62 exponents; "
+                            "the integer model holds at most 2**61 per weight")
     return sign * (np.int64(1) << shift)
 
 
 def codes_to_float(codes: np.ndarray, e_min: int) -> np.ndarray:
-    return codes_to_int_weights(codes).astype(np.float64) * 2.0 ** e_min
+    sign, shift = decode_codes(codes, 0)
+    return sign * np.exp2(shift + float(e_min))
 
 
 def requant(acc: np.ndarray, shift: int, lo: int, hi: int) -> np.ndarray:

@@ -137,7 +137,10 @@ def annotate(g: Graph, require_quantized: bool = True) -> list[LayerInfo]:
             if layer.q is not None and exp is not None and bounds is not None:
                 acc_exp = exp + layer.q.e_min
                 bias_int = layer.bias_int if layer.bias_int is not None else np.zeros(c, dtype=np.int64)
-                bounds = _dot_bounds(codes_to_int_weights(layer.q.codes), bias_int, *bounds)
+                lo, hi = bounds
+                if isinstance(layer, Conv2d) and layer.padding > 0:  # padding feeds zeros into the windows
+                    lo, hi = min(lo, 0), max(hi, 0)
+                bounds = _dot_bounds(codes_to_int_weights(layer.q.codes), bias_int, lo, hi)
                 exp = acc_exp
             elif require_quantized:
                 raise IRError(f"layer {layer.name!r}: field 'weights': expected Po2 codes, found float weights")

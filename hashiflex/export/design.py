@@ -54,7 +54,8 @@ def design_from_graph(g: Graph, levels_per_stage: int = DEFAULT_LEVELS_PER_STAGE
                             "codes": _ints(layer.q.codes)}
             d["bias"] = _ints(layer.bias_int)
         elif isinstance(layer, Requant):
-            d.update(op="requant", shift=info.shift, act=layer.act, clamp=list(layer.clamp()))
+            d.update(op="requant", shift=info.shift, act=layer.act, bits=layer.out.bits, signed=layer.out.signed,
+                     clamp=list(layer.clamp()))
         elif isinstance(layer, SumPool):
             d.update(op="sum_pool")
         layers.append(d)
@@ -113,7 +114,7 @@ def graph_from_design(d: dict) -> Graph:
                     raise DesignValidationError(f"{where}.weights.shape: expected [out, in], found {list(shape)}")
                 layer = Linear(l["name"], zeros, np.zeros(shape[0]), q, bias)
         elif l["op"] == "requant":
-            layer = Requant(l["name"], l["act"], TensorType(l["out_width"], l["out_signed"], l["out_exp"]))
+            layer = Requant(l["name"], l["act"], TensorType(l["bits"], l["signed"], l["out_exp"]))
         else:
             layer = SumPool(l["name"])
         g.layers.append(layer)

@@ -37,25 +37,28 @@ class FakeQuantNet(nn.Module):
         super().__init__()
         self.graph = g
         self.quantize = quantize
-        self.wbits = wbits
+        self.wbits: dict[str, int] = {}   # per layer: a quantized graph may mix weight widths
+        self.e_min: dict[str, int] = {}   # per layer, fixed when built from a quantized graph
         self.params = nn.ParameterDict()
         exp = g.input.type.exp
         for layer in g.layers:
             if isinstance(layer, (Conv2d, Linear)):
                 if layer.q is not None:
-                    self.wbits = self.wbits or layer.q.bits
+                    self.wbits[layer.name] = layer.q.bits
+                    self.e_min[layer.name] = layer.q.e_min
                     acc_exp = exp + layer.q.e_min
                     w = codes_to_float(layer.q.codes, layer.q.e_min)
                     b = layer.bias_int.astype(np.float64) * 2.0 ** acc_exp
                     exp = acc_exp
                 else:
+                    if quantize and wbits is None:
+                        raise IRError(f"layer {layer.name!r}: FakeQuantNet needs wbits for float weights")
+                    self.wbits[layer.name] = wbits
                     w, b = layer.weight, layer.bias
                 self.params[f"{layer.name}__w".replace(".", "_")] = nn.Parameter(torch.tensor(w, dtype=torch.float64))
                 self.params[f"{layer.name}__b".replace(".", "_")] = nn.Parameter(torch.tensor(b, dtype=torch.float64))
             elif isinstance(layer, Requant) and layer.out is not None:
                 exp = layer.out.exp
-        if quantize and self.wbits is None:
-            raise IRError("FakeQuantNet: quantize=True needs wbits (or a quantized graph)")
         self.recorded: dict[str, torch.Tensor] = {}
         self.record = False
 
@@ -70,7 +73,7 @@ class FakeQuantNet(nn.Module):
             if isinstance(layer, (Conv2d, Linear)):
                 w, b = self._wb(layer)
                 if self.quantize:
-                    w, e_min = po2_fake_quant_torch(w, self.wbits)
+                    w, e_min = po2_fake_quant_torch(w, self.wbits[layer.name], self.e_min.get(layer.name))
                     exp = exp + int(e_min.item())
                     scale = 2.0 ** exp
                     b = round_half_up_ste(b / scale) * scale

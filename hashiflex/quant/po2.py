@@ -34,13 +34,20 @@ def dequantize_po2(codes: np.ndarray, e_min: int) -> np.ndarray:
     return codes_to_float(codes, e_min)
 
 
-def po2_fake_quant_torch(w, bits: int):
-    """Differentiable (straight-through) Po2 fake quantization of a torch tensor, same rule as NumPy."""
+def po2_fake_quant_torch(w, bits: int, e_min: int | None = None):
+    """Differentiable (straight-through) Po2 fake quantization of a torch tensor, same rule as NumPy.
+
+    ``e_min`` fixes the exponent range (as exported) instead of deriving it from the weights.
+    """
     import torch
 
-    absmax = w.detach().abs().max()
-    e_max = torch.floor(torch.log2(absmax) + 0.5) if absmax > 0 else torch.zeros((), dtype=w.dtype)
-    e_min = e_max - (max_code(bits) - 1)
+    if e_min is None:
+        absmax = w.detach().abs().max()
+        e_max = torch.floor(torch.log2(absmax) + 0.5) if absmax > 0 else torch.zeros((), dtype=w.dtype)
+        e_min = e_max - (max_code(bits) - 1)
+    else:
+        e_min = torch.tensor(float(e_min), dtype=w.dtype)
+        e_max = e_min + (max_code(bits) - 1)
     a = w.detach().abs()
     e_hat = torch.floor(torch.log2(torch.where(a > 0, a, torch.ones_like(a))) + 0.5)
     e = torch.clamp(e_hat, e_min, e_max)

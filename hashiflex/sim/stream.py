@@ -21,7 +21,7 @@ class SimResult:
     outputs: np.ndarray                 # (N, features) int64
     cycles: int                         # total simulated cycles
     in_cycles: list[int] = field(default_factory=list)   # cycle of each image's first input beat
-    out_cycles: list[int] = field(default_factory=list)  # cycle each image's output was taken
+    out_cycles: list[int] = field(default_factory=list)  # cycle each image's last output beat was taken
 
     @property
     def cycles_per_image(self) -> float:
@@ -118,6 +118,7 @@ class StreamSim:
         self.in_h, self.in_w = design["input"]["shape"][1:]
         self.in_width = design["input"]["bits"]
         self.features = design["output"]["features"]
+        self.out_c, self.out_h, self.out_w = design["layers"][-1]["out_shape"]  # a feature map streams by pixel
         self.out_width = design["output"]["width"]
         self.out_signed = design["output"]["signed"]
         p = lambda n, w: _Port(self.sim, n, widths[n], w)  # noqa: E731
@@ -125,7 +126,7 @@ class StreamSim:
         self.in_valid, self.in_ready = p("in_valid", True), p("in_ready", False)
         self.out_valid, self.out_ready = p("out_valid", False), p("out_ready", True)
         self.in_bits = [p(f"in_bits_{c}", True) for c in range(self.in_c)]
-        self.out_bits = [p(f"out_bits_{k}", False) for k in range(self.features)]
+        self.out_bits = [p(f"out_bits_{k}", False) for k in range(self.out_c)]
         self.cycle = 0
         self._tracing = False
         self.do_reset()
@@ -172,16 +173,18 @@ class StreamSim:
         if vcd is not None:
             self.sim.start_vcd_trace(str(vcd), auto_tracing=False)
             self._tracing = True
-        outputs: list[list[int]] = []
+        outputs: list[list[int]] = []   # one entry per output beat (pixel), out_c values
+        out_per_image = self.out_h * self.out_w
         in_cycles: list[int] = []
         out_cycles: list[int] = []
         start = self.cycle
         sent = 0
         bar = tqdm(total=n, desc="co-simulation", unit="img", disable=not progress, leave=False)
         try:
-            while len(outputs) < n:
+            while len(outputs) < n * out_per_image:
                 if self.cycle - start > limit:
-                    raise TimeoutError(f"co-simulation: {len(outputs)}/{n} outputs after {limit} cycles (deadlock?)")
+                    raise TimeoutError(f"co-simulation: {len(outputs)}/{n * out_per_image} output beats after "
+                                       f"{limit} cycles (deadlock?)")
                 if sent < total:
                     self.in_valid.set(1)
                     for port, v in zip(self.in_bits, beats[sent]):
@@ -197,8 +200,9 @@ class StreamSim:
                     sent += 1
                 if ready and self.out_valid.get():
                     outputs.append([_from_raw(p.get(), self.out_width, self.out_signed) for p in self.out_bits])
-                    out_cycles.append(self.cycle)
-                    bar.update(1)
+                    if len(outputs) % out_per_image == 0:
+                        out_cycles.append(self.cycle)
+                        bar.update(1)
                 self.step()
         finally:
             bar.close()
@@ -207,5 +211,6 @@ class StreamSim:
                 self._tracing = False
         self.in_valid.set(0)
         self.out_ready.set(0)
-        return SimResult(np.asarray(outputs, dtype=np.int64).reshape(n, self.features), self.cycle - start,
-                         in_cycles, out_cycles)
+        # beats are pixels in raster order: (N, H*W, C) -> (N, C, H, W) -> flattened like the golden model
+        y = np.asarray(outputs, dtype=np.int64).reshape(n, out_per_image, self.out_c).transpose(0, 2, 1)
+        return SimResult(y.reshape(n, self.features), self.cycle - start, in_cycles, out_cycles)

@@ -21,7 +21,7 @@ object NumFmt {
   /** Smallest format holding [lo, hi]; unsigned when lo >= 0 (the same rule as hashiflex.numfmt.width_for). */
   def forBounds(b: Bounds): NumFmt =
     if (b.lo >= 0) NumFmt(math.max(1, b.hi.bitLength), signed = false)
-    else NumFmt(math.max((-b.lo - 1).bitLength, b.hi.bitLength) + 1, signed = true)
+    else NumFmt(math.max((-b.lo - 1).bitLength, b.hi.max(0).bitLength) + 1, signed = true)
 }
 
 final case class Bounds(lo: BigInt, hi: BigInt) {

@@ -13,7 +13,9 @@ object Conv2dLayer {
     val n = s.inShape.c * k * k
     val channels = (0 until s.outShape.c).map(o => (Term.fromCodes(s.weights.codes.slice(o * n, (o + 1) * n)), s.bias(o)))
     val win = WindowParams(s.inShape.c, s.inShape.h, s.inShape.w, k, s.stride, s.padding, in.width)
-    (win, ShiftAddLayerParams(s.name, n, in, s.inBounds, channels, s.outFmt, s.outBounds, levelsPerStage))
+    // zero padding feeds zeros into the windows: the trees must hold them even when 0 lies outside in_bounds
+    val treeIn = if (s.padding > 0) s.inBounds.union(Bounds(0, 0)) else s.inBounds
+    (win, ShiftAddLayerParams(s.name, n, in, treeIn, channels, s.outFmt, s.outBounds, levelsPerStage))
   }
   /** A kxk convolution: line-buffered windows into a layer of shift-add trees. */
   def apply(s: Conv2dSpec, in: NumFmt, levelsPerStage: Int, x: DecoupledIO[Vec[UInt]]): DecoupledIO[Vec[UInt]] = {

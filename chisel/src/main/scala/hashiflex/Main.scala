@@ -8,9 +8,10 @@ import circt.stage.ChiselStage
   */
 object Main {
   val usage: String =
-    """usage: hashiflex --design DESIGN.json --out DIR
+    """usage: hashiflex --design DESIGN.json --out DIR [--design DESIGN2.json --out DIR2 ...]
       |
-      |Elaborate a hashiflex design (written by `hashiflex export`) into SystemVerilog.
+      |Elaborate hashiflex designs (written by `hashiflex export`) into SystemVerilog. Several
+      |--design/--out pairs elaborate several designs in one JVM.
       |
       |  --design FILE   design.json to elaborate (validated on read)
       |  --out DIR       output folder: <top>.sv and hw_params.json (replaced atomically)
@@ -19,20 +20,17 @@ object Main {
 
   final case class Args(design: os.Path, out: os.Path)
 
-  def parseArgs(args: Seq[String], cwd: os.Path = os.pwd): Either[String, Args] = {
-    def go(rest: List[String], design: Option[String], out: Option[String]): Either[String, Args] = rest match {
-      case Nil =>
-        (design, out) match {
-          case (Some(d), Some(o)) => Right(Args(os.Path(d, cwd), os.Path(o, cwd)))
-          case (None, _)          => Left("missing --design FILE")
-          case (_, None)          => Left("missing --out DIR")
-        }
-      case ("--design" :: v :: tail) => go(tail, Some(v), out)
-      case ("--out" :: v :: tail)    => go(tail, design, Some(v))
-      case (flag :: Nil) if flag == "--design" || flag == "--out" => Left(s"$flag needs a value")
-      case (other :: _) => Left(s"unknown argument: $other")
+  def parseArgs(args: Seq[String], cwd: os.Path = os.pwd): Either[String, Seq[Args]] = {
+    def go(rest: List[String], acc: Vector[Args]): Either[String, Seq[Args]] = rest match {
+      case Nil if acc.isEmpty                       => Left("missing --design FILE")
+      case Nil                                      => Right(acc)
+      case "--design" :: d :: "--out" :: o :: tail  => go(tail, acc :+ Args(os.Path(d, cwd), os.Path(o, cwd)))
+      case "--design" :: _ :: Nil                   => Left("missing --out DIR")
+      case "--design" :: _ :: other :: _            => Left(s"expected --out DIR after --design FILE, found $other")
+      case (flag :: Nil) if flag == "--design"      => Left(s"$flag needs a value")
+      case other :: _                               => Left(s"unknown argument: $other")
     }
-    go(args.toList, None, None)
+    go(args.toList, Vector.empty)
   }
 
   /** Elaborate `design` into `out`; returns the hw_params JSON written there. */
@@ -79,13 +77,17 @@ object Main {
     parseArgs(args) match {
       case Left(msg) =>
         System.err.println(s"error: $msg\n\n$usage"); 2
-      case Right(a) =>
+      case Right(jobs) =>
         try {
-          val d = Design.load(a.design)
-          val t0 = System.nanoTime()
-          val p = elaborate(d, a.out)
-          println(f"elaborated ${d.name}: ${p("adders").num.toInt} adders, ${p("ii_cycles_per_image").num.toInt} cycles/image, " +
-            f"${p("latency_stages").num.toInt} pipeline stages in ${(System.nanoTime() - t0) / 1e9}%.1f s -> ${a.out}")
+          // validate every design before elaborating any, so a bad one stops the batch before it writes
+          val designs = jobs.map(a => Design.load(a.design) -> a.out)
+          designs.foreach { case (d, _) => Pipeline.plan(d) }
+          for ((d, out) <- designs) {
+            val t0 = System.nanoTime()
+            val p = elaborate(d, out)
+            println(f"elaborated ${d.name}: ${p("adders").num.toInt} adders, ${p("ii_cycles_per_image").num.toInt} cycles/image, " +
+              f"${p("latency_stages").num.toInt} pipeline stages in ${(System.nanoTime() - t0) / 1e9}%.1f s -> $out")
+          }
           0
         } catch {
           case e: DesignError =>

@@ -62,6 +62,8 @@ class DesignReadSpec extends AnyFreeSpec with Matchers {
   }
   "the command line refuses missing arguments" in {
     Main.parseArgs(Seq("--design", "x.json")) shouldBe Left("missing --out DIR")
+    Main.parseArgs(Seq()) shouldBe Left("missing --design FILE")
+    Main.parseArgs(Seq("--design", "a.json", "--out", "a", "--design", "b.json", "--out", "b"), os.root).map(_.length) shouldBe Right(2)
     Main.parseArgs(Seq("--bogus")).isLeft shouldBe true
   }
 }

@@ -1,0 +1,72 @@
+"""design.json: round trip, and every malformed document refused with the field named."""
+import copy
+import json
+
+import numpy as np
+import pytest
+
+from hashiflex import ref
+from hashiflex.export import (DesignValidationError, design_from_graph, graph_from_design, load_design,
+                              validate_design, write_design)
+from tests.helpers import random_graph, random_inputs
+
+
+@pytest.fixture
+def doc():
+    return design_from_graph(random_graph(7, convs=2, head=True))
+
+
+def test_round_trip_keeps_the_golden_outputs(tmp_path, doc):
+    g = random_graph(7, convs=2, head=True)
+    write_design(doc, tmp_path / "d.json")
+    d2, g2 = load_design(tmp_path / "d.json")
+    assert d2 == doc
+    x = random_inputs(g, 4, 0)
+    assert np.array_equal(ref.run(g, x), ref.run(g2, x))
+
+
+BAD = [
+    (lambda d: d.pop("hardware"), r"design: 'hardware' is a required property"),
+    (lambda d: d["layers"][0].update(op="max_pool"), r"design.layers\[0\].op: 'max_pool' is not one of"),
+    (lambda d: d["layers"][0].update(kernel=0), r"design.layers\[0\].kernel: 0 is less than the minimum of 1"),
+    (lambda d: d["layers"][0]["weights"]["codes"].append(1),
+     r"design.layers\[0\].weights.codes: expected \d+ entries \(shape \[.*\]\), found \d+"),
+    (lambda d: d["layers"][0]["weights"].update(codes=[99] * len(d["layers"][0]["weights"]["codes"])),
+     r"design.layers\[0\].weights.codes: expected codes in \[-\d+, \d+\]"),
+    (lambda d: d["layers"][0].update(out_bounds=[d["layers"][0]["out_bounds"][0], d["layers"][0]["out_bounds"][1] + 1]),
+     r"design.layers\[0\].out_bounds: expected \[.*\] \(derived from the weights and shapes\), found"),
+    (lambda d: d["layers"][0].update(out_width=d["layers"][0]["out_width"] + 1), r"design.layers\[0\].out_width: expected"),
+    (lambda d: d["hardware"].update(ii_cycles_per_image=1), r"design.hardware.ii_cycles_per_image: expected \d+"),
+    (lambda d: d["input"].update(bits="8"), r"design.input.bits: '8' is not of type 'integer'"),
+    (lambda d: d.update(version=2), r"design.version: 1 was expected"),
+    (lambda d: d["layers"][1].update(name=d["layers"][0]["name"]), r"design.layers: layer name 'conv0' is used twice"),
+]
+
+
+@pytest.mark.parametrize("mutate,message", BAD)
+def test_malformed_design_is_refused_naming_the_field(tmp_path, doc, mutate, message):
+    bad = copy.deepcopy(doc)
+    mutate(bad)
+    with pytest.raises(DesignValidationError, match=message):
+        validate_design(bad)
+    # nothing is written, not even partly
+    with pytest.raises(DesignValidationError):
+        write_design(bad, tmp_path / "bad.json")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_invalid_json_file_is_refused(tmp_path):
+    p = tmp_path / "d.json"
+    p.write_text('{"format": ')
+    with pytest.raises(DesignValidationError, match="not valid JSON"):
+        load_design(p)
+
+
+def test_failed_write_keeps_the_previous_file(tmp_path, doc):
+    p = write_design(doc, tmp_path / "d.json")
+    before = p.read_text()
+    bad = copy.deepcopy(doc)
+    bad["layers"][0]["kernel"] = 0
+    with pytest.raises(DesignValidationError):
+        write_design(bad, p)
+    assert p.read_text() == before

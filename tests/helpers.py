@@ -1,0 +1,65 @@
+"""Random quantized graphs for property tests (shapes, strides, exponents, sparsity, signedness)."""
+from __future__ import annotations
+
+import numpy as np
+
+from hashiflex.ir import Conv2d, Graph, Input, Linear, Po2Weights, Requant, SumPool, TensorType
+from hashiflex.passes import annotate
+
+
+def random_graph(seed: int, max_c: int = 4, max_hw: int = 7, convs: int | None = None, head: bool | None = None,
+                 name: str = "rand") -> Graph:
+    """A random quantized chain: conv -> requant (x convs) [-> sum_pool -> linear]."""
+    rng = np.random.default_rng(seed)
+    c = int(rng.integers(1, max_c + 1))
+    h = int(rng.integers(3, max_hw + 1))
+    w = int(rng.integers(3, max_hw + 1))
+    signed = bool(rng.integers(0, 2))
+    in_t = TensorType(int(rng.integers(2, 7)), signed, int(rng.integers(-6, 1)))
+    g = Graph(name, Input(c, h, w, in_t), [])
+    exp = in_t.exp
+    n_conv = int(rng.integers(1, 3)) if convs is None else convs
+    for i in range(n_conv):
+        k = int(rng.choice([1, 3]))
+        s = int(rng.choice([1, 2]))
+        p = int(rng.integers(0, k // 2 + 1))
+        if h + 2 * p < k or w + 2 * p < k:
+            p = k // 2
+        o = int(rng.integers(1, max_c + 1))
+        bits = int(rng.integers(2, 6))
+        m = (1 << (bits - 1)) - 1
+        codes = rng.integers(-m, m + 1, size=(o, c, k, k))
+        codes[rng.random(codes.shape) < rng.uniform(0, 0.8)] = 0   # sparsity
+        e_min = int(rng.integers(-6, 2))
+        bias = rng.integers(-40, 41, size=o) * (rng.random(o) < 0.7)
+        g.layers.append(Conv2d(f"conv{i}", np.zeros(codes.shape), np.zeros(o), s, p, Po2Weights(codes, e_min, bits),
+                               bias.astype(np.int64)))
+        acc_exp = exp + e_min
+        act = str(rng.choice(["relu", "relu6", "none"]))
+        out_bits = int(rng.integers(2, 9))
+        out_exp = acc_exp + int(rng.integers(-1, 6))
+        g.layers.append(Requant(f"act{i}", act, TensorType(out_bits, act == "none", out_exp)))
+        exp = out_exp
+        c, h, w = o, (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    if head if head is not None else rng.integers(0, 2):
+        g.layers.append(SumPool("pool"))
+        classes = int(rng.integers(2, 6))
+        bits = int(rng.integers(2, 6))
+        m = (1 << (bits - 1)) - 1
+        codes = rng.integers(-m, m + 1, size=(classes, c))
+        g.layers.append(Linear("fc", np.zeros(codes.shape), np.zeros(classes), Po2Weights(codes, int(rng.integers(-4, 2)), bits),
+                               rng.integers(-100, 101, size=classes).astype(np.int64)))
+    annotate(g)
+    return g
+
+
+def random_inputs(g: Graph, n: int, seed: int) -> np.ndarray:
+    """Random integer inputs over the whole input range, with the extremes included."""
+    rng = np.random.default_rng(seed)
+    lo, hi = g.input.type.range
+    shape = (n, g.input.channels, g.input.height, g.input.width)
+    x = rng.integers(lo, hi + 1, size=shape)
+    if n >= 2:
+        x[0] = lo
+        x[1] = hi
+    return x

@@ -1,0 +1,40 @@
+"""The embedded default end to end: every digits test image through the RTL, bit-exact."""
+import json
+
+import numpy as np
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.mill, pytest.mark.verilator]
+
+
+def test_default_runs_bit_exact_on_the_whole_test_split(default_flow):
+    work, r = default_flow
+    assert r["images"] == 360
+    assert r["mismatches"] == 0
+    assert r["rtl_accuracy"] == r["po2_accuracy"] == r["golden_accuracy"]
+    assert r["cycles_per_image"] == r["ii_model"]
+    assert r["po2_accuracy"] > 0.9 and r["float_accuracy"] > 0.9
+
+
+def test_second_demo_run_reuses_every_step(default_flow):
+    from hashiflex import flow
+
+    work, first = default_flow
+    again = flow.demo(work, progress=False, netlist=False)
+    assert set(again["reused"]) == {"train", "quantize", "export", "elaborate", "cosim"}
+    assert {k: v for k, v in again.items() if k not in ("seconds", "reused")} == \
+        {k: v for k, v in first.items() if k not in ("seconds", "reused")}
+
+
+def test_netlist_count_with_yosys(default_flow):
+    from hashiflex import hw
+    from hashiflex.report import netlist_stats
+    from tests.conftest import require_tool
+
+    require_tool("yosys")
+    work, r = default_flow
+    p = hw.read_hw_params(work / "rtl")
+    s = netlist_stats(work / "rtl" / p["verilog"], p["top"])
+    # every modelled adder is in the netlist (plus counters and address arithmetic)
+    assert s.add_sub_cells >= p["adders"]
+    assert s.flip_flop_bits > 0

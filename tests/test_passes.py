@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+import torch.nn as nn
+
+from hashiflex.data import digits
+from hashiflex.ir import Conv2d, Input, IRError, Linear, Requant, SumPool, TensorType
+from hashiflex.models import DigitsCNN
+from hashiflex.passes import (annotate, calibrate_activations, hw_model, import_torch, initiation_interval,
+                              quantize_weights, tree_adders_and_depth)
+from hashiflex.quant.fakequant import record_activations
+
+INP = Input(1, 8, 8, TensorType(5, False, -4))
+
+
+def test_import_maps_the_default_cnn_and_folds_the_pool_average():
+    m = DigitsCNN(4, 6)
+    g = import_torch(m, INP)
+    assert [type(l) for l in g.layers] == [Conv2d, Requant, Conv2d, Requant, SumPool, Linear]
+    assert g.layers[2].stride == 2 and g.layers[2].padding == 1
+    # the average's 1/16 (4x4 pixels) is folded into the linear weights
+    assert np.allclose(g.layers[5].weight, m.fc.weight.detach().double().numpy() / 16)
+
+
+def test_unsupported_op_names_the_module_and_the_op():
+    m = nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(2, 2))
+    with pytest.raises(IRError, match=r"module '1' \(MaxPool2d\): op MaxPool2d is not supported"):
+        import_torch(m, INP)
+    with pytest.raises(IRError, match=r"module '0' \(Conv2d\): expected groups=1"):
+        import_torch(nn.Sequential(nn.Conv2d(2, 2, 3, groups=2)), Input(2, 8, 8, INP.type))
+
+
+def test_shape_mismatch_names_the_layer():
+    m = nn.Sequential(nn.Conv2d(3, 2, 3))
+    with pytest.raises(IRError, match=r"layer '0': field 'in_channels': expected 1, found 3"):
+        import_torch(m, INP)
+
+
+def test_calibration_covers_the_observed_maximum():
+    ds = digits()
+    g = import_torch(DigitsCNN(4, 6), ds.input)
+    acts = record_activations(g, ds.value(ds.x_train[:200]))
+    cg = calibrate_activations(g, acts, 8)
+    for layer in cg.layers:
+        if isinstance(layer, Requant):
+            m = acts[layer.name].max()
+            assert m <= 255 * 2.0 ** layer.out.exp
+            assert m > 255 * 2.0 ** (layer.out.exp - 1)
+
+
+def test_quantize_needs_calibration_first():
+    g = import_torch(DigitsCNN(2, 2), INP)
+    with pytest.raises(IRError, match="calibrate activations"):
+        quantize_weights(g, 5)
+
+
+def test_adder_count_folds_signs_and_skips_zeros():
+    codes = np.array([[1, -2, 0, 3], [0, 0, 0, 0], [-1, -1, 0, 0], [-1, 0, 0, 0]])
+    bias = np.array([0, 5, 0, 0])
+    # ch0: 3 terms -> 2 adders; ch1: bias only -> 0; ch2: all negative -> 1 + 1 negation; ch3: -x -> negation
+    assert tree_adders_and_depth(codes, bias) == (2 + 0 + 2 + 1, 2)
+
+
+def test_hw_model_ii_is_the_largest_stream():
+    from tests.helpers import random_graph
+
+    g = random_graph(3, convs=2, head=True)
+    infos = annotate(g)
+    assert initiation_interval(g) == max(i.in_shape[1] * i.in_shape[2] for i in infos)
+    assert [h.name for h in hw_model(g, 2)] == [l.name for l in g.layers]
