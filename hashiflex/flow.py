@@ -149,6 +149,9 @@ def step_cosim(work: Path, limit: int | None = None, vcd: str | None = None, pro
 
 
 _PKG = Path(__file__).resolve().parent
+# the code each cached step's result depends on
+_TRAIN_CODE = ("models.py", "train.py", "data.py", "flow.py")
+_QUANT_CODE = _TRAIN_CODE + ("ir.py", "passes.py", "numfmt.py", "ref.py", "quant")
 
 
 def _digest(*parts) -> str:
@@ -207,8 +210,9 @@ def demo(work: Path = Path("build"), cfg: Config | None = None, progress: bool =
         return dict(flip_flop_bits=s.flip_flop_bits, netlist_add_sub=s.add_sub_cells)
 
     plan = {  # step: (inputs that decide its result, outputs, run)
-        "train": (lambda: [asdict(cfg), _PKG], [work / "float.pt"], lambda: step_train(work, cfg, progress)),
-        "quantize": (lambda: [work / "float.pt", _PKG], [work / "po2.pkl"],
+        "train": (lambda: [asdict(cfg), *(_PKG / f for f in _TRAIN_CODE)], [work / "float.pt"],
+                  lambda: step_train(work, cfg, progress)),
+        "quantize": (lambda: [work / "float.pt", *(_PKG / f for f in _QUANT_CODE)], [work / "po2.pkl"],
                      lambda: step_quantize(work, progress=progress)),
         "export": (lambda: [work / "po2.pkl", _PKG / "export"], [work / "design.json"], lambda: step_export(work)),
         "elaborate": (lambda: [work / "design.json", root / "chisel", root / "build.sc"], [rtl / "hw_params.json"],

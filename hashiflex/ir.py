@@ -1,4 +1,6 @@
-"""A small IR of a quantizable CNN: a straight chain of layers from an input tensor.
+"""A small IR of a quantizable CNN: layers in topological order, each reading the previous layer's output
+(or the layer named by ``src``; ``"input"`` is the graph input). Residual adds read a second, earlier
+layer (``skip``).
 
 Layers hold float parameters (as imported from torch) and, once :func:`hashiflex.passes.quantize_weights`
 has run, their Po2 weight codes and integer biases. Everything derived (shapes, exponents, value bounds,
@@ -55,6 +57,8 @@ class Conv2d:
     padding: int = 0
     q: Po2Weights | None = None   # set by quantize_weights
     bias_int: np.ndarray | None = None  # bias in units of the accumulator's 2**exp
+    groups: int = 1               # == in_channels == out_channels for a depthwise conv
+    src: str | None = None
 
     @property
     def out_channels(self) -> int:
@@ -62,7 +66,11 @@ class Conv2d:
 
     @property
     def in_channels(self) -> int:
-        return int(self.weight.shape[1])
+        return int(self.weight.shape[1]) * self.groups
+
+    @property
+    def depthwise(self) -> bool:
+        return self.groups > 1 and self.groups == self.in_channels == self.out_channels
 
     @property
     def kernel(self) -> int:
@@ -76,6 +84,7 @@ class Linear:
     bias: np.ndarray              # float (out,)
     q: Po2Weights | None = None
     bias_int: np.ndarray | None = None
+    src: str | None = None
 
     @property
     def out_features(self) -> int:
@@ -92,6 +101,7 @@ class Requant:
     name: str
     act: str                      # "relu" | "relu6" | "none"
     out: TensorType | None = None  # set by calibrate_activations
+    src: str | None = None
 
     def clamp(self) -> tuple[int, int]:
         if self.out is None:
@@ -108,9 +118,25 @@ class Requant:
 class SumPool:
     """Global pool as an exact sum over all pixels; an average's 1/N is folded into the next linear layer."""
     name: str
+    src: str | None = None
 
 
-Layer = Union[Conv2d, Linear, Requant, SumPool]
+@dataclass
+class Add:
+    """Residual add: both operands are aligned to the finer exponent by left shifts, summed exactly, then
+    requantized to ``out`` (shift with round half up, clamp)."""
+    name: str
+    skip: str                     # the second operand (an earlier layer, or "input")
+    out: TensorType | None = None  # set by calibrate_activations
+    src: str | None = None
+
+    def clamp(self) -> tuple[int, int]:
+        if self.out is None:
+            raise IRError(f"layer {self.name!r}: field 'out': expected a calibrated output type, found none")
+        return self.out.range
+
+
+Layer = Union[Conv2d, Linear, Requant, SumPool, Add]
 
 
 @dataclass
@@ -125,4 +151,19 @@ class Graph:
     @property
     def quantized(self) -> bool:
         return all(l.q is not None for l in self.layers if isinstance(l, (Conv2d, Linear))) and all(
-            l.out is not None for l in self.layers if isinstance(l, Requant))
+            l.out is not None for l in self.layers if isinstance(l, (Requant, Add)))
+
+    def sources(self) -> list[tuple[str, ...]]:
+        """For each layer, the names it reads ("input" is the graph input), resolved from src/skip."""
+        out, prev = [], "input"
+        for layer in self.layers:
+            src = layer.src or prev
+            out.append((src, layer.skip) if isinstance(layer, Add) else (src,))
+            prev = layer.name
+        return out
+
+    def layer(self, name: str):
+        for l in self.layers:
+            if l.name == name:
+                return l
+        raise KeyError(name)

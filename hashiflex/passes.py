@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .ir import Conv2d, Graph, Input, IRError, Linear, Po2Weights, Requant, SumPool, TensorType
+from .ir import Add, Conv2d, Graph, Input, IRError, Linear, Po2Weights, Requant, SumPool, TensorType
 from .numfmt import codes_to_int_weights, requant as _rq, width_for
 from .quant.po2 import quantize_po2
 
@@ -18,68 +18,161 @@ from .quant.po2 import quantize_po2
 def import_torch(model, input: Input, name: str = "net") -> Graph:
     """Trace ``model`` with torch.fx and map it onto the IR.
 
-    Supported: Conv2d (square kernel, groups=1), ReLU/ReLU6 (become requantize points), AdaptiveAvgPool2d(1)
-    (becomes an exact sum pool whose 1/N is folded into the following Linear), Flatten, Dropout, Linear.
+    Supported: Conv2d (square kernel; groups=1 or depthwise), BatchNorm2d right after a conv (folded into it),
+    ReLU/ReLU6 (requantize points), residual ``+``, AdaptiveAvgPool2d(1) / adaptive_avg_pool2d(x, 1) (an exact
+    sum pool whose 1/N is folded into the following Linear), Flatten, Dropout, Identity, Linear. A conv or
+    linear layer not followed by an activation gets a signed requantize point, except the network's output.
     Anything else raises :class:`IRError` naming the module and the op.
     """
+    import operator
+
     import torch
     import torch.fx as fx
     import torch.nn as nn
     import torch.nn.functional as F
 
+    from .quant.fold import fold_bn
+
+    model = model.eval()
     traced = fx.symbolic_trace(model)
     modules = dict(traced.named_modules())
     layers: list = []
-    h, w = input.height, input.width
-    pool_n: int | None = None
+    by_name: dict = {}
+    produced: dict = {}          # fx node -> IR layer name producing its value
+    shape = {"input": (input.channels, input.height, input.width)}
+    pool_n: dict[str, int] = {}  # sum-pool layer -> pixels whose 1/N the next Linear absorbs
+
+    def src_of(node, where):
+        arg = node.args[0]
+        if not isinstance(arg, fx.Node) or arg not in produced:
+            raise IRError(f"{where}: input {arg} is not a tensor the IR produced")
+        return produced[arg]
+
+    def add(layer, out_shape, node):
+        layers.append(layer)
+        by_name[layer.name] = layer
+        shape[layer.name] = out_shape
+        produced[node] = layer.name
+
+    def users(node):
+        return list(node.users)
+
     for node in traced.graph.nodes:
-        if node.op in ("placeholder", "output"):
+        if node.op == "placeholder":
+            produced[node] = "input"
+            continue
+        if node.op == "output":
             continue
         if node.op == "call_module":
             m = modules[node.target]
             where = f"module {node.target!r} ({type(m).__name__})"
+            src = src_of(node, where)
+            c, h, w = shape[src]
             if isinstance(m, nn.Conv2d):
                 k = m.kernel_size
                 if k[0] != k[1] or m.stride[0] != m.stride[1] or m.padding[0] != m.padding[1]:
                     raise IRError(f"{where}: expected square kernel/stride/padding, found {k}/{m.stride}/{m.padding}")
-                if m.groups != 1 or m.dilation != (1, 1) or m.padding_mode != "zeros":
-                    raise IRError(f"{where}: expected groups=1, dilation=1, zero padding")
+                if m.dilation != (1, 1) or m.padding_mode != "zeros" or not isinstance(m.padding, tuple):
+                    raise IRError(f"{where}: expected dilation=1 and numeric zero padding")
+                if m.groups != 1 and not (m.groups == m.in_channels == m.out_channels):
+                    raise IRError(f"{where}: expected groups=1 or depthwise (groups=in=out), found groups={m.groups}")
                 bias = m.bias.detach().double().numpy() if m.bias is not None else np.zeros(m.out_channels)
                 conv = Conv2d(node.target, m.weight.detach().double().numpy().copy(), bias.copy(),
-                              stride=m.stride[0], padding=m.padding[0])
-                layers.append(conv)
-                h = (h + 2 * conv.padding - conv.kernel) // conv.stride + 1
-                w = (w + 2 * conv.padding - conv.kernel) // conv.stride + 1
-            elif isinstance(m, (nn.ReLU, nn.ReLU6)):
-                layers.append(Requant(node.target, "relu6" if isinstance(m, nn.ReLU6) else "relu"))
+                              stride=m.stride[0], padding=m.padding[0], groups=m.groups, src=src)
+                oh = (h + 2 * conv.padding - conv.kernel) // conv.stride + 1
+                ow = (w + 2 * conv.padding - conv.kernel) // conv.stride + 1
+                add(conv, (conv.out_channels, oh, ow), node)
+            elif isinstance(m, nn.BatchNorm2d):
+                conv = by_name.get(src)
+                if not isinstance(conv, Conv2d) or len(users(node.args[0])) != 1:
+                    raise IRError(f"{where}: BatchNorm2d must directly follow a Conv2d it alone reads (to be folded)")
+                conv.weight, conv.bias = fold_bn(conv.weight, conv.bias, m.weight.detach().double().numpy(),
+                                                 m.bias.detach().double().numpy(),
+                                                 m.running_mean.double().numpy(), m.running_var.double().numpy(),
+                                                 m.eps)
+                produced[node] = src
+            elif isinstance(m, (nn.ReLU, nn.ReLU6)) or (isinstance(m, nn.Hardtanh) and (m.min_val, m.max_val) == (0, 6)):
+                add(Requant(node.target, "relu" if isinstance(m, nn.ReLU) else "relu6", src=src), (c, h, w), node)
             elif isinstance(m, nn.AdaptiveAvgPool2d):
                 if m.output_size not in (1, (1, 1)):
                     raise IRError(f"{where}: expected output_size 1 (global pool), found {m.output_size}")
-                layers.append(SumPool(node.target))
-                pool_n = h * w
+                add(SumPool(node.target, src=src), (c, 1, 1), node)
+                pool_n[node.target] = h * w
             elif isinstance(m, (nn.Flatten, nn.Dropout, nn.Identity)):
-                continue
+                produced[node] = src
             elif isinstance(m, nn.Linear):
                 weight = m.weight.detach().double().numpy().copy()
-                if pool_n is not None:  # fold the average's 1/N: sum pool then (W / N)
-                    weight = weight / pool_n
-                    pool_n = None
+                if src in pool_n:  # fold the average's 1/N: sum pool then (W / N)
+                    weight = weight / pool_n.pop(src)
                 bias = m.bias.detach().double().numpy() if m.bias is not None else np.zeros(m.out_features)
-                layers.append(Linear(node.target, weight, bias.copy()))
+                add(Linear(node.target, weight, bias.copy(), src=src), (m.out_features, 1, 1), node)
             else:
                 raise IRError(f"{where}: op {type(m).__name__} is not supported by the hardware")
-        elif node.op == "call_function" and node.target in (torch.flatten,):
-            continue
-        elif node.op == "call_function" and node.target in (F.relu, torch.relu):
-            layers.append(Requant(node.name, "relu"))
+        elif node.op == "call_function":
+            fname = getattr(node.target, "__name__", str(node.target))
+            where = f"node {node.name!r} (function {fname})"
+            if node.target in (operator.add, torch.add):
+                a, b = node.args[:2]
+                if not (isinstance(a, fx.Node) and isinstance(b, fx.Node)) or len(node.args) > 2 or node.kwargs:
+                    raise IRError(f"{where}: only the sum of two tensors is supported")
+                sa, sb = produced[a], produced[b]
+                add(Add(node.name, skip=sb, src=sa), shape[sa], node)
+            elif node.target in (torch.flatten,):
+                produced[node] = src_of(node, where)
+            elif node.target in (F.relu, torch.relu, F.relu6):
+                src = src_of(node, where)
+                add(Requant(node.name, "relu6" if node.target is F.relu6 else "relu", src=src), shape[src], node)
+            elif node.target is F.adaptive_avg_pool2d:
+                src = src_of(node, where)
+                size = node.args[1] if len(node.args) > 1 else node.kwargs.get("output_size")
+                if size not in (1, (1, 1), [1, 1]):
+                    raise IRError(f"{where}: expected output_size 1 (global pool), found {size}")
+                c, h, w = shape[src]
+                add(SumPool(node.name, src=src), (c, 1, 1), node)
+                pool_n[node.name] = h * w
+            elif node.target is F.dropout:
+                produced[node] = src_of(node, where)
+            else:
+                raise IRError(f"{where}: op {fname} is not supported by the hardware")
         else:
             raise IRError(f"node {node.name!r}: op {node.op} {getattr(node.target, '__name__', node.target)} "
                           f"is not supported by the hardware")
-    if pool_n is not None:
-        raise IRError("global average pool must be followed by a Linear layer (its 1/N is folded into it)")
-    g = Graph(name, input, layers)
+    if pool_n:
+        raise IRError(f"global average pool {next(iter(pool_n))!r} must be followed by a Linear layer "
+                      "(its 1/N is folded into it)")
+    g = insert_requant_points(Graph(name, input, layers))
     annotate(g, require_quantized=False)  # shape check
     return g
+
+
+def insert_requant_points(g: Graph) -> Graph:
+    """Give every conv/linear whose output feeds anything but an activation a signed requantize point
+    (a linear bottleneck in MobileNetV2, for example), so activations stay narrow fixed point.
+    The network's output (logits) stays an exact accumulator."""
+    sources = g.sources()
+    readers: dict[str, list] = {}
+    for layer, srcs in zip(g.layers, sources):
+        for s in srcs:
+            readers.setdefault(s, []).append(layer)
+    out = Graph(g.name, g.input, [])
+    rename: dict[str, str] = {}
+    last = g.layers[-1].name
+    for layer, srcs in zip(g.layers, sources):
+        layer = replace(layer)
+        # re-point reads of layers that got a requant point
+        if layer.src is not None or srcs[0] in rename:
+            layer.src = rename.get(srcs[0], srcs[0])
+        if isinstance(layer, Add):
+            layer.skip = rename.get(layer.skip, layer.skip)
+            layer.src = rename.get(srcs[0], srcs[0])
+        out.layers.append(layer)
+        if isinstance(layer, (Conv2d, Linear)) and layer.name != last:
+            rs = readers.get(layer.name, [])
+            if not rs or not all(isinstance(r, Requant) for r in rs):
+                q = Requant(f"{layer.name}.q", "none", src=layer.name)
+                out.layers.append(q)
+                rename[layer.name] = q.name
+    return out
 
 
 # --------------------------------------------------------------------------------------------- annotate
@@ -109,13 +202,17 @@ def _dot_bounds(wint: np.ndarray, bias: np.ndarray, lo: int, hi: int) -> tuple[i
 
 
 def annotate(g: Graph, require_quantized: bool = True) -> list[LayerInfo]:
-    """Propagate shapes, exponents and exact integer bounds through the chain; check consistency."""
-    c, h, w = g.input.channels, g.input.height, g.input.width
-    exp: int | None = g.input.type.exp
-    bounds: tuple[int, int] | None = g.input.type.range
+    """Propagate shapes, exponents and exact integer bounds through the graph; check consistency."""
+    state = {"input": ((g.input.channels, g.input.height, g.input.width), g.input.type.exp, g.input.type.range,
+                       False)}
     infos: list[LayerInfo] = []
-    is_vector = False
-    for layer in g.layers:
+    for layer, srcs in zip(g.layers, g.sources()):
+        for s in srcs:
+            if s not in state:
+                raise IRError(f"layer {layer.name!r}: field 'src': {s!r} is not an earlier layer")
+        if layer.name in state:
+            raise IRError(f"layer {layer.name!r}: the name is used twice")
+        (c, h, w), exp, bounds, is_vector = state[srcs[0]]
         in_shape, in_exp, in_bounds = (c, h, w), exp, bounds
         acc_exp = shift = None
         if isinstance(layer, (Conv2d, Linear)):
@@ -129,6 +226,9 @@ def annotate(g: Graph, require_quantized: bool = True) -> list[LayerInfo]:
                 k, s, p = layer.kernel, layer.stride, layer.padding
                 if s < 1 or p < 0 or k < 1 or h + 2 * p < k or w + 2 * p < k:
                     raise IRError(f"layer {layer.name!r}: kernel {k}, stride {s}, padding {p} do not fit {h}x{w}")
+                if layer.out_channels % layer.groups or c % layer.groups:
+                    raise IRError(f"layer {layer.name!r}: field 'groups': {layer.groups} does not divide "
+                                  f"{c} inputs and {layer.out_channels} outputs")
                 h, w = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
                 c = layer.out_channels
             else:
@@ -151,9 +251,26 @@ def annotate(g: Graph, require_quantized: bool = True) -> list[LayerInfo]:
                 shift = layer.out.exp - exp
                 lo, hi = layer.clamp()
                 blo, bhi = bounds
-                # the clamp bounds the output; the shift (monotone) maps the input interval inside it
-                rlo, rhi = int(_rq(np.array([blo]), shift, lo, hi)[0]), int(_rq(np.array([bhi]), shift, lo, hi)[0])
-                bounds, exp = (rlo, rhi), layer.out.exp
+                # the shift is monotone: it maps the input interval into the clamp
+                bounds = (int(_rq(np.array([blo]), shift, lo, hi)[0]), int(_rq(np.array([bhi]), shift, lo, hi)[0]))
+                exp = layer.out.exp
+            elif require_quantized:
+                raise IRError(f"layer {layer.name!r}: field 'out': expected a calibrated output type, found none")
+            else:
+                exp = bounds = None
+        elif isinstance(layer, Add):
+            (c2, h2, w2), exp2, bounds2, vec2 = state[srcs[1]]
+            if (c2, h2, w2) != (c, h, w):
+                raise IRError(f"layer {layer.name!r}: field 'skip': expected shape {(c, h, w)} from {srcs[0]!r}, "
+                              f"found {(c2, h2, w2)} from {srcs[1]!r}")
+            if layer.out is not None and exp is not None and exp2 is not None:
+                e = min(exp, exp2)
+                lo = (bounds[0] << (exp - e)) + (bounds2[0] << (exp2 - e))
+                hi = (bounds[1] << (exp - e)) + (bounds2[1] << (exp2 - e))
+                acc_exp, shift = e, layer.out.exp - e
+                clo, chi = layer.clamp()
+                bounds = (int(_rq(np.array([lo]), shift, clo, chi)[0]), int(_rq(np.array([hi]), shift, clo, chi)[0]))
+                exp = layer.out.exp
             elif require_quantized:
                 raise IRError(f"layer {layer.name!r}: field 'out': expected a calibrated output type, found none")
             else:
@@ -169,6 +286,7 @@ def annotate(g: Graph, require_quantized: bool = True) -> list[LayerInfo]:
         else:
             raise IRError(f"layer {getattr(layer, 'name', layer)!r}: unknown layer type {type(layer).__name__}")
         infos.append(LayerInfo(layer.name, in_shape, (c, h, w), in_exp, exp, in_bounds, bounds, acc_exp, shift))
+        state[layer.name] = ((c, h, w), exp, bounds, is_vector)
     return infos
 
 
@@ -178,40 +296,50 @@ def _round_half_up(x: np.ndarray) -> np.ndarray:
 
 
 def calibrate_activations(g: Graph, activations: dict[str, np.ndarray], bits: int = 8) -> Graph:
-    """Give each requant point an unsigned ``bits``-wide type whose Po2 scale covers the observed maximum.
+    """Give each requant point (and residual add) a ``bits``-wide type whose Po2 scale covers the observed range.
 
-    ``activations`` maps a Requant layer name to float activations observed on calibration data (after the
-    ReLU). exp = ceil(log2(max / (2**bits - 1))).
+    ``activations`` maps a Requant/Add layer name to float activations observed on calibration data.
+    After ReLU/ReLU6 the type is unsigned, exp = ceil(log2(max / (2**bits - 1))); elsewhere it is signed,
+    exp = ceil(log2(max|x| / (2**(bits-1) - 1))).
     """
     out = g.copy()
     for i, layer in enumerate(out.layers):
-        if isinstance(layer, Requant):
+        if isinstance(layer, (Requant, Add)):
             if layer.name not in activations:
                 raise IRError(f"layer {layer.name!r}: no calibration activations recorded")
-            m = float(np.max(activations[layer.name]))
-            if layer.act == "relu6":
+            a = activations[layer.name]
+            signed = not (isinstance(layer, Requant) and layer.act in ("relu", "relu6"))
+            m = float(np.max(np.abs(a))) if signed else float(np.max(a))
+            if isinstance(layer, Requant) and layer.act == "relu6":
                 m = min(m, 6.0)
             m = max(m, 2.0 ** -30)
-            exp = int(math.ceil(math.log2(m / ((1 << bits) - 1))))
-            out.layers[i] = replace(layer, out=TensorType(bits, False, exp))
+            top = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
+            exp = int(math.ceil(math.log2(m / top)))
+            out.layers[i] = replace(layer, out=TensorType(bits, signed, exp))
     return out
 
 
-def quantize_weights(g: Graph, bits: int) -> Graph:
-    """Po2-quantize conv/linear weights (per-layer exponent range) and quantize biases to the accumulator."""
+def quantize_weights(g: Graph, bits: int | dict[str, int]) -> Graph:
+    """Po2-quantize conv/linear weights (per-layer exponent range) and quantize biases to the accumulator.
+
+    ``bits``: one width for every layer, or a dict layer name -> width (first/last layer precision).
+    """
     out = g.copy()
-    exp = out.input.type.exp
-    for i, layer in enumerate(out.layers):
+    exps = {"input": out.input.type.exp}
+    for i, (layer, srcs) in enumerate(zip(out.layers, out.sources())):
+        exp = exps[srcs[0]]
         if isinstance(layer, (Conv2d, Linear)):
-            codes, e_min = quantize_po2(layer.weight, bits)
+            b = bits[layer.name] if isinstance(bits, dict) else bits
+            codes, e_min = quantize_po2(layer.weight, b)
             acc_exp = exp + e_min
-            out.layers[i] = replace(layer, q=Po2Weights(codes, e_min, bits),
+            out.layers[i] = replace(layer, q=Po2Weights(codes, e_min, b),
                                     bias_int=_round_half_up(layer.bias / 2.0 ** acc_exp))
             exp = acc_exp
-        elif isinstance(layer, Requant):
+        elif isinstance(layer, (Requant, Add)):
             if layer.out is None:
                 raise IRError(f"layer {layer.name!r}: calibrate activations before quantizing weights")
             exp = layer.out.exp
+        exps[layer.name] = exp
     return out
 
 
@@ -266,6 +394,8 @@ def hw_model(g: Graph, levels_per_stage: int) -> list[LayerHw]:
             hw.append(LayerHw(layer.name, "requant", None, c if info.shift > 0 else 0, 0, beats))
         elif isinstance(layer, SumPool):
             hw.append(LayerHw(layer.name, "sum_pool", width_for(*info.out_bounds)[0], c, 1, beats))
+        elif isinstance(layer, Add):  # the sum, plus the rounding constant when shifting right
+            hw.append(LayerHw(layer.name, "add", None, c * (2 if info.shift > 0 else 1), 0, beats))
     return hw
 
 

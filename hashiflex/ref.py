@@ -8,19 +8,62 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .ir import Conv2d, Graph, Linear, Requant, SumPool
+from .ir import Add, Conv2d, Graph, Linear, Requant, SumPool
 from .numfmt import codes_to_int_weights, requant
 from .passes import annotate
 
 _INT64_SAFE = 1 << 62
 
 
-def conv2d_int(x: np.ndarray, wint: np.ndarray, bias: np.ndarray, stride: int, padding: int) -> np.ndarray:
-    """x (N, C, H, W) int64, wint (O, C, k, k) int64 -> (N, O, OH, OW) exact integer accumulators."""
+_EXACT_F64 = 1 << 53
+
+
+def exact_matmul(a: np.ndarray, w: np.ndarray, guard: int) -> np.ndarray:
+    """Integer a (M, K) @ w (K, O), exactly. ``guard`` bounds sum_k |a_mk w_ko| for every output: below 2**53
+    every partial sum is an exactly representable float64, so BLAS's float64 product is exact in any
+    summation order (fast); otherwise int64 arithmetic is used."""
+    if guard < _EXACT_F64:
+        return np.rint(a.astype(np.float64) @ w.astype(np.float64)).astype(np.int64)
+    return a.astype(np.int64) @ w.astype(np.int64)
+
+
+def _guard(x: np.ndarray, wint: np.ndarray) -> int:
+    xmax = int(np.abs(x).max(initial=0))
+    return xmax * int(np.abs(wint.reshape(wint.shape[0], -1)).sum(axis=1).max(initial=0))
+
+
+def conv2d_int(x: np.ndarray, wint: np.ndarray, bias: np.ndarray, stride: int, padding: int,
+               groups: int = 1) -> np.ndarray:
+    """x (N, C, H, W) int64, wint (O, C/groups, k, k) int64 -> (N, O, OH, OW) exact integer accumulators."""
     k = wint.shape[-1]
+    n, c = x.shape[:2]
+    o = wint.shape[0]
     xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
     win = sliding_window_view(xp, (k, k), axis=(2, 3))[:, :, ::stride, ::stride]  # N C OH OW k k
-    acc = np.einsum("ncyxij,ocij->noyx", win, wint, optimize=True)
+    oh, ow = win.shape[2:4]
+    guard = _guard(x, wint)
+    if groups == 1 and k == 1:  # pointwise: one batched matmul over channels, no im2col copy
+        xs = xp[:, :, ::stride, ::stride][:, :, :oh, :ow].reshape(n, c, oh * ow)
+        w2 = wint.reshape(o, c)
+        if guard < _EXACT_F64:
+            acc = np.rint(np.matmul(w2.astype(np.float64), xs.astype(np.float64))).astype(np.int64)
+        else:
+            acc = np.matmul(w2, xs)
+        acc = acc.reshape(n, o, oh, ow)
+    elif groups == 1:  # im2col + one exact matmul
+        cols = win.transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, c * k * k)
+        acc = exact_matmul(cols, wint.reshape(o, -1).T, guard)
+        acc = acc.reshape(n, oh, ow, o).transpose(0, 3, 1, 2)
+    elif groups == c == o:  # depthwise: k*k shifted multiply-adds
+        acc = np.zeros((n, c, oh, ow), dtype=np.int64)
+        for i in range(k):
+            for j in range(k):
+                tap = xp[:, :, i:i + stride * (oh - 1) + 1:stride, j:j + stride * (ow - 1) + 1:stride]
+                acc += tap * wint[:, 0, i, j].reshape(1, c, 1, 1)
+    else:
+        wg = win.reshape(n, groups, c // groups, oh, ow, k, k)
+        acc = np.einsum("ngcyxij,gocij->ngoyx", wg, wint.reshape(groups, o // groups, c // groups, k, k),
+                        optimize=True).reshape(n, o, oh, ow)
     return acc + bias.reshape(1, -1, 1, 1)
 
 
@@ -38,22 +81,38 @@ def run(g: Graph, x: np.ndarray, trace: bool = False):
     for info in infos:
         if max(abs(info.out_bounds[0]), abs(info.out_bounds[1])) >= _INT64_SAFE:
             raise ValueError(f"layer {info.name!r}: bounds {info.out_bounds} exceed int64")
-    y = x.astype(np.int64)
-    acts = {}
-    for layer in g.layers:
+    acts = {"input": x.astype(np.int64)}
+    exps = {"input": g.input.type.exp}
+    sources = g.sources()
+    last_use = {s: i for i, srcs in enumerate(sources) for s in srcs}
+    for i, (layer, info, srcs) in enumerate(zip(g.layers, infos, sources)):
+        y = acts[srcs[0]]
         if isinstance(layer, Conv2d):
-            y = conv2d_int(y, codes_to_int_weights(layer.q.codes), layer.bias_int, layer.stride, layer.padding)
+            y = conv2d_int(y, codes_to_int_weights(layer.q.codes), layer.bias_int, layer.stride, layer.padding,
+                           layer.groups)
         elif isinstance(layer, Linear):
-            y = y.reshape(y.shape[0], -1) @ codes_to_int_weights(layer.q.codes).T + layer.bias_int
+            wint = codes_to_int_weights(layer.q.codes)
+            y = exact_matmul(y.reshape(y.shape[0], -1), wint.T, _guard(y, wint)) + layer.bias_int
         elif isinstance(layer, Requant):
-            info = infos[g.layers.index(layer)]
+            y = requant(y, info.shift, *layer.clamp())
+        elif isinstance(layer, Add):
+            e = info.acc_exp
+            y = (y << (exps[srcs[0]] - e)) + (acts[srcs[1]] << (exps[srcs[1]] - e))
             y = requant(y, info.shift, *layer.clamp())
         elif isinstance(layer, SumPool):
             y = y.sum(axis=(2, 3))
-        if trace:
-            acts[layer.name] = y
+        acts[layer.name] = y
+        exps[layer.name] = info.out_exp
+        if not trace:  # free the activations no later layer reads
+            for s in srcs:
+                if last_use[s] == i:
+                    acts.pop(s, None)
+    y = acts[g.layers[-1].name]
     y = y.reshape(y.shape[0], -1)
-    return (y, acts) if trace else y
+    if trace:
+        del acts["input"]
+        return y, acts
+    return y
 
 
 def output_exp(g: Graph) -> int:

@@ -25,8 +25,15 @@ def test_unsupported_op_names_the_module_and_the_op():
     m = nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(2, 2))
     with pytest.raises(IRError, match=r"module '1' \(MaxPool2d\): op MaxPool2d is not supported"):
         import_torch(m, INP)
-    with pytest.raises(IRError, match=r"module '0' \(Conv2d\): expected groups=1"):
-        import_torch(nn.Sequential(nn.Conv2d(2, 2, 3, groups=2)), Input(2, 8, 8, INP.type))
+    with pytest.raises(IRError, match=r"module '0' \(Conv2d\): expected groups=1 or depthwise"):
+        import_torch(nn.Sequential(nn.Conv2d(4, 4, 3, groups=2)), Input(4, 8, 8, INP.type))
+    with pytest.raises(IRError, match=r"node 'mul' \(function mul\): op mul is not supported"):
+        import_torch(_Scale(), INP)
+
+
+class _Scale(nn.Module):
+    def forward(self, x):
+        return x * 2
 
 
 def test_shape_mismatch_names_the_layer():

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..ir import Conv2d, Graph, Input, Linear, Po2Weights, Requant, SumPool, TensorType
+from ..ir import Add, Conv2d, Graph, Input, Linear, Po2Weights, Requant, SumPool, TensorType
 from ..numfmt import width_for
 from ..passes import annotate, initiation_interval
 
@@ -40,14 +40,15 @@ def design_from_graph(g: Graph, levels_per_stage: int = DEFAULT_LEVELS_PER_STAGE
     """The design.json document for a quantized graph (derived fields from :func:`annotate`)."""
     infos = annotate(g)
     layers = []
-    for layer, info in zip(g.layers, infos):
+    for layer, info, srcs in zip(g.layers, infos, g.sources()):
         width, signed = width_for(*info.out_bounds)
-        d = {"name": layer.name, "in_shape": list(info.in_shape), "out_shape": list(info.out_shape),
+        d = {"name": layer.name, "src": srcs[0], "in_shape": list(info.in_shape), "out_shape": list(info.out_shape),
              "in_bounds": list(info.in_bounds), "out_bounds": list(info.out_bounds),
              "out_width": width, "out_signed": signed, "out_exp": info.out_exp}
         if isinstance(layer, (Conv2d, Linear)):
             if isinstance(layer, Conv2d):
-                d.update(op="conv2d", kernel=layer.kernel, stride=layer.stride, padding=layer.padding)
+                d.update(op="conv2d", kernel=layer.kernel, stride=layer.stride, padding=layer.padding,
+                         groups=layer.groups)
             else:
                 d.update(op="linear")
             d["weights"] = {"bits": layer.q.bits, "e_min": layer.q.e_min, "shape": list(layer.q.codes.shape),
@@ -56,6 +57,9 @@ def design_from_graph(g: Graph, levels_per_stage: int = DEFAULT_LEVELS_PER_STAGE
         elif isinstance(layer, Requant):
             d.update(op="requant", shift=info.shift, act=layer.act, bits=layer.out.bits, signed=layer.out.signed,
                      clamp=list(layer.clamp()))
+        elif isinstance(layer, Add):
+            d.update(op="add", skip=srcs[1], shift=info.shift, acc_exp=info.acc_exp, bits=layer.out.bits,
+                     signed=layer.out.signed, clamp=list(layer.clamp()))
         elif isinstance(layer, SumPool):
             d.update(op="sum_pool")
         layers.append(d)
@@ -106,17 +110,20 @@ def graph_from_design(d: dict) -> Graph:
             zeros = np.zeros(shape)
             if l["op"] == "conv2d":
                 if len(shape) != 4 or shape[2] != shape[3] or shape[2] != l["kernel"]:
-                    raise DesignValidationError(f"{where}.weights.shape: expected [out, in, {l['kernel']}, "
+                    raise DesignValidationError(f"{where}.weights.shape: expected [out, in/groups, {l['kernel']}, "
                                                 f"{l['kernel']}], found {list(shape)}")
-                layer = Conv2d(l["name"], zeros, np.zeros(shape[0]), l["stride"], l["padding"], q, bias)
+                layer = Conv2d(l["name"], zeros, np.zeros(shape[0]), l["stride"], l["padding"], q, bias,
+                               groups=l["groups"], src=l["src"])
             else:
                 if len(shape) != 2:
                     raise DesignValidationError(f"{where}.weights.shape: expected [out, in], found {list(shape)}")
-                layer = Linear(l["name"], zeros, np.zeros(shape[0]), q, bias)
+                layer = Linear(l["name"], zeros, np.zeros(shape[0]), q, bias, src=l["src"])
         elif l["op"] == "requant":
-            layer = Requant(l["name"], l["act"], TensorType(l["bits"], l["signed"], l["out_exp"]))
+            layer = Requant(l["name"], l["act"], TensorType(l["bits"], l["signed"], l["out_exp"]), src=l["src"])
+        elif l["op"] == "add":
+            layer = Add(l["name"], l["skip"], TensorType(l["bits"], l["signed"], l["out_exp"]), src=l["src"])
         else:
-            layer = SumPool(l["name"])
+            layer = SumPool(l["name"], src=l["src"])
         g.layers.append(layer)
     return g
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..ir import Conv2d, Graph, IRError, Linear, Requant, SumPool
+from ..ir import Add, Conv2d, Graph, IRError, Linear, Requant, SumPool
 from ..numfmt import codes_to_float
 from .po2 import po2_fake_quant_torch
 
@@ -40,8 +40,9 @@ class FakeQuantNet(nn.Module):
         self.wbits: dict[str, int] = {}   # per layer: a quantized graph may mix weight widths
         self.e_min: dict[str, int] = {}   # per layer, fixed when built from a quantized graph
         self.params = nn.ParameterDict()
-        exp = g.input.type.exp
-        for layer in g.layers:
+        exps = {"input": g.input.type.exp}
+        for layer, srcs in zip(g.layers, g.sources()):
+            exp = exps[srcs[0]]
             if isinstance(layer, (Conv2d, Linear)):
                 if layer.q is not None:
                     self.wbits[layer.name] = layer.q.bits
@@ -57,8 +58,10 @@ class FakeQuantNet(nn.Module):
                     w, b = layer.weight, layer.bias
                 self.params[f"{layer.name}__w".replace(".", "_")] = nn.Parameter(torch.tensor(w, dtype=torch.float64))
                 self.params[f"{layer.name}__b".replace(".", "_")] = nn.Parameter(torch.tensor(b, dtype=torch.float64))
-            elif isinstance(layer, Requant) and layer.out is not None:
+            elif isinstance(layer, (Requant, Add)) and layer.out is not None:
                 exp = layer.out.exp
+            exps[layer.name] = exp
+        self.masks: dict[str, torch.Tensor] = {}  # pruning masks (1 keeps a weight), set by the trainer
         self.recorded: dict[str, torch.Tensor] = {}
         self.record = False
 
@@ -68,17 +71,21 @@ class FakeQuantNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` in the value domain (integer input times 2**input.exp). Returns logits (value domain)."""
-        exp = self.graph.input.type.exp
-        for layer in self.graph.layers:
+        vals = {"input": x}
+        exps = {"input": self.graph.input.type.exp}
+        for layer, srcs in zip(self.graph.layers, self.graph.sources()):
+            x, exp = vals[srcs[0]], exps[srcs[0]]
             if isinstance(layer, (Conv2d, Linear)):
                 w, b = self._wb(layer)
+                if layer.name in self.masks:
+                    w = w * self.masks[layer.name]
                 if self.quantize:
                     w, e_min = po2_fake_quant_torch(w, self.wbits[layer.name], self.e_min.get(layer.name))
                     exp = exp + int(e_min.item())
                     scale = 2.0 ** exp
                     b = round_half_up_ste(b / scale) * scale
                 if isinstance(layer, Conv2d):
-                    x = F.conv2d(x, w, b, stride=layer.stride, padding=layer.padding)
+                    x = F.conv2d(x, w, b, stride=layer.stride, padding=layer.padding, groups=layer.groups)
                 else:
                     x = F.linear(x.flatten(1), w, b)
             elif isinstance(layer, Requant):
@@ -94,9 +101,22 @@ class FakeQuantNet(nn.Module):
                         torch.relu(x) if layer.act == "relu" else x)
                 if self.record:
                     self.recorded[layer.name] = x.detach()
+            elif isinstance(layer, Add):
+                # value domain: aligning both operands to the finer scale is exact, so this is a plain sum
+                x = x + vals[srcs[1]]
+                if self.quantize:
+                    if layer.out is None:
+                        raise IRError(f"layer {layer.name!r}: field 'out': calibrate before quantized forward")
+                    lo, hi = layer.clamp()
+                    scale = 2.0 ** layer.out.exp
+                    x = torch.clamp(round_half_up_ste(x / scale), lo, hi) * scale
+                    exp = layer.out.exp
+                if self.record:
+                    self.recorded[layer.name] = x.detach()
             elif isinstance(layer, SumPool):
                 x = x.sum(dim=(2, 3))
-        return x.flatten(1)
+            vals[layer.name], exps[layer.name] = x, exp
+        return vals[self.graph.layers[-1].name].flatten(1)
 
     def to_graph(self) -> Graph:
         """The float graph with this module's current (latent float) weights, for re-quantization."""

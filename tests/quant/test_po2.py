@@ -19,9 +19,11 @@ def test_every_nonzero_weight_is_a_signed_power_of_two_in_range(w, bits):
     assert np.all(e == np.round(e))
     assert np.all((e >= e_min) & (e <= e_min + max_code(bits) - 1))
     assert np.all(np.sign(q[nz]) == np.sign(w[nz]))
-    # the largest weight keeps the top exponent (the range covers the layer's weights)
+    # the range covers the layer's weights: the largest weight keeps its (rounded) exponent as the top code
     if np.abs(w).max() > 0:
-        assert np.abs(codes).max() == max_code(bits)
+        e_top = np.floor(np.log2(np.abs(w).max()) + 0.5)
+        assert np.abs(q).max() == 2.0 ** e_top
+        assert np.abs(codes).max() == min(e_top - e_min + 1, max_code(bits))
 
 
 @given(arrays(np.float32, st.integers(1, 64), elements=finite), st.integers(2, 8))
@@ -38,6 +40,11 @@ def test_torch_and_numpy_quantizers_agree(w, bits):
     qt, e_min_t = po2_fake_quant_torch(torch.tensor(w, dtype=torch.float64), bits)
     assert int(e_min_t) == e_min
     assert np.array_equal(qt.detach().numpy(), codes_to_float(codes, e_min))
+
+
+def test_range_is_no_wider_than_the_weights_need():
+    codes, e_min = quantize_po2(np.array([1.0, 0.5, -0.25]), 8)
+    assert e_min == -2 and codes.tolist() == [3, 2, -1]
 
 
 def test_nearest_exponent_in_log_domain_and_zero_below_range():

@@ -159,10 +159,12 @@ object Design {
     if (ls.isEmpty) throw DesignError("design.layers: expected at least one layer, found none")
     var prevShape = input.shape
     var prevBounds = input.bounds
+    var prevName = "input"
     val layers = ls.map { l =>
-      val spec = layer(l, prevShape, prevBounds)
+      val spec = layer(l, prevShape, prevBounds, prevName)
       prevShape = spec.outShape
       prevBounds = spec.outBounds
+      prevName = spec.name
       spec
     }
     val names = layers.map(_.name)
@@ -174,9 +176,14 @@ object Design {
     DesignSpec(name, input, levels, layers)
   }
 
-  private def layer(l: Cursor, prevShape: Shape, prevBounds: Bounds): LayerSpec = {
+  private def layer(l: Cursor, prevShape: Shape, prevBounds: Bounds, prevName: String): LayerSpec = {
     val name = l.field("name").str
     val op = l.field("op")
+    if (op.v == ujson.Str("add"))
+      throw DesignError(s"${op.path}: \"add\" (residual) is not supported by this generator yet; it builds chains of conv2d, requant, sum_pool, linear")
+    val src = l.field("src")
+    if (src.str != prevName)
+      throw DesignError(s"${src.path}: this generator builds chains: expected \"$prevName\" (the previous layer), found \"${src.str}\"")
     val inShape = l.field("in_shape")
     if (inShape.shape != prevShape)
       throw DesignError(s"${inShape.path}: expected $prevShape (the previous layer's out_shape), found ${Cursor.show(inShape.v)}")
@@ -197,6 +204,9 @@ object Design {
         val k = l.field("kernel").intIn(1, 15)
         val s = l.field("stride").intIn(1, 8)
         val p = l.field("padding").intIn(0, 7)
+        val groups = l.field("groups")
+        if (groups.int != 1)
+          throw DesignError(s"${groups.path}: this generator builds groups=1 only (depthwise is not supported yet), found ${groups.int}")
         if (prevShape.h + 2 * p < k || prevShape.w + 2 * p < k)
           throw DesignError(s"${l.path}.kernel: expected a kernel that fits the padded ${prevShape.h}x${prevShape.w} input, found $k")
         expectShape(Shape(outShape.c, (prevShape.h + 2 * p - k) / s + 1, (prevShape.w + 2 * p - k) / s + 1))
