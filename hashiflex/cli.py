@@ -65,6 +65,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="only the first N test images")
     p.add_argument("--vcd", type=str, default=None, help="write a VCD trace to this file")
 
+    p = sub.add_parser("sweep", help="accuracy and adders vs weight bits and sparsity (CSV + PNG)",
+                       description="Sweep Po2 weight bits x sparsity on WORK/float.pt (trains it if missing).")
+    _work(p)
+    _progress(p)
+    p.add_argument("--bits", default="3,4,5,6,8", help="comma-separated weight bits (default: %(default)s)")
+    p.add_argument("--sparsity", default="0,0.25,0.5,0.75,0.9",
+                   help="comma-separated sparsity targets in [0, 1) (default: %(default)s)")
+    p.add_argument("--finetune-epochs", type=int, default=0, help="QAT epochs after pruning at each point")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: WORK/sweep)")
+
     p = sub.add_parser("demo", help="all of the above on the embedded default, then print the table",
                        description="Train, quantize, export, elaborate, co-simulate and report.")
     _work(p)
@@ -95,6 +105,13 @@ def main(argv: list[str] | None = None) -> int:
             r = {k: p[k] for k in ("top", "adders", "ii_cycles_per_image", "latency_stages")}
         elif args.cmd == "cosim":
             r = flow.step_cosim(args.work, args.limit, args.vcd, progress)
+        elif args.cmd == "sweep":
+            if not (args.work / "float.pt").exists():
+                flow.step_train(args.work, flow.Config(), progress)
+            r = flow.step_sweep(args.work, [int(b) for b in args.bits.split(",")],
+                                [float(s) for s in args.sparsity.split(",")], args.finetune_epochs, args.out,
+                                progress)
+            r = {k: r[k] for k in ("csv", "png")} | {"points": len(r["points"])}
         elif args.cmd == "demo":
             r = flow.demo(args.work, progress=progress, netlist=not args.no_netlist)
             print(flow.format_table(r))

@@ -259,3 +259,23 @@ def format_table(r: dict) -> str:
              for k, v in r.get("seconds", {}).items()]
     w = max(len(a) for a, _ in rows)
     return "\n".join(f"{a:<{w}}  {b}" for a, b in rows)
+
+
+def step_sweep(work: Path, bits: list[int], sparsities: list[float], finetune_epochs: int = 0,
+               out: Path | None = None, progress: bool = True) -> dict:
+    """Accuracy and adders vs weight bits and sparsity for the trained model in ``work`` (CSV + PNG)."""
+    from .sweep import plot, sweep, write_csv
+
+    model, cfg, ck = load_float(work)
+    ds = _ds(cfg)
+    g = passes.import_torch(model, ds.input, name=f"{cfg.dataset}_cnn")
+    g = passes.calibrate_activations(g, record_activations(g, ds.value(ds.x_train)), cfg.act_bits)
+    points = sweep(g, ds, bits, sparsities, finetune_epochs, levels_per_stage=cfg.levels_per_stage,
+                   progress=progress)
+    out = Path(out or work / "sweep")
+    tag = f"{cfg.dataset}_ft{finetune_epochs}"
+    csv_path = write_csv(points, out / f"sweep_{tag}.csv")
+    png = plot(points, out / f"sweep_{tag}.png",
+               f"{cfg.dataset}: Po2 accuracy vs sparsity ({'QAT ' + str(finetune_epochs) + ' ep' if finetune_epochs else 'post-training'})",
+               ck["float_accuracy"])
+    return {"csv": str(csv_path), "png": str(png), "points": [p.__dict__ for p in points]}

@@ -291,8 +291,11 @@ def annotate(g: Graph, require_quantized: bool = True) -> list[LayerInfo]:
 
 
 # --------------------------------------------------------------------------------------------- quantize
-def _round_half_up(x: np.ndarray) -> np.ndarray:
-    return np.floor(np.asarray(x, dtype=np.float64) + 0.5).astype(np.int64)
+def _round_half_up(x: np.ndarray, what: str = "value") -> np.ndarray:
+    y = np.floor(np.asarray(x, dtype=np.float64) + 0.5)
+    if y.size and np.abs(y).max() >= 2.0 ** 62:
+        raise IRError(f"{what}: {np.abs(y).max():.3g} does not fit the integer model (|v| < 2**62)")
+    return y.astype(np.int64)
 
 
 def calibrate_activations(g: Graph, activations: dict[str, np.ndarray], bits: int = 8) -> Graph:
@@ -333,7 +336,7 @@ def quantize_weights(g: Graph, bits: int | dict[str, int]) -> Graph:
             codes, e_min = quantize_po2(layer.weight, b)
             acc_exp = exp + e_min
             out.layers[i] = replace(layer, q=Po2Weights(codes, e_min, b),
-                                    bias_int=_round_half_up(layer.bias / 2.0 ** acc_exp))
+                                    bias_int=_round_half_up(layer.bias / 2.0 ** acc_exp, f"layer {layer.name!r}: bias"))
             exp = acc_exp
         elif isinstance(layer, (Requant, Add)):
             if layer.out is None:

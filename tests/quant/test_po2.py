@@ -4,7 +4,7 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
 from hashiflex.numfmt import codes_to_float, max_code
-from hashiflex.quant.po2 import po2_fake_quant_torch, quantize_po2
+from hashiflex.quant.po2 import MAX_SPAN, po2_fake_quant_torch, quantize_po2, span
 
 finite = st.floats(-100, 100, allow_nan=False, allow_infinity=False, width=32)
 
@@ -17,13 +17,13 @@ def test_every_nonzero_weight_is_a_signed_power_of_two_in_range(w, bits):
     nz = q != 0
     e = np.log2(np.abs(q[nz]))
     assert np.all(e == np.round(e))
-    assert np.all((e >= e_min) & (e <= e_min + max_code(bits) - 1))
+    assert np.all((e >= e_min) & (e <= e_min + span(bits) - 1))
     assert np.all(np.sign(q[nz]) == np.sign(w[nz]))
     # the range covers the layer's weights: the largest weight keeps its (rounded) exponent as the top code
     if np.abs(w).max() > 0:
         e_top = np.floor(np.log2(np.abs(w).max()) + 0.5)
         assert np.abs(q).max() == 2.0 ** e_top
-        assert np.abs(codes).max() == min(e_top - e_min + 1, max_code(bits))
+        assert np.abs(codes).max() == min(e_top - e_min + 1, span(bits))
 
 
 @given(arrays(np.float32, st.integers(1, 64), elements=finite), st.integers(2, 8))
@@ -40,6 +40,12 @@ def test_torch_and_numpy_quantizers_agree(w, bits):
     qt, e_min_t = po2_fake_quant_torch(torch.tensor(w, dtype=torch.float64), bits)
     assert int(e_min_t) == e_min
     assert np.array_equal(qt.detach().numpy(), codes_to_float(codes, e_min))
+
+
+def test_span_is_capped():
+    w = 2.0 ** -np.arange(0, 60)
+    codes, e_min = quantize_po2(w, 8)
+    assert e_min == -(MAX_SPAN - 1) and np.count_nonzero(codes) == MAX_SPAN
 
 
 def test_range_is_no_wider_than_the_weights_need():

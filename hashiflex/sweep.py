@@ -1,0 +1,81 @@
+"""Sensitivity sweeps: accuracy (golden model) and hardware cost vs weight bits and sparsity."""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import passes, ref
+from .data import Dataset
+from .ir import Graph
+from .quant.prune import prune, weight_sparsity
+from .train import train_qat
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    bits: int
+    sparsity: float
+    accuracy: float
+    weight_sparsity: float
+    adders: int
+    finetuned: bool
+
+
+def sweep(g: Graph, ds: Dataset, bits: list[int], sparsities: list[float], finetune_epochs: int = 0,
+          scope: str = "layer", levels_per_stage: int = 4, progress: bool = True) -> list[SweepPoint]:
+    """For each (bits, sparsity): magnitude-prune the calibrated float graph, Po2-quantize (optionally after
+    ``finetune_epochs`` of QAT with the pruning schedule), and measure the golden model's test accuracy and the
+    adders the generator will build."""
+    points = []
+    grid = [(b, s) for b in bits for s in sparsities]
+    for b, s in tqdm(grid, desc="sweep", disable=not progress):
+        if finetune_epochs > 0:
+            fg = train_qat(g, ds, b, finetune_epochs, sparsity=s, scope=scope, progress=False)
+        else:
+            fg = prune(g, s, scope) if s > 0 else g
+        q = passes.quantize_weights(fg, b)
+        acc = float((ref.run(q, ds.x_test).argmax(1) == ds.y_test).mean())
+        adders = sum(h.adders for h in passes.hw_model(q, levels_per_stage))
+        points.append(SweepPoint(b, s, acc, weight_sparsity(q), adders, finetune_epochs > 0))
+    return points
+
+
+def write_csv(points: list[SweepPoint], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["bits", "sparsity", "accuracy", "weight_sparsity", "adders", "finetuned"])
+        for p in points:
+            w.writerow([p.bits, p.sparsity, f"{p.accuracy:.4f}", f"{p.weight_sparsity:.4f}", p.adders, p.finetuned])
+    return path
+
+
+def plot(points: list[SweepPoint], path: Path, title: str = "", float_accuracy: float | None = None) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    for b in sorted({p.bits for p in points}):
+        ps = sorted((p for p in points if p.bits == b), key=lambda p: p.sparsity)
+        a1.plot([100 * p.sparsity for p in ps], [100 * p.accuracy for p in ps], "o-", label=f"{b}-bit Po2")
+        a2.plot([p.adders for p in ps], [100 * p.accuracy for p in ps], "o-", label=f"{b}-bit Po2")
+    for ax in (a1, a2):
+        if float_accuracy is not None:
+            ax.axhline(100 * float_accuracy, color="k", ls="--", lw=1, label="float")
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+    a1.set_xlabel("target sparsity (%)")
+    a2.set_xlabel("adders in the hardened pipeline")
+    a2.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
