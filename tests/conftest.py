@@ -58,7 +58,7 @@ def elaborated(work_root):
         g = random_graph(seed, max_c=3, max_hw=6, head=bool(i % 2), name=f"rand{seed}")
         d = design_from_graph(g, levels_per_stage=1 + i % 4)
         base = work_root / "random" / f"rand{seed}"
-        write_design(d, base / "design.json")
+        write_design(d, base / "design.json", tables=bool(i % 2))  # half of them through binary tables
         jobs.append((base / "design.json", base / "rtl"))
         out.append((g, d, base / "rtl"))
     params = hw.elaborate_many(jobs, quiet=True)

@@ -57,3 +57,17 @@ def test_no_multiplier_in_the_generated_verilog(elaborated):
     for *_, params, rtl in elaborated:
         text = (rtl / params["verilog"]).read_text()
         assert " * " not in text
+
+
+def test_generator_checks_the_weight_table(tmp_path, elaborated):
+    import shutil
+
+    g, d, params, rtl = elaborated[1]  # written with a binary table
+    src = rtl.parent
+    for f in ("design.json", "design.weights.bin"):
+        shutil.copy(src / f, tmp_path / f)
+    b = bytearray((tmp_path / "design.weights.bin").read_bytes())
+    b[-1] ^= 1
+    (tmp_path / "design.weights.bin").write_bytes(bytes(b))
+    with pytest.raises(hw.ElaborationError, match=r"weights.table.sha256: expected [0-9a-f]{64}, found"):
+        hw.elaborate(tmp_path / "design.json", tmp_path / "rtl", quiet=True)

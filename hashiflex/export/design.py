@@ -6,6 +6,7 @@ raises :class:`DesignValidationError` naming the field (``design.layers[2].out_b
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -170,27 +171,92 @@ def _compare(want, have, path) -> None:
                                     f"found {shown}")
 
 
-def write_design(d: dict, path: str | os.PathLike) -> Path:
-    """Validate, then write atomically (a temporary file renamed into place): never half-written."""
+TABLE_THRESHOLD = 1 << 16  # weight codes above which write_design moves them into a binary table
+
+
+def _tmp(path: Path) -> Path:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    return Path(tmp)
+
+
+def write_design(d: dict, path: str | os.PathLike, tables: bool | None = None) -> Path:
+    """Validate, then write atomically (temporary files renamed into place): never half-written.
+
+    With ``tables`` (default: when the design holds more than TABLE_THRESHOLD weight codes), the codes go into
+    ``<stem>.weights.bin`` (int8, layer after layer) and each layer's ``weights.table`` names its slice and
+    SHA-256; design.json stays small.
+    """
     validate_design(d)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    n_codes = sum(len(l["weights"]["codes"]) for l in d["layers"] if "weights" in l)
+    if tables is None:
+        tables = n_codes > TABLE_THRESHOLD
+    doc, blob = d, None
+    if tables:
+        doc = json.loads(json.dumps(d))
+        table = path.with_name(path.stem + ".weights.bin")
+        chunks, offset = [], 0
+        for l in doc["layers"]:
+            if "weights" in l:
+                b = np.asarray(l["weights"].pop("codes"), dtype=np.int8).tobytes()
+                l["weights"]["table"] = {"file": table.name, "offset": offset, "count": len(b),
+                                         "sha256": hashlib.sha256(b).hexdigest()}
+                chunks.append(b)
+                offset += len(b)
+        blob = (table, b"".join(chunks))
+    tmps = []
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(d, f, separators=(",", ":"))
-            f.write("\n")
-        os.replace(tmp, path)
+        if blob is not None:
+            t = _tmp(blob[0])
+            tmps.append(t)
+            t.write_bytes(blob[1])
+        t = _tmp(path)
+        tmps.append(t)
+        t.write_text(json.dumps(doc, separators=(",", ":")) + "\n")
+        if blob is not None:
+            os.replace(tmps[0], blob[0])
+        os.replace(tmps[-1], path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        for t in tmps:
+            t.unlink(missing_ok=True)
         raise
     return path
 
 
+def _resolve_tables(d: dict, base: Path) -> dict:
+    """Replace every ``weights.table`` by the codes it points to, checking count and SHA-256."""
+    blobs: dict[str, bytes] = {}
+    for k, l in enumerate(d.get("layers", [])):
+        t = l.get("weights", {}).get("table") if isinstance(l, dict) else None
+        if not isinstance(t, dict):
+            continue
+        where = f"design.layers[{k}].weights.table"
+        try:
+            blob = blobs.setdefault(t["file"], (base / t["file"]).read_bytes())
+            b = blob[t["offset"]:t["offset"] + t["count"]]
+        except (KeyError, TypeError, OSError) as e:
+            raise DesignValidationError(f"{where}: cannot read the weight table ({e})") from e
+        if len(b) != t["count"]:
+            raise DesignValidationError(f"{where}.count: expected {t['count']} bytes at offset {t['offset']} of "
+                                        f"{t['file']}, found {len(b)}")
+        if hashlib.sha256(b).hexdigest() != t["sha256"]:
+            raise DesignValidationError(f"{where}.sha256: expected {t['sha256']}, found "
+                                        f"{hashlib.sha256(b).hexdigest()} (corrupt or stale table)")
+        w = dict(l["weights"])
+        del w["table"]
+        w["codes"] = np.frombuffer(b, dtype=np.int8).astype(int).tolist()
+        l["weights"] = w
+    return d
+
+
 def load_design(path: str | os.PathLike) -> tuple[dict, Graph]:
+    """Read design.json (and its weight table, if any), validate, and return (document, IR)."""
     path = Path(path)
     try:
         d = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise DesignValidationError(f"{path}: not valid JSON ({e})") from e
+    d = _resolve_tables(d, path.parent)
     return d, validate_design(d)

@@ -70,3 +70,25 @@ def test_failed_write_keeps_the_previous_file(tmp_path, doc):
     with pytest.raises(DesignValidationError):
         write_design(bad, p)
     assert p.read_text() == before
+
+
+def test_large_designs_keep_codes_in_a_checksummed_binary_table(tmp_path, doc):
+    g = random_graph(7, convs=2, head=True)
+    p = write_design(doc, tmp_path / "d.json", tables=True)
+    on_disk = json.loads(p.read_text())
+    assert all("codes" not in l["weights"] and "table" in l["weights"] for l in on_disk["layers"] if "weights" in l)
+    d2, g2 = load_design(p)
+    assert d2 == doc
+    x = random_inputs(g, 3, 1)
+    assert np.array_equal(ref.run(g2, x), ref.run(g, x))
+    # a flipped byte is caught by the checksum, naming the layer
+    table = tmp_path / "d.weights.bin"
+    b = bytearray(table.read_bytes())
+    b[0] ^= 1
+    table.write_bytes(bytes(b))
+    with pytest.raises(DesignValidationError, match=r"design.layers\[0\].weights.table.sha256: expected"):
+        load_design(p)
+    b[0] ^= 1
+    table.write_bytes(bytes(b[:-1]))
+    with pytest.raises(DesignValidationError, match=r"weights.table.count: expected \d+ bytes"):
+        load_design(p)

@@ -132,18 +132,19 @@ object Design {
       case Success(t) => t
       case Failure(e) => throw DesignError(s"$path: cannot read the design file (${e.getMessage})")
     }
-    parse(text)
+    parse(text, path / os.up)
   }
 
-  def parse(text: String): DesignSpec = {
+  /** `base` is the folder weight tables (`weights.table.file`) are read from. */
+  def parse(text: String, base: os.Path = os.pwd): DesignSpec = {
     val json = Try(ujson.read(text)) match {
       case Success(j) => j
       case Failure(e) => throw DesignError(s"design.json: not valid JSON (${e.getMessage.take(200)})")
     }
-    fromJson(new Cursor(json, "design"))
+    fromJson(new Cursor(json, "design"), base)
   }
 
-  private def fromJson(d: Cursor): DesignSpec = {
+  private def fromJson(d: Cursor, base: os.Path): DesignSpec = {
     val format = d.field("format")
     if (format.str != Format) throw DesignError(s"${format.path}: expected \"$Format\", found ${Cursor.show(format.v)}")
     val version = d.field("version")
@@ -161,7 +162,7 @@ object Design {
     var prevBounds = input.bounds
     var prevName = "input"
     val layers = ls.map { l =>
-      val spec = layer(l, prevShape, prevBounds, prevName)
+      val spec = layer(l, prevShape, prevBounds, prevName, base)
       prevShape = spec.outShape
       prevBounds = spec.outBounds
       prevName = spec.name
@@ -176,7 +177,7 @@ object Design {
     DesignSpec(name, input, levels, layers)
   }
 
-  private def layer(l: Cursor, prevShape: Shape, prevBounds: Bounds, prevName: String): LayerSpec = {
+  private def layer(l: Cursor, prevShape: Shape, prevBounds: Bounds, prevName: String, base: os.Path): LayerSpec = {
     val name = l.field("name").str
     val op = l.field("op")
     if (op.v == ujson.Str("add"))
@@ -210,11 +211,11 @@ object Design {
         if (prevShape.h + 2 * p < k || prevShape.w + 2 * p < k)
           throw DesignError(s"${l.path}.kernel: expected a kernel that fits the padded ${prevShape.h}x${prevShape.w} input, found $k")
         expectShape(Shape(outShape.c, (prevShape.h + 2 * p - k) / s + 1, (prevShape.w + 2 * p - k) / s + 1))
-        val w = weights(l.field("weights"), Seq(outShape.c, prevShape.c, k, k))
+        val w = weights(l.field("weights"), Seq(outShape.c, prevShape.c, k, k), base)
         Conv2dSpec(name, prevShape, outShape, prevBounds, outBounds, fmt, k, s, p, w, bias(l.field("bias"), outShape.c))
       case "linear" =>
         expectShape(Shape(outShape.c, 1, 1))
-        val w = weights(l.field("weights"), Seq(outShape.c, prevShape.c * prevShape.pixels))
+        val w = weights(l.field("weights"), Seq(outShape.c, prevShape.c * prevShape.pixels), base)
         LinearSpec(name, prevShape, outShape, prevBounds, outBounds, fmt, w, bias(l.field("bias"), outShape.c))
       case "requant" =>
         expectShape(prevShape)
@@ -228,15 +229,40 @@ object Design {
     }
   }
 
-  private def weights(w: Cursor, shape: Seq[Int]): Po2Weights = {
+  private def weights(w: Cursor, shape: Seq[Int], base: os.Path): Po2Weights = {
     val bits = w.field("bits").intIn(2, 8)
     val eMin = w.field("e_min").intIn(-128, 128)
     val sh = w.field("shape").arrOf(shape.length).map(_.int)
     if (sh != shape)
       throw DesignError(s"${w.path}.shape: expected ${shape.mkString("[", ", ", "]")}, found ${sh.mkString("[", ", ", "]")}")
     val maxCode = (1 << (bits - 1)) - 1
-    val codes = w.field("codes").arrOf(shape.product).map(_.intIn(-maxCode, maxCode))
+    val codes =
+      if (w.has("table")) table(w.field("table"), shape.product, base).zipWithIndex.map { case (c, i) =>
+        if (math.abs(c) > maxCode) throw DesignError(s"${w.path}.table: code $i is $c, expected an integer in [-$maxCode, $maxCode]")
+        c
+      }
+      else w.field("codes").arrOf(shape.product).map(_.intIn(-maxCode, maxCode))
     Po2Weights(bits, eMin, codes)
+  }
+
+  /** Codes stored as int8 in a binary table beside design.json, checked against count and SHA-256. */
+  private def table(t: Cursor, n: Int, base: os.Path): IndexedSeq[Int] = {
+    val file = t.field("file").str
+    if (!file.matches("[A-Za-z0-9_.-]+")) throw DesignError(s"${t.path}.file: expected a file name beside design.json, found \"$file\"")
+    val offset = t.field("offset").intIn(0, Int.MaxValue)
+    val count = t.field("count")
+    if (count.int != n) throw DesignError(s"${count.path}: expected $n (the weight shape's size), found ${count.int}")
+    val all = Try(os.read.bytes(base / file)) match {
+      case Success(b) => b
+      case Failure(e) => throw DesignError(s"${t.path}.file: cannot read ${base / file} (${e.getMessage})")
+    }
+    if (offset.toLong + n > all.length)
+      throw DesignError(s"${count.path}: expected $n bytes at offset $offset of $file, found ${math.max(0, all.length - offset)}")
+    val bytes = all.slice(offset, offset + n)
+    val sha = java.security.MessageDigest.getInstance("SHA-256").digest(bytes).map(b => f"${b & 0xff}%02x").mkString
+    val want = t.field("sha256").str
+    if (sha != want) throw DesignError(s"${t.path}.sha256: expected $want, found $sha (corrupt or stale table)")
+    bytes.toIndexedSeq.map(_.toInt)
   }
 
   private def bias(b: Cursor, n: Int): IndexedSeq[BigInt] = b.arrOf(n).map(_.bigint)
