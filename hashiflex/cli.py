@@ -32,7 +32,15 @@ def parser() -> argparse.ArgumentParser:
                        description="Train the float CNN and save WORK/float.pt.")
     _work(p)
     _progress(p)
-    p.add_argument("--dataset", default=d.dataset, choices=["digits"], help="dataset (default: %(default)s)")
+    p.add_argument("--dataset", default=d.dataset, choices=["digits", "cifar10"], help="dataset (default: %(default)s)")
+    p.add_argument("--data-root", default=None, help="folder holding cifar10_{train,test}.npz")
+    p.add_argument("--arch", default=d.arch, choices=["digits_cnn", "mobilenet_v2"], help="model (default: %(default)s)")
+    p.add_argument("--width", type=float, default=d.width, help="MobileNetV2 width multiplier (default: %(default)s)")
+    p.add_argument("--optimizer", default=d.optimizer, choices=["adam", "sgd"])
+    p.add_argument("--batch", type=int, default=d.batch)
+    p.add_argument("--augment", action="store_true", help="random crop + flip")
+    p.add_argument("--edge-bits", type=int, default=None, help="weight bits of the first and last layer")
+    p.add_argument("--sparsity", type=float, default=d.sparsity, help="pruning target during QAT (0..1)")
     p.add_argument("--c1", type=int, default=d.c1, help="channels of conv1 (default: %(default)s)")
     p.add_argument("--c2", type=int, default=d.c2, help="channels of conv2 (default: %(default)s)")
     p.add_argument("--epochs", type=int, default=d.epochs, help="float epochs (default: %(default)s)")
@@ -47,6 +55,11 @@ def parser() -> argparse.ArgumentParser:
     _work(p)
     _progress(p)
     p.add_argument("--weight-bits", type=int, default=None, help="override the Po2 weight bits")
+    p.add_argument("--edge-bits", type=int, default=None, help="override the first/last layer weight bits")
+    p.add_argument("--sparsity", type=float, default=None,
+                   help="magnitude pruning target (0..1), reached by a gradual schedule during QAT")
+    p.add_argument("--prune-scope", choices=["layer", "global"], default=None)
+    p.add_argument("--qat-epochs", type=int, default=None)
 
     p = sub.add_parser("export", help="write the schema-validated WORK/design.json",
                        description="Write WORK/design.json from WORK/po2.pkl and check fake-quant == golden.")
@@ -97,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             cfg = flow.Config(**{k: v for k, v in vars(args).items() if k in names})
             r = flow.step_train(args.work, cfg, progress)
         elif args.cmd == "quantize":
-            r = flow.step_quantize(args.work, args.weight_bits, progress)
+            r = flow.step_quantize(args.work, args.weight_bits, progress, edge_bits=args.edge_bits,
+                                   sparsity=args.sparsity, prune_scope=args.prune_scope, qat_epochs=args.qat_epochs)
         elif args.cmd == "export":
             r = flow.step_export(args.work, args.levels_per_stage)
         elif args.cmd == "elaborate":

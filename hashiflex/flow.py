@@ -22,23 +22,57 @@ from .export import design_from_graph, load_design, write_design
 from .ir import Graph
 from .models import DigitsCNN
 from .quant.fakequant import fake_quant_int_outputs, record_activations
+from .quant.prune import weight_sparsity
 from .train import accuracy_torch, seed_everything, train_float, train_qat
 
 
 @dataclass
 class Config:
-    """Defaults reproduce the README's figures."""
-    dataset: str = "digits"
-    c1: int = 16
+    """Defaults reproduce the README's figures (the digits CNN)."""
+    dataset: str = "digits"          # digits | cifar10
+    data_root: str | None = None     # folder with cifar10_{train,test}.npz
+    arch: str = "digits_cnn"         # digits_cnn | mobilenet_v2
+    width: float = 1.0               # mobilenet_v2 width multiplier
+    c1: int = 16                     # digits_cnn channels
     c2: int = 32
     epochs: int = 60
     lr: float = 1e-2
+    optimizer: str = "adam"          # adam | sgd
+    batch: int = 64
+    augment: bool = False            # random crop + flip (images)
     qat_epochs: int = 20
     qat_lr: float = 2e-3
     weight_bits: int = 5
+    edge_bits: int | None = None     # first/last layer weight bits (None: weight_bits)
     act_bits: int = 8
+    sparsity: float = 0.0            # magnitude pruning target during QAT
+    prune_scope: str = "layer"       # layer | global
     levels_per_stage: int = 4
     seed: int = 0
+
+    def fit_args(self) -> dict:
+        return dict(batch=self.batch, optimizer=self.optimizer, augment=self.augment)
+
+
+def build_model(cfg: Config, classes: int):
+    if cfg.arch == "digits_cnn":
+        return DigitsCNN(cfg.c1, cfg.c2, classes)
+    if cfg.arch == "mobilenet_v2":
+        from .models import mobilenet_v2
+
+        return mobilenet_v2(cfg.width, classes, cifar=cfg.dataset == "cifar10")
+    raise ValueError(f"arch: expected 'digits_cnn' or 'mobilenet_v2', found {cfg.arch!r}")
+
+
+def graph_name(cfg: Config) -> str:
+    return cfg.arch if cfg.arch.startswith(cfg.dataset) else f"{cfg.arch}_{cfg.dataset}"
+
+
+def layer_bits(g: Graph, cfg: Config) -> dict[str, int]:
+    """Weight bits per layer: ``edge_bits`` for the first and last conv/linear layer, else ``weight_bits``."""
+    names = [l.name for l in g.layers if hasattr(l, "weight")]
+    edge = cfg.edge_bits or cfg.weight_bits
+    return {n: (edge if n in (names[0], names[-1]) else cfg.weight_bits) for n in names}
 
 
 @dataclass
@@ -58,45 +92,58 @@ class Timer:
 
 
 def _ds(cfg: Config):
+    if cfg.dataset == "cifar10":
+        return datasets.cifar10(cfg.data_root)
     return datasets.DATASETS[cfg.dataset]()
 
 
 def step_train(work: Path, cfg: Config, progress: bool = True) -> dict:
     ds = _ds(cfg)
     seed_everything(cfg.seed)  # before construction: the initial weights are part of the result
-    model = DigitsCNN(cfg.c1, cfg.c2, ds.classes)
-    train_float(model, ds, cfg.epochs, cfg.lr, cfg.seed, progress)
-    acc = accuracy_torch(model, ds.value(ds.x_test), ds.y_test)
+    model = build_model(cfg, ds.classes)
     work.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": model.state_dict(), "config": asdict(cfg), "float_accuracy": acc}, work / "float.pt")
+    train_float(model, ds, cfg.epochs, cfg.lr, cfg.seed, progress, checkpoint=work / "float.ck", **cfg.fit_args())
+    acc = accuracy_torch(model, ds.value(ds.x_test), ds.y_test)
+    (work / "float.ck").unlink(missing_ok=True)
+    torch.save({"state_dict": model.state_dict(), "config": asdict(cfg), "classes": ds.classes,
+                "float_accuracy": acc}, work / "float.pt")
     return {"float_accuracy": acc}
 
 
 def load_float(work: Path):
     ck = torch.load(work / "float.pt", weights_only=False)
     cfg = Config(**ck["config"])
-    model = DigitsCNN(cfg.c1, cfg.c2)
+    model = build_model(cfg, ck["classes"])
     model.load_state_dict(ck["state_dict"])
     return model.eval(), cfg, ck
 
 
-def step_quantize(work: Path, weight_bits: int | None = None, progress: bool = True) -> dict:
-    """Import the float model into the IR, calibrate activations, Po2 QAT, quantize (-> po2.pkl)."""
+def step_quantize(work: Path, weight_bits: int | None = None, progress: bool = True, **overrides) -> dict:
+    """Import the float model into the IR, calibrate activations, Po2 QAT (with pruning when
+    ``sparsity`` > 0), quantize (-> po2.pkl). ``overrides``: Config fields (sparsity, edge_bits, qat_epochs...)."""
     model, cfg, ck = load_float(work)
     if weight_bits is not None:
         cfg.weight_bits = weight_bits
+    for k, v in overrides.items():
+        if v is not None:
+            setattr(cfg, k, v)
     ds = _ds(cfg)
-    g = passes.import_torch(model, ds.input, name=f"{cfg.dataset}_cnn")
-    g = passes.calibrate_activations(g, record_activations(g, ds.value(ds.x_train)), cfg.act_bits)
-    ptq = passes.quantize_weights(g, cfg.weight_bits)
-    g = train_qat(g, ds, cfg.weight_bits, cfg.qat_epochs, cfg.qat_lr, cfg.seed, progress)
-    q = passes.quantize_weights(g, cfg.weight_bits)
+    g = passes.import_torch(model, ds.input, name=graph_name(cfg))
+    g = passes.calibrate_activations(g, record_activations(g, ds.value(ds.x_train[:2048])), cfg.act_bits)
+    bits = layer_bits(g, cfg)
+    ptq = passes.quantize_weights(g, bits)
+    names = list(bits)
+    g = train_qat(g, ds, bits, cfg.qat_epochs, cfg.qat_lr, cfg.seed, progress, sparsity=cfg.sparsity,
+                  scope=cfg.prune_scope, exclude=(names[0], names[-1]) if cfg.edge_bits else (),
+                  checkpoint=work / "qat.ck", **cfg.fit_args())
+    (work / "qat.ck").unlink(missing_ok=True)
+    q = passes.quantize_weights(g, bits)
     acc_ptq = float((ref.run(ptq, ds.x_test).argmax(1) == ds.y_test).mean())
     acc = float((ref.run(q, ds.x_test).argmax(1) == ds.y_test).mean())
     with open(work / "po2.pkl", "wb") as f:
         pickle.dump({"graph": q, "config": asdict(cfg), "float_accuracy": ck["float_accuracy"],
-                     "ptq_accuracy": acc_ptq, "po2_accuracy": acc}, f)
-    return {"ptq_accuracy": acc_ptq, "po2_accuracy": acc}
+                     "ptq_accuracy": acc_ptq, "po2_accuracy": acc, "weight_sparsity": weight_sparsity(q)}, f)
+    return {"ptq_accuracy": acc_ptq, "po2_accuracy": acc, "weight_sparsity": weight_sparsity(q)}
 
 
 def load_quantized(work: Path) -> tuple[Graph, dict]:
@@ -268,8 +315,8 @@ def step_sweep(work: Path, bits: list[int], sparsities: list[float], finetune_ep
 
     model, cfg, ck = load_float(work)
     ds = _ds(cfg)
-    g = passes.import_torch(model, ds.input, name=f"{cfg.dataset}_cnn")
-    g = passes.calibrate_activations(g, record_activations(g, ds.value(ds.x_train)), cfg.act_bits)
+    g = passes.import_torch(model, ds.input, name=graph_name(cfg))
+    g = passes.calibrate_activations(g, record_activations(g, ds.value(ds.x_train[:2048])), cfg.act_bits)
     points = sweep(g, ds, bits, sparsities, finetune_epochs, levels_per_stage=cfg.levels_per_stage,
                    progress=progress)
     out = Path(out or work / "sweep")

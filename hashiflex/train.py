@@ -81,7 +81,7 @@ def train_float(model: nn.Module, ds: Dataset, epochs: int = 40, lr: float = 1e-
     return model
 
 
-def train_qat(g: Graph, ds: Dataset, wbits: int, epochs: int = 20, lr: float = 2e-3, seed: int = 0,
+def train_qat(g: Graph, ds: Dataset, wbits: int | dict[str, int], epochs: int = 20, lr: float = 2e-3, seed: int = 0,
               progress: bool = True, sparsity: float = 0.0, scope: str = "global", exclude: tuple[str, ...] = (),
               prune_epochs: int | None = None, checkpoint: Path | None = None, **fit) -> Graph:
     """QAT on the calibrated float graph; returns the float graph with the fine-tuned latent weights.

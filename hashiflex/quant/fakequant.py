@@ -33,7 +33,7 @@ class FakeQuantNet(nn.Module):
     weights to Po2 (``wbits``), biases to the accumulator scale and activations at every Requant point.
     """
 
-    def __init__(self, g: Graph, wbits: int | None = None, quantize: bool = True):
+    def __init__(self, g: Graph, wbits: int | dict[str, int] | None = None, quantize: bool = True):
         super().__init__()
         self.graph = g
         self.quantize = quantize
@@ -54,7 +54,7 @@ class FakeQuantNet(nn.Module):
                 else:
                     if quantize and wbits is None:
                         raise IRError(f"layer {layer.name!r}: FakeQuantNet needs wbits for float weights")
-                    self.wbits[layer.name] = wbits
+                    self.wbits[layer.name] = wbits[layer.name] if isinstance(wbits, dict) else wbits
                     w, b = layer.weight, layer.bias
                 self.params[f"{layer.name}__w".replace(".", "_")] = nn.Parameter(torch.tensor(w, dtype=torch.float64))
                 self.params[f"{layer.name}__b".replace(".", "_")] = nn.Parameter(torch.tensor(b, dtype=torch.float64))
