@@ -41,6 +41,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", action="store_true", help="random crop + flip")
     p.add_argument("--edge-bits", type=int, default=None, help="weight bits of the first and last layer")
     p.add_argument("--sparsity", type=float, default=d.sparsity, help="pruning target during QAT (0..1)")
+    p.add_argument("--init", default=None, help="start from a state_dict file (e.g. torchvision weights)")
     p.add_argument("--c1", type=int, default=d.c1, help="channels of conv1 (default: %(default)s)")
     p.add_argument("--c2", type=int, default=d.c2, help="channels of conv2 (default: %(default)s)")
     p.add_argument("--epochs", type=int, default=d.epochs, help="float epochs (default: %(default)s)")
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "cosim" and r["mismatches"]:
             return 1
         return 0
-    except (DesignValidationError, ElaborationError, HwMismatchError, IRError, FileNotFoundError) as e:
+    except (DesignValidationError, ElaborationError, HwMismatchError, IRError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
 

@@ -49,6 +49,7 @@ class Config:
     prune_scope: str = "layer"       # layer | global
     levels_per_stage: int = 4
     seed: int = 0
+    init: str | None = None          # a state_dict file (e.g. torchvision MobileNetV2 weights) to start from
 
     def fit_args(self) -> dict:
         return dict(batch=self.batch, optimizer=self.optimizer, augment=self.augment)
@@ -101,6 +102,8 @@ def step_train(work: Path, cfg: Config, progress: bool = True) -> dict:
     ds = _ds(cfg)
     seed_everything(cfg.seed)  # before construction: the initial weights are part of the result
     model = build_model(cfg, ds.classes)
+    if cfg.init:
+        load_state_dict_file(model, cfg.init)
     work.mkdir(parents=True, exist_ok=True)
     train_float(model, ds, cfg.epochs, cfg.lr, cfg.seed, progress, checkpoint=work / "float.ck", **cfg.fit_args())
     acc = accuracy_torch(model, ds.value(ds.x_test), ds.y_test)
@@ -108,6 +111,20 @@ def step_train(work: Path, cfg: Config, progress: bool = True) -> dict:
     torch.save({"state_dict": model.state_dict(), "config": asdict(cfg), "classes": ds.classes,
                 "float_accuracy": acc}, work / "float.pt")
     return {"float_accuracy": acc}
+
+
+def load_state_dict_file(model, path: str) -> list[str]:
+    """Load matching tensors of a state_dict file (e.g. torchvision's MobileNetV2 ImageNet weights) into
+    ``model``; tensors whose shape differs (a classifier for another number of classes) are skipped and
+    returned. Unknown keys are an error naming them."""
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+    own = model.state_dict()
+    unknown = [k for k in sd if k not in own]
+    if unknown:
+        raise ValueError(f"{path}: keys not in the model: {unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
+    skipped = [k for k, v in sd.items() if own[k].shape != v.shape]
+    model.load_state_dict({k: v for k, v in sd.items() if k not in skipped}, strict=False)
+    return skipped
 
 
 def load_float(work: Path):

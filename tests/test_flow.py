@@ -38,3 +38,20 @@ def test_netlist_count_with_yosys(default_flow):
     # every modelled adder is in the netlist (plus counters and address arithmetic)
     assert s.add_sub_cells >= p["adders"]
     assert s.flip_flop_bits > 0
+
+
+def test_training_can_start_from_a_state_dict_file(tmp_path):
+    import torch
+
+    from hashiflex import flow
+    from hashiflex.models import DigitsCNN, mobilenet_v2
+
+    src = DigitsCNN(16, 32, classes=4)  # another head: its fc is skipped
+    torch.save(src.state_dict(), tmp_path / "w.pt")
+    dst = DigitsCNN(16, 32)
+    skipped = flow.load_state_dict_file(dst, str(tmp_path / "w.pt"))
+    assert skipped == ["fc.weight", "fc.bias"]
+    assert torch.equal(dst.conv2.weight, src.conv2.weight)
+    torch.save(mobilenet_v2(0.35, 10).state_dict(), tmp_path / "m.pt")
+    with pytest.raises(ValueError, match="keys not in the model"):
+        flow.load_state_dict_file(dst, str(tmp_path / "m.pt"))
