@@ -42,7 +42,8 @@ def main(argv=None):
     ap.add_argument("--bits", type=int, default=5)
     ap.add_argument("--edge-bits", type=int, default=8, help="first and last layer weight bits")
     ap.add_argument("--sparsity", type=float, default=0.0)
-    ap.add_argument("--lr", type=float, default=0.05)
+    ap.add_argument("--lr", type=float, default=0.05, help="float training (SGD, cosine)")
+    ap.add_argument("--qat-lr", type=float, default=1e-4, help="QAT (Adam; SGD at lr/10 diverged here)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--train-limit", type=int, default=None)
     ap.add_argument("--test-limit", type=int, default=None)
@@ -68,8 +69,9 @@ def main(argv=None):
     acc_ptq = golden_accuracy(ptq, ds.x_test, ds.y_test)
     t_golden = time.perf_counter() - t0
     t0 = time.perf_counter()
-    g = train_qat(g, ds, args.bits, args.qat_epochs, args.lr / 10, 0, sparsity=args.sparsity,
-                  exclude=(convs[0], convs[-1]), checkpoint=work / f"qat_s{args.sparsity}.ck", **fit)
+    qfit = dict(fit, optimizer="adam", weight_decay=0.0)
+    g = train_qat(g, ds, bits, args.qat_epochs, args.qat_lr, 0, sparsity=args.sparsity,
+                  exclude=(convs[0], convs[-1]), checkpoint=work / f"qat_s{args.sparsity}.ck", **qfit)
     t_qat = time.perf_counter() - t0
     q = passes.quantize_weights(g, bits)
     acc_po2 = golden_accuracy(q, ds.x_test, ds.y_test)

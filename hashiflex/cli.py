@@ -89,6 +89,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--finetune-epochs", type=int, default=0, help="QAT epochs after pruning at each point")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: WORK/sweep)")
 
+    p = sub.add_parser("report", help="throughput, area (Yosys + ASAP7), energy, accuracy -> WORK/report/",
+                       description="Write WORK/report/report.{md,html,json} for the elaborated design in WORK.")
+    _work(p)
+    _progress(p)
+    p.add_argument("--clock-ghz", type=float, default=1.0, help="clock for images/s (default: %(default)s GHz)")
+    p.add_argument("--no-area", action="store_true", help="skip Yosys synthesis (minutes for big designs)")
+
     p = sub.add_parser("demo", help="all of the above on the embedded default, then print the table",
                        description="Train, quantize, export, elaborate, co-simulate and report.")
     _work(p)
@@ -127,6 +134,13 @@ def main(argv: list[str] | None = None) -> int:
                                 [float(s) for s in args.sparsity.split(",")], args.finetune_epochs, args.out,
                                 progress)
             r = {k: r[k] for k in ("csv", "png")} | {"points": len(r["points"])}
+        elif args.cmd == "report":
+            from .report.report import build_report, format_report
+
+            r = build_report(args.work, args.clock_ghz, area=not args.no_area, progress=progress)
+            print(format_report(r))
+            print(f"-> {args.work / 'report' / 'report.html'}")
+            return 0
         elif args.cmd == "demo":
             r = flow.demo(args.work, progress=progress, netlist=not args.no_netlist)
             print(flow.format_table(r))

@@ -152,7 +152,7 @@ def step_quantize(work: Path, weight_bits: int | None = None, progress: bool = T
     names = list(bits)
     g = train_qat(g, ds, bits, cfg.qat_epochs, cfg.qat_lr, cfg.seed, progress, sparsity=cfg.sparsity,
                   scope=cfg.prune_scope, exclude=(names[0], names[-1]) if cfg.edge_bits else (),
-                  checkpoint=work / "qat.ck", **cfg.fit_args())
+                  checkpoint=work / "qat.ck", **dict(cfg.fit_args(), optimizer="adam"))  # SGD diverged in QAT
     (work / "qat.ck").unlink(missing_ok=True)
     q = passes.quantize_weights(g, bits)
     acc_ptq = float((ref.run(ptq, ds.x_test).argmax(1) == ds.y_test).mean())

@@ -5,7 +5,7 @@ import pytest
 
 from hashiflex.cli import main, parser
 
-STEPS = ["train", "quantize", "export", "elaborate", "cosim", "sweep", "demo"]
+STEPS = ["train", "quantize", "export", "elaborate", "cosim", "sweep", "report", "demo"]
 
 
 @pytest.mark.parametrize("step", STEPS)

@@ -1,0 +1,116 @@
+"""Area with Yosys and the ASAP7 7 nm standard cells (RVT, TT corner), per generated module.
+
+The five ASAP7 Liberty files (BSD-3, see ``asap7/LICENSE``) ship with the package; Yosys 0.23 takes one
+``-liberty`` file, so they are merged once (``asap7/merge_libs.py``) into a cached file. Synthesis keeps the
+hierarchy: each unique module is mapped once and counted as many times as it is instantiated.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PDK = Path(__file__).resolve().parent / "asap7"
+LIBS = ["asap7sc7p5t_SIMPLE_RVT_TT_nldm_211120.lib.gz", "asap7sc7p5t_INVBUF_RVT_TT_nldm_220122.lib.gz",
+        "asap7sc7p5t_AO_RVT_TT_nldm_211120.lib.gz", "asap7sc7p5t_OA_RVT_TT_nldm_211120.lib.gz",
+        "asap7sc7p5t_SEQ_RVT_TT_nldm_220123.lib.gz"]
+
+
+def merged_liberty(cache: Path | None = None) -> Path:
+    """The merged ASAP7 Liberty file, built once and cached by the inputs' content."""
+    h = hashlib.sha256()
+    for name in LIBS:
+        h.update((PDK / name).read_bytes())
+    base = cache or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hashiflex"
+    out = base / f"asap7_merged_{h.hexdigest()[:12]}.lib"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".tmp")
+        subprocess.run([sys.executable, str(PDK / "merge_libs.py"), "-o", str(tmp), *(str(PDK / n) for n in LIBS)],
+                       check=True, capture_output=True)
+        tmp.replace(out)
+    return out
+
+
+@dataclass
+class ModuleArea:
+    name: str
+    own_um2: float                          # this module's own cells
+    children: dict[str, int] = field(default_factory=dict)  # submodule -> instances
+    cells: int = 0
+
+
+@dataclass
+class AreaReport:
+    top: str
+    modules: dict[str, ModuleArea]
+    top_um2: float                          # as Yosys reports it for the top (the whole hierarchy)
+
+    def total(self, name: str) -> float:
+        """Area of one instance of ``name`` with everything below it."""
+        m = self.modules[name]
+        return m.own_um2 + sum(n * self.total(c) for c, n in m.children.items())
+
+    def breakdown(self) -> list[tuple[str, int, float]]:
+        """(child module of the top, instances, total area of those instances)."""
+        m = self.modules[self.top]
+        return [(c, n, n * self.total(c)) for c, n in m.children.items()]
+
+
+_MOD = re.compile(r"^=== (.+?) ===")
+_CELL = re.compile(r"^\s+(\S+)\s+(\d+)\s*$")
+_AREA = re.compile(r"Chip area for (?:top )?module '\\?(\S+)': ([0-9.]+)")
+
+
+def parse_stat(text: str, top: str) -> AreaReport:
+    modules: dict[str, ModuleArea] = {}
+    cur = None
+    top_area = None
+    in_hierarchy = False
+    for line in text.splitlines():
+        m = _MOD.match(line)
+        if m:
+            in_hierarchy = m.group(1) == "design hierarchy"
+            cur = None if in_hierarchy else modules.setdefault(m.group(1), ModuleArea(m.group(1), 0.0))
+            continue
+        a = _AREA.search(line)
+        if a:
+            if a.group(1) == top and "top module" in line:
+                top_area = float(a.group(2))
+            elif cur is not None and not in_hierarchy:
+                cur.own_um2 = float(a.group(2))
+            continue
+        c = _CELL.match(line)
+        if c and cur is not None and not in_hierarchy:
+            cur.children[c.group(1)] = int(c.group(2))
+        n = re.search(r"Number of cells:\s+(\d+)", line)
+        if n and cur is not None and not in_hierarchy:
+            cur.cells = int(n.group(1))
+    for mod in modules.values():  # keep only submodules among the cell counts
+        mod.children = {k: v for k, v in mod.children.items() if k in modules}
+    if top not in modules:
+        raise RuntimeError(f"yosys stat: module {top} not found")
+    if top_area is None:
+        top_area = modules[top].own_um2
+    return AreaReport(top, modules, top_area)
+
+
+def synthesize(verilog: str | Path, top: str, liberty: Path | None = None, log: Path | None = None) -> AreaReport:
+    """``synth`` (hierarchy kept) -> ``dfflibmap`` + ``abc`` on ASAP7 -> ``stat -liberty``."""
+    if shutil.which("yosys") is None:
+        raise FileNotFoundError("yosys is not installed (apt-get install yosys; `make deps` does it)")
+    lib = liberty or merged_liberty()
+    stat = Path(str(log or Path(verilog).with_suffix(".yosys")) + ".stat")
+    stat.parent.mkdir(parents=True, exist_ok=True)
+    script = (f"read_verilog -sv {Path(verilog).resolve()}; synth -top {top}; dfflibmap -liberty {lib}; "
+              f"abc -liberty {lib}; opt_clean; tee -q -o {stat} stat -liberty {lib}")
+    proc = subprocess.run(["yosys", "-q", "-p", script], capture_output=True, text=True)
+    if proc.returncode != 0:
+        errs = [l for l in proc.stderr.splitlines() if "unsupported expression" not in l]  # scan flops: harmless
+        raise RuntimeError(f"yosys failed on {verilog}:\n" + "\n".join(errs)[-2000:])
+    return parse_stat(stat.read_text(), top)
