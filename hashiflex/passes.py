@@ -201,6 +201,11 @@ def _dot_bounds(wint: np.ndarray, bias: np.ndarray, lo: int, hi: int) -> tuple[i
     return int(min(los)), int(max(his))
 
 
+def _requant_bounds(bounds: tuple[int, int], shift: int, clamp: tuple[int, int]) -> tuple[int, int]:
+    """Requantization is monotone: it maps the interval's ends to the output interval's ends."""
+    return tuple(int(_rq(np.array([b]), shift, *clamp)[0]) for b in bounds)
+
+
 def annotate(g: Graph, require_quantized: bool = True) -> list[LayerInfo]:
     """Propagate shapes, exponents and exact integer bounds through the graph; check consistency."""
     state = {"input": ((g.input.channels, g.input.height, g.input.width), g.input.type.exp, g.input.type.range,
@@ -249,10 +254,7 @@ def annotate(g: Graph, require_quantized: bool = True) -> list[LayerInfo]:
         elif isinstance(layer, Requant):
             if layer.out is not None and exp is not None:
                 shift = layer.out.exp - exp
-                lo, hi = layer.clamp()
-                blo, bhi = bounds
-                # the shift is monotone: it maps the input interval into the clamp
-                bounds = (int(_rq(np.array([blo]), shift, lo, hi)[0]), int(_rq(np.array([bhi]), shift, lo, hi)[0]))
+                bounds = _requant_bounds(bounds, shift, layer.clamp())
                 exp = layer.out.exp
             elif require_quantized:
                 raise IRError(f"layer {layer.name!r}: field 'out': expected a calibrated output type, found none")
@@ -268,8 +270,7 @@ def annotate(g: Graph, require_quantized: bool = True) -> list[LayerInfo]:
                 lo = (bounds[0] << (exp - e)) + (bounds2[0] << (exp2 - e))
                 hi = (bounds[1] << (exp - e)) + (bounds2[1] << (exp2 - e))
                 acc_exp, shift = e, layer.out.exp - e
-                clo, chi = layer.clamp()
-                bounds = (int(_rq(np.array([lo]), shift, clo, chi)[0]), int(_rq(np.array([hi]), shift, clo, chi)[0]))
+                bounds = _requant_bounds((lo, hi), shift, layer.clamp())
                 exp = layer.out.exp
             elif require_quantized:
                 raise IRError(f"layer {layer.name!r}: field 'out': expected a calibrated output type, found none")

@@ -26,6 +26,15 @@ def round_half_up_ste(x: torch.Tensor) -> torch.Tensor:
     return _ste(x, torch.floor(x + 0.5))
 
 
+def _requant_value(layer, x: torch.Tensor) -> torch.Tensor:
+    """Requantize a value-domain tensor to ``layer.out`` (round half up, clamp), straight-through."""
+    if layer.out is None:
+        raise IRError(f"layer {layer.name!r}: field 'out': calibrate before quantized forward")
+    lo, hi = layer.clamp()
+    scale = 2.0 ** layer.out.exp
+    return torch.clamp(round_half_up_ste(x / scale), lo, hi) * scale
+
+
 class FakeQuantNet(nn.Module):
     """Torch module over a :class:`Graph`.
 
@@ -90,12 +99,7 @@ class FakeQuantNet(nn.Module):
                     x = F.linear(x.flatten(1), w, b)
             elif isinstance(layer, Requant):
                 if self.quantize:
-                    if layer.out is None:
-                        raise IRError(f"layer {layer.name!r}: field 'out': calibrate before quantized forward")
-                    lo, hi = layer.clamp()
-                    scale = 2.0 ** layer.out.exp
-                    x = torch.clamp(round_half_up_ste(x / scale), lo, hi) * scale
-                    exp = layer.out.exp
+                    x, exp = _requant_value(layer, x), layer.out.exp
                 else:
                     x = torch.clamp(x, min=0.0, max=6.0) if layer.act == "relu6" else (
                         torch.relu(x) if layer.act == "relu" else x)
@@ -105,12 +109,7 @@ class FakeQuantNet(nn.Module):
                 # value domain: aligning both operands to the finer scale is exact, so this is a plain sum
                 x = x + vals[srcs[1]]
                 if self.quantize:
-                    if layer.out is None:
-                        raise IRError(f"layer {layer.name!r}: field 'out': calibrate before quantized forward")
-                    lo, hi = layer.clamp()
-                    scale = 2.0 ** layer.out.exp
-                    x = torch.clamp(round_half_up_ste(x / scale), lo, hi) * scale
-                    exp = layer.out.exp
+                    x, exp = _requant_value(layer, x), layer.out.exp
                 if self.record:
                     self.recorded[layer.name] = x.detach()
             elif isinstance(layer, SumPool):
