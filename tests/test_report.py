@@ -28,6 +28,9 @@ def test_report_synthesizes_and_writes_markdown_and_html(tiny):
     for f in ("report.md", "report.html", "report.json", "area.png"):
         assert (tiny / "report" / f).stat().st_size > 0
     assert json.loads((tiny / "report" / "report.json").read_text())["design"] == "digits_cnn"
+    depth = {p["module"].split("_")[0] + "_" + p["module"].split("_")[1]: p["logic_depth"] for p in r["area_breakdown"]}
+    assert depth["ShiftAddLayer_conv2"] > 0  # a pipeline stage of adders has a real logic depth
+    assert "logic depth" in (tiny / "report" / "report.md").read_text()
 
 
 def test_stat_parser_counts_instances():

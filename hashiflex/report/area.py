@@ -43,6 +43,7 @@ class ModuleArea:
     own_um2: float                          # this module's own cells
     children: dict[str, int] = field(default_factory=dict)  # submodule -> instances
     cells: int = 0
+    depth: int = 0                          # cells on the longest path between flip-flops/ports (Yosys ltp)
 
 
 @dataclass
@@ -60,6 +61,11 @@ class AreaReport:
         """(child module of the top, instances, total area of those instances)."""
         m = self.modules[self.top]
         return [(c, n, n * self.total(c)) for c, n in m.children.items()]
+
+    def max_depth(self, name: str) -> int:
+        """Logic depth of the deepest register-to-register path inside ``name`` (a pipeline stage)."""
+        m = self.modules[name]
+        return max([m.depth, *(self.max_depth(c) for c in m.children)])
 
 
 _MOD = re.compile(r"^=== (.+?) ===")
@@ -106,11 +112,19 @@ def synthesize(verilog: str | Path, top: str, liberty: Path | None = None, log: 
         raise FileNotFoundError("yosys is not installed (apt-get install yosys; `make deps` does it)")
     lib = liberty or merged_liberty()
     stat = Path(str(log or Path(verilog).with_suffix(".yosys")) + ".stat")
+    ltp = stat.with_suffix(".ltp")
     stat.parent.mkdir(parents=True, exist_ok=True)
-    script = (f"read_verilog -sv {Path(verilog).resolve()}; synth -top {top}; dfflibmap -liberty {lib}; "
-              f"abc -liberty {lib}; opt_clean; tee -q -o {stat} stat -liberty {lib}")
+    # combinational logic is mapped first, so that `ltp -noff` still sees Yosys's own flip-flops and measures
+    # register-to-register depth in ASAP7 cells; then the flip-flops are mapped and the area counted
+    script = (f"read_liberty -lib {lib}; read_verilog -sv {Path(verilog).resolve()}; synth -top {top}; "
+              f"abc -liberty {lib}; opt_clean; tee -q -o {ltp} ltp -noff; dfflibmap -liberty {lib}; opt_clean; "
+              f"tee -q -o {stat} stat -liberty {lib}")
     proc = subprocess.run(["yosys", "-q", "-p", script], capture_output=True, text=True)
     if proc.returncode != 0:
         errs = [l for l in proc.stderr.splitlines() if "unsupported expression" not in l]  # scan flops: harmless
         raise RuntimeError(f"yosys failed on {verilog}:\n" + "\n".join(errs)[-2000:])
-    return parse_stat(stat.read_text(), top)
+    report = parse_stat(stat.read_text(), top)
+    for name, depth in re.findall(r"Longest topological path in (\S+) \(length=(\d+)\)", ltp.read_text()):
+        if name.lstrip("\\") in report.modules:
+            report.modules[name.lstrip("\\")].depth = int(depth)
+    return report

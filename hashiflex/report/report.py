@@ -52,7 +52,8 @@ def build_report(work: Path, clock_ghz: float = 1.0, area: bool = True, progress
     if area:
         a = synthesize(sv, params["top"], log=work / "report" / "yosys")
         r["area_um2"] = a.top_um2
-        r["area_breakdown"] = [{"module": m, "instances": n, "um2": um2} for m, n, um2 in a.breakdown()]
+        r["area_breakdown"] = [{"module": m, "instances": n, "um2": um2, "logic_depth": a.max_depth(m)}
+                               for m, n, um2 in a.breakdown()]
         steps.update()
     base = latest_baseline()
     if base:
@@ -114,6 +115,11 @@ def write(out: Path, r: dict) -> None:
     md += [f"| {a} | {b} |" for a, b in rows]
     md += ["", "Measured: cycles and accuracy in co-simulation, area from Yosys + ASAP7. Modelled: images/s at the "
            "clock, energy (see hashiflex/report/energy.py for sources and assumptions)."]
+    if "area_breakdown" in r:
+        md += ["", "| module | instances | area (um^2) | logic depth (cells, register to register) |",
+               "|---|---|---|---|"]
+        md += [f"| {p['module']} | {p['instances']} | {p['um2']:,.1f} | {p['logic_depth']} |"
+               for p in sorted(r["area_breakdown"], key=lambda p: -p["um2"])]
     md += [f"\n![{f}]({f})" for f in figs]
     (out / "report.md").write_text("\n".join(md) + "\n")
     body = "".join(f"<tr><td>{html.escape(a)}</td><td>{html.escape(b)}</td></tr>" for a, b in rows)
