@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -82,6 +81,3 @@ def check_hw_params(g: Graph, hw: dict, levels_per_stage: int) -> None:
     if diffs:
         raise HwMismatchError("hw_params.json disagrees with the Python hardware model:\n  " + "\n  ".join(diffs))
 
-
-def have_tool(name: str) -> bool:
-    return shutil.which(name) is not None

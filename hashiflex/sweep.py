@@ -5,7 +5,6 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from . import passes, ref

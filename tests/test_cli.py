@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from hashiflex.cli import main, parser
+from hashiflex.cli import main
 
 STEPS = ["train", "quantize", "export", "elaborate", "cosim", "sweep", "report", "demo"]
 

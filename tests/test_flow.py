@@ -1,7 +1,5 @@
 """The embedded default end to end: every digits test image through the RTL, bit-exact."""
-import json
 
-import numpy as np
 import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.mill, pytest.mark.verilator]

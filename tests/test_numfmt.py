@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, strategies as st
 
 from hashiflex.numfmt import codes_to_int_weights, int_range, requant, width_for
 

@@ -3,7 +3,6 @@ import csv
 import pytest
 
 from hashiflex import flow
-from hashiflex.sweep import sweep, write_csv, plot
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..numfmt import codes_to_float, max_code
+from ..numfmt import max_code
 
 
 MAX_SPAN = 32
@@ -43,10 +43,6 @@ def quantize_po2(w: np.ndarray, bits: int) -> tuple[np.ndarray, int]:
     mag = (e - e_min + 1).astype(np.int64)
     codes = np.where((a > 0) & (e_hat >= e_min), np.sign(w).astype(np.int64) * mag, 0)
     return codes.astype(np.int64), e_min
-
-
-def dequantize_po2(codes: np.ndarray, e_min: int) -> np.ndarray:
-    return codes_to_float(codes, e_min)
 
 
 def po2_fake_quant_torch(w, bits: int, e_min: int | None = None):

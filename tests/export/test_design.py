@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hashiflex import ref
-from hashiflex.export import (DesignValidationError, design_from_graph, graph_from_design, load_design,
+from hashiflex.export import (DesignValidationError, design_from_graph, load_design,
                               validate_design, write_design)
 from tests.helpers import random_graph, random_inputs
 

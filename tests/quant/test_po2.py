@@ -1,6 +1,6 @@
 import numpy as np
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, strategies as st
 from hypothesis.extra.numpy import arrays
 
 from hashiflex.numfmt import codes_to_float, max_code
