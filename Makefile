@@ -10,7 +10,7 @@ STAMPS      := .stamps
 APT_TOOLS   := verilator iverilog yosys
 PYTEST_ARGS ?=
 
-.PHONY: all demo test test-python test-scala deps deps-apt deps-pip deps-mill clean help
+.PHONY: all demo test test-python test-scala vectors deps deps-apt deps-pip deps-mill clean help
 
 all: demo
 
@@ -60,7 +60,11 @@ test-python:
 	$(PYTHON) -m pytest tests notebooks --nbmake --nbmake-timeout=1200 \
 	  --junitxml=$(WORK)/test-results/pytest.xml $(PYTEST_ARGS)
 
-test-scala:
+# golden-model vectors the ChiselSim specs stream through the generated RTL (GoldenVectorSpec)
+vectors: deps-pip
+	$(PYTHON) -m hashiflex vectors build/vectors
+
+test-scala: vectors
 	@mkdir -p $(WORK)/test-results
 	set -o pipefail; ./mill --no-server --ticker false hashiflex.test 2>&1 | tee $(WORK)/test-results/scalatest.log
 

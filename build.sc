@@ -23,6 +23,7 @@ object hashiflex extends SbtModule { m =>
 
   object test extends SbtTests with TestModule.ScalaTest {
     def ivyDeps = Agg(mvn"org.scalatest::scalatest:${Versions.scalatest}")
-    def forkArgs = m.forkArgs()
+    // GoldenVectorSpec reads the vectors `make vectors` writes (from the Python golden model)
+    def forkArgs = m.forkArgs() :+ s"-Dhashiflex.vectors=${mill.api.BuildCtx.workspaceRoot / "build" / "vectors"}"
   }
 }

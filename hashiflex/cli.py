@@ -67,6 +67,9 @@ def parser() -> argparse.ArgumentParser:
     _work(p)
     p.add_argument("--levels-per-stage", type=int, default=None,
                    help=f"adder levels per pipeline register stage (default: {d.levels_per_stage})")
+    p.add_argument("--target-ii", type=int, default=None, metavar="CYCLES",
+                   help="unroll every layer to stream an image in at most CYCLES cycles (pixels per beat = "
+                        "ceil(pixels / CYCLES), rounded up to a divisor of the row); default: one pixel per beat")
 
     p = sub.add_parser("elaborate", help="run the Chisel generator (./mill hashiflex.run) and check hw_params",
                        description="Elaborate WORK/design.json into WORK/rtl and check hw_params.json.")
@@ -96,6 +99,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--clock-ghz", type=float, default=1.0, help="clock for images/s (default: %(default)s GHz)")
     p.add_argument("--no-area", action="store_true", help="skip Yosys synthesis (minutes for big designs)")
 
+    p = sub.add_parser("vectors", help="golden vectors for the generator's ChiselSim specs (make vectors)",
+                       description="Write small designs covering every layer type and the unroll, with input beats "
+                                   "and the golden model's output beats, to OUT/<case>/{design,vectors}.json.")
+    p.add_argument("out", type=Path, nargs="?", default=Path("build/vectors"), help="(default: %(default)s)")
+    p.add_argument("--images", type=int, default=4, help="images per case (default: %(default)s)")
+
     p = sub.add_parser("demo", help="all of the above on the embedded default, then print the table",
                        description="Train, quantize, export, elaborate, co-simulate and report.")
     _work(p)
@@ -121,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             r = flow.step_quantize(args.work, args.weight_bits, progress, edge_bits=args.edge_bits,
                                    sparsity=args.sparsity, prune_scope=args.prune_scope, qat_epochs=args.qat_epochs)
         elif args.cmd == "export":
-            r = flow.step_export(args.work, args.levels_per_stage)
+            r = flow.step_export(args.work, args.levels_per_stage, args.target_ii)
         elif args.cmd == "elaborate":
             p = flow.step_elaborate(args.work)
             r = {k: p[k] for k in ("top", "adders", "ii_cycles_per_image", "latency_stages")}
@@ -140,6 +149,12 @@ def main(argv: list[str] | None = None) -> int:
             r = build_report(args.work, args.clock_ghz, area=not args.no_area, progress=progress)
             print(format_report(r))
             print(f"-> {args.work / 'report' / 'report.html'}")
+            return 0
+        elif args.cmd == "vectors":
+            from .vectors import write_vectors
+
+            for folder in write_vectors(args.out, args.images):
+                print(folder)
             return 0
         elif args.cmd == "demo":
             r = flow.demo(args.work, progress=progress, netlist=not args.no_netlist)

@@ -48,6 +48,7 @@ class Config:
     sparsity: float = 0.0            # magnitude pruning target during QAT
     prune_scope: str = "layer"       # layer | global
     levels_per_stage: int = 4
+    target_ii: int | None = None     # cycles per image the pipeline is unrolled for (None: one pixel per beat)
     seed: int = 0
     init: str | None = None          # a state_dict file (e.g. torchvision MobileNetV2 weights) to start from
 
@@ -169,10 +170,10 @@ def load_quantized(work: Path) -> tuple[Graph, dict]:
     return d["graph"], d
 
 
-def step_export(work: Path, levels_per_stage: int | None = None) -> dict:
+def step_export(work: Path, levels_per_stage: int | None = None, target_ii: int | None = None) -> dict:
     g, meta = load_quantized(work)
     cfg = Config(**meta["config"])
-    d = design_from_graph(g, levels_per_stage or cfg.levels_per_stage)
+    d = design_from_graph(g, levels_per_stage or cfg.levels_per_stage, target_ii or cfg.target_ii)
     write_design(d, work / "design.json")
     ds = _ds(cfg)
     # rung check: fake-quant torch (float64) == integer golden model, exactly
@@ -186,7 +187,7 @@ def step_export(work: Path, levels_per_stage: int | None = None) -> dict:
 def step_elaborate(work: Path) -> dict:
     d, g = load_design(work / "design.json")
     params = hw.elaborate(work / "design.json", work / "rtl")
-    hw.check_hw_params(g, params, d["hardware"]["adder_levels_per_stage"])
+    hw.check_hw_params(g, params, d["hardware"]["adder_levels_per_stage"], d["hardware"].get("target_ii"))
     return params
 
 
@@ -196,7 +197,7 @@ def step_cosim(work: Path, limit: int | None = None, vcd: str | None = None, pro
 
     d, g = load_design(work / "design.json")
     params = hw.read_hw_params(work / "rtl")
-    hw.check_hw_params(g, params, d["hardware"]["adder_levels_per_stage"])
+    hw.check_hw_params(g, params, d["hardware"]["adder_levels_per_stage"], d["hardware"].get("target_ii"))
     _, meta = load_quantized(work) if (work / "po2.pkl").exists() else (None, {"config": asdict(Config())})
     ds = _ds(Config(**meta["config"]))
     x, y = ds.x_test[:limit], ds.y_test[:limit]

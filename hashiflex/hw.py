@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 from .ir import Graph
-from .passes import hw_model, initiation_interval
+from .passes import hw_model, initiation_interval, latency_stages
 
 
 class HwMismatchError(AssertionError):
@@ -60,21 +60,22 @@ def read_hw_params(out: str | os.PathLike) -> dict:
     return d
 
 
-def check_hw_params(g: Graph, hw: dict, levels_per_stage: int) -> None:
+def check_hw_params(g: Graph, hw: dict, levels_per_stage: int, target_ii: int | None = None) -> None:
     """Compare every figure the generator reports with the Python model; raise listing all differences."""
-    model = hw_model(g, levels_per_stage)
+    model = hw_model(g, levels_per_stage, target_ii)
     diffs = []
     if [l["name"] for l in hw["layers"]] != [m.name for m in model]:
         raise HwMismatchError(f"hw_params.layers: expected layers {[m.name for m in model]}, "
                               f"found {[l['name'] for l in hw['layers']]}")
     for m, l in zip(model, hw["layers"]):
-        for key, want in (("op", m.op), ("adders", m.adders), ("stages", m.stages), ("beats_in", m.beats_in)):
+        for key, want in (("op", m.op), ("adders", m.adders), ("stages", m.stages), ("beats_in", m.beats_in),
+                          ("beats_out", m.beats_out), ("parallelism", m.parallelism)):
             if l[key] != want:
                 diffs.append(f"layers[{m.name}].{key}: Python model {want}, generator {l[key]}")
         if m.acc_width is not None and l["out_width"] != m.acc_width:
             diffs.append(f"layers[{m.name}].out_width: Python model {m.acc_width}, generator {l['out_width']}")
-    totals = (("ii_cycles_per_image", initiation_interval(g)), ("adders", sum(m.adders for m in model)),
-              ("latency_stages", sum(m.stages for m in model)))
+    totals = (("ii_cycles_per_image", initiation_interval(g, target_ii)), ("adders", sum(m.adders for m in model)),
+              ("latency_stages", latency_stages(g, model)))
     for key, want in totals:
         if hw[key] != want:
             diffs.append(f"{key}: Python model {want}, generator {hw[key]}")

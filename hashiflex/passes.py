@@ -348,6 +348,29 @@ def quantize_weights(g: Graph, bits: int | dict[str, int]) -> Graph:
 
 
 # --------------------------------------------------------------------------------------------- hw model
+def pixel_parallelism(height: int, width: int, target_ii: int | None) -> int:
+    """Pixels per stream beat for an ``height`` x ``width`` tensor to stream in at most ``target_ii`` beats.
+
+    The smallest divisor of the width that is >= ceil(pixels / target_ii), so a beat never straddles rows
+    (line buffers and column selection stay static); the whole row when even that is not enough (the tensor then
+    needs ``height`` beats, above the target). ``None``: one pixel per beat.
+    """
+    if target_ii is None:
+        return 1
+    if target_ii < 1:
+        raise IRError(f"target_ii: expected a positive number of cycles per image, found {target_ii}")
+    need = -(-height * width // target_ii)
+    return next((d for d in range(max(1, need), width + 1) if width % d == 0), width)
+
+
+def choose_parallelism(g: Graph, target_ii: int | None) -> dict[str, int]:
+    """The unroll pass: pixels per beat of every tensor ("input" and each layer's output) for ``target_ii``."""
+    par = {"input": pixel_parallelism(g.input.height, g.input.width, target_ii)}
+    for info in annotate(g, require_quantized=False):
+        par[info.name] = pixel_parallelism(info.out_shape[1], info.out_shape[2], target_ii)
+    return par
+
+
 @dataclass(frozen=True)
 class LayerHw:
     """What the generator must build for a layer, as Python predicts it (compared with hw_params.json)."""
@@ -357,6 +380,8 @@ class LayerHw:
     adders: int
     stages: int
     beats_in: int        # stream beats consumed per image
+    beats_out: int       # stream beats produced per image
+    parallelism: int     # pixels per output beat
 
 
 def tree_terms(codes: np.ndarray, bias_int: np.ndarray) -> list[tuple[int, bool]]:
@@ -382,27 +407,42 @@ def tree_adders_and_depth(codes: np.ndarray, bias_int: np.ndarray) -> tuple[int,
     return adders, depth
 
 
-def hw_model(g: Graph, levels_per_stage: int) -> list[LayerHw]:
+def hw_model(g: Graph, levels_per_stage: int, target_ii: int | None = None) -> list[LayerHw]:
+    """Per layer: adders (all pixel lanes), register stages, beats per image, parallelism."""
     infos = annotate(g)
+    par = choose_parallelism(g, target_ii)
     hw = []
-    for layer, info in zip(g.layers, infos):
+    for layer, info, srcs in zip(g.layers, infos, g.sources()):
         c, h, w = info.in_shape
-        beats = h * w
+        p_in, p_out = par[srcs[0]], par[layer.name]
+        oc, oh, ow = info.out_shape
+        beats = dict(beats_in=h * w // p_in, beats_out=oh * ow // p_out, parallelism=p_out)
         if isinstance(layer, (Conv2d, Linear)):
             adders, depth = tree_adders_and_depth(layer.q.codes, layer.bias_int)
             stages = max(1, math.ceil(depth / levels_per_stage))
             hw.append(LayerHw(layer.name, "conv2d" if isinstance(layer, Conv2d) else "linear",
-                              width_for(*info.out_bounds)[0], adders, stages, beats))
+                              width_for(*info.out_bounds)[0], adders * p_out, stages, **beats))
         elif isinstance(layer, Requant):
-            # the rounding constant 2**(s-1) costs one adder per channel when shifting right
-            hw.append(LayerHw(layer.name, "requant", None, c if info.shift > 0 else 0, 0, beats))
-        elif isinstance(layer, SumPool):
-            hw.append(LayerHw(layer.name, "sum_pool", width_for(*info.out_bounds)[0], c, 1, beats))
+            # the rounding constant 2**(s-1) costs one adder per lane when shifting right
+            hw.append(LayerHw(layer.name, "requant", None, c * p_in if info.shift > 0 else 0, 0, **beats))
+        elif isinstance(layer, SumPool):  # per channel: the beat's pixels plus the accumulator
+            hw.append(LayerHw(layer.name, "sum_pool", width_for(*info.out_bounds)[0], c * p_in, 1, **beats))
         elif isinstance(layer, Add):  # the sum, plus the rounding constant when shifting right
-            hw.append(LayerHw(layer.name, "add", None, c * (2 if info.shift > 0 else 1), 0, beats))
+            hw.append(LayerHw(layer.name, "add", None, c * p_in * (2 if info.shift > 0 else 1), 0, **beats))
     return hw
 
 
-def initiation_interval(g: Graph) -> int:
-    """Cycles per image: every layer consumes one beat (one pixel, all channels) per cycle."""
-    return max(h * w for (_, h, w) in (i.in_shape for i in annotate(g)))
+def latency_stages(g: Graph, model: list[LayerHw]) -> int:
+    """Register stages on the longest path from the input to the output."""
+    depth = {"input": 0}
+    for layer, srcs, m in zip(g.layers, g.sources(), model):
+        depth[layer.name] = max(depth[s] for s in srcs) + m.stages
+    return depth[g.layers[-1].name]
+
+
+def initiation_interval(g: Graph, target_ii: int | None = None) -> int:
+    """Cycles per image: the most stream beats per image of any tensor (each stream moves one beat a cycle)."""
+    par = choose_parallelism(g, target_ii)
+    shapes = [("input", (g.input.channels, g.input.height, g.input.width))]
+    shapes += [(i.name, i.out_shape) for i in annotate(g)]
+    return max(h * w // par[n] for n, (_, h, w) in shapes)

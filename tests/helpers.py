@@ -3,13 +3,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from hashiflex.ir import Conv2d, Graph, Input, Linear, Po2Weights, Requant, SumPool, TensorType
+from hashiflex.ir import Add, Conv2d, Graph, Input, Linear, Po2Weights, Requant, SumPool, TensorType
 from hashiflex.passes import annotate
 
 
 def random_graph(seed: int, max_c: int = 4, max_hw: int = 7, convs: int | None = None, head: bool | None = None,
-                 name: str = "rand") -> Graph:
-    """A random quantized chain: conv -> requant (x convs) [-> sum_pool -> linear]."""
+                 name: str = "rand", dag: bool = False) -> Graph:
+    """A random quantized chain: conv -> requant (x convs) [-> sum_pool -> linear].
+
+    ``dag``: convs may also be depthwise, and a conv block that keeps its input's shape may get a residual add
+    around it (so tensors fan out to two readers).
+    """
     rng = np.random.default_rng(seed)
     c = int(rng.integers(1, max_c + 1))
     h = int(rng.integers(3, max_hw + 1))
@@ -20,20 +24,28 @@ def random_graph(seed: int, max_c: int = 4, max_hw: int = 7, convs: int | None =
     exp = in_t.exp
     n_conv = int(rng.integers(1, 3)) if convs is None else convs
     for i in range(n_conv):
+        shape_in = (c, h, w)
         k = int(rng.choice([1, 3]))
         s = int(rng.choice([1, 2]))
         p = int(rng.integers(0, k // 2 + 1))
         if h + 2 * p < k or w + 2 * p < k:
             p = k // 2
         o = int(rng.integers(1, max_c + 1))
+        groups = 1
+        if dag and rng.random() < 0.4:
+            groups = o = c
+        if dag and rng.random() < 0.5:   # shape-preserving, so a residual can go around it
+            k, s = int(rng.choice([1, 3])), 1
+            p, o = k // 2, c
+        block_in, block_exp = (g.layers[-1].name if g.layers else "input"), exp
         bits = int(rng.integers(2, 6))
         m = (1 << (bits - 1)) - 1
-        codes = rng.integers(-m, m + 1, size=(o, c, k, k))
+        codes = rng.integers(-m, m + 1, size=(o, c // groups, k, k))
         codes[rng.random(codes.shape) < rng.uniform(0, 0.8)] = 0   # sparsity
         e_min = int(rng.integers(-6, 2))
         bias = rng.integers(-40, 41, size=o) * (rng.random(o) < 0.7)
         g.layers.append(Conv2d(f"conv{i}", np.zeros(codes.shape), np.zeros(o), s, p, Po2Weights(codes, e_min, bits),
-                               bias.astype(np.int64)))
+                               bias.astype(np.int64), groups=groups))
         acc_exp = exp + e_min
         act = str(rng.choice(["relu", "relu6", "none"]))
         out_bits = int(rng.integers(2, 9))
@@ -41,6 +53,10 @@ def random_graph(seed: int, max_c: int = 4, max_hw: int = 7, convs: int | None =
         g.layers.append(Requant(f"act{i}", act, TensorType(out_bits, act == "none", out_exp)))
         exp = out_exp
         c, h, w = o, (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+        if dag and (c, h, w) == shape_in and rng.random() < 0.7:
+            add_exp = min(exp, block_exp) + int(rng.integers(0, 4))
+            g.layers.append(Add(f"add{i}", skip=block_in, out=TensorType(int(rng.integers(2, 9)), True, add_exp)))
+            exp = add_exp
     if head if head is not None else rng.integers(0, 2):
         g.layers.append(SumPool("pool"))
         classes = int(rng.integers(2, 6))

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..ir import Add, Conv2d, Graph, Input, Linear, Po2Weights, Requant, SumPool, TensorType
 from ..numfmt import width_for
-from ..passes import annotate, initiation_interval
+from ..passes import annotate, choose_parallelism, initiation_interval
 
 FORMAT, VERSION = "hashiflex.design", 1
 DEFAULT_LEVELS_PER_STAGE = 4
@@ -37,15 +37,18 @@ def _ints(a) -> list[int]:
     return [int(v) for v in np.asarray(a).ravel()]
 
 
-def design_from_graph(g: Graph, levels_per_stage: int = DEFAULT_LEVELS_PER_STAGE) -> dict:
-    """The design.json document for a quantized graph (derived fields from :func:`annotate`)."""
+def design_from_graph(g: Graph, levels_per_stage: int = DEFAULT_LEVELS_PER_STAGE,
+                      target_ii: int | None = None) -> dict:
+    """The design.json document for a quantized graph (derived fields from :func:`annotate`; pixel parallelism
+    from :func:`choose_parallelism` for ``target_ii`` cycles per image, None: one pixel per beat)."""
     infos = annotate(g)
+    par = choose_parallelism(g, target_ii)
     layers = []
     for layer, info, srcs in zip(g.layers, infos, g.sources()):
         width, signed = width_for(*info.out_bounds)
         d = {"name": layer.name, "src": srcs[0], "in_shape": list(info.in_shape), "out_shape": list(info.out_shape),
              "in_bounds": list(info.in_bounds), "out_bounds": list(info.out_bounds),
-             "out_width": width, "out_signed": signed, "out_exp": info.out_exp}
+             "out_width": width, "out_signed": signed, "out_exp": info.out_exp, "parallelism": par[layer.name]}
         if isinstance(layer, (Conv2d, Linear)):
             if isinstance(layer, Conv2d):
                 d.update(op="conv2d", kernel=layer.kernel, stride=layer.stride, padding=layer.padding,
@@ -70,8 +73,9 @@ def design_from_graph(g: Graph, levels_per_stage: int = DEFAULT_LEVELS_PER_STAGE
     return {
         "format": FORMAT, "version": VERSION, "name": g.name,
         "input": {"shape": [g.input.channels, g.input.height, g.input.width], "bits": t.bits, "signed": t.signed,
-                  "exp": t.exp},
-        "hardware": {"adder_levels_per_stage": levels_per_stage, "ii_cycles_per_image": initiation_interval(g)},
+                  "exp": t.exp, "parallelism": par["input"]},
+        "hardware": {"adder_levels_per_stage": levels_per_stage, "target_ii": target_ii,
+                     "ii_cycles_per_image": initiation_interval(g, target_ii)},
         "layers": layers,
         "output": {"features": int(np.prod(last.out_shape)), "exp": last.out_exp, "bounds": list(last.out_bounds),
                    "width": w, "signed": s},
@@ -144,7 +148,7 @@ def validate_design(d: dict) -> Graph:
         raise DesignValidationError(f"design.layers: layer name {sorted(dup)[0]!r} is used twice")
     try:
         g = graph_from_design(d)
-        want = design_from_graph(g, d["hardware"]["adder_levels_per_stage"])
+        want = design_from_graph(g, d["hardware"]["adder_levels_per_stage"], d["hardware"].get("target_ii"))
     except DesignValidationError:
         raise
     except ValueError as e:  # IRError from annotate: shapes that do not chain

@@ -1,7 +1,8 @@
 """Stream images through the generated pipeline in Verilator and collect outputs, cycles and latency.
 
-The top has a ready/valid input of pixels (raster order, all channels per beat: ``in_bits_<c>``) and a
-ready/valid output of logits (``out_bits_<k>``); values cross as raw two's-complement bit vectors.
+The top has a ready/valid input of pixels (raster order; a beat carries ``P`` consecutive pixels of a row with all
+their channels: ``in_bits_<p*C + c>``, P = the design's input parallelism) and a ready/valid output the same way
+(logits: one beat per image); values cross as raw two's-complement bit vectors.
 """
 from __future__ import annotations
 
@@ -64,8 +65,22 @@ def _to_raw(v: np.ndarray, width: int) -> np.ndarray:
     return np.asarray(v, dtype=np.int64) & ((1 << width) - 1)
 
 
-def _from_raw(v: int, width: int, signed: bool) -> int:
-    return v - (1 << width) if signed and v >> (width - 1) else v
+def to_beats(x: np.ndarray, par: int, width: int) -> np.ndarray:
+    """Integer tensors (N, C, H, W) -> stream beats (N*H*W/par, par*C) of raw ``width``-bit values: pixels in
+    raster order, ``par`` consecutive pixels of a row per beat, lane p*C + c."""
+    n, c, h, w = x.shape
+    if w % par:
+        raise ValueError(f"parallelism {par} does not divide the width {w}")
+    return _to_raw(x.transpose(0, 2, 3, 1).reshape(n * h * w // par, par * c), width)
+
+
+def from_beats(beats: np.ndarray, shape: tuple[int, int, int], par: int, width: int, signed: bool) -> np.ndarray:
+    """The inverse of :func:`to_beats`: raw beats -> signed/unsigned integers (N, C, H, W)."""
+    c, h, w = shape
+    v = np.asarray(beats, dtype=np.int64)
+    if signed:
+        v = np.where(v >> (width - 1) & 1, v - (1 << width), v)
+    return v.reshape(-1, h, w, c).transpose(0, 3, 1, 2)
 
 
 def verilator_version() -> str:
@@ -119,14 +134,16 @@ class StreamSim:
         self.in_width = design["input"]["bits"]
         self.features = design["output"]["features"]
         self.out_c, self.out_h, self.out_w = design["layers"][-1]["out_shape"]  # a feature map streams by pixel
+        self.in_par = design["input"]["parallelism"]
+        self.out_par = design["layers"][-1]["parallelism"]
         self.out_width = design["output"]["width"]
         self.out_signed = design["output"]["signed"]
         p = lambda n, w: _Port(self.sim, n, widths[n], w)  # noqa: E731
         self.clock, self.reset = p("clock", True), p("reset", True)
         self.in_valid, self.in_ready = p("in_valid", True), p("in_ready", False)
         self.out_valid, self.out_ready = p("out_valid", False), p("out_ready", True)
-        self.in_bits = [p(f"in_bits_{c}", True) for c in range(self.in_c)]
-        self.out_bits = [p(f"out_bits_{k}", False) for k in range(self.out_c)]
+        self.in_bits = [p(f"in_bits_{i}", True) for i in range(self.in_c * self.in_par)]
+        self.out_bits = [p(f"out_bits_{k}", False) for k in range(self.out_c * self.out_par)]
         self.cycle = 0
         self._tracing = False
         self.do_reset()
@@ -165,16 +182,15 @@ class StreamSim:
         n = len(images)
         if images.shape[1:] != (self.in_c, self.in_h, self.in_w):
             raise ValueError(f"images: expected shape (N, {self.in_c}, {self.in_h}, {self.in_w}), found {images.shape}")
-        beats = _to_raw(images.transpose(0, 2, 3, 1).reshape(n, self.in_h * self.in_w, self.in_c), self.in_width)
-        beats = beats.reshape(-1, self.in_c).tolist()
-        per_image = self.in_h * self.in_w
+        beats = to_beats(images, self.in_par, self.in_width).tolist()
+        per_image = self.in_h * self.in_w // self.in_par
         total = len(beats)
         limit = max_cycles or (total + 1000) * 4 + 10_000
         if vcd is not None:
             self.sim.start_vcd_trace(str(vcd), auto_tracing=False)
             self._tracing = True
         outputs: list[list[int]] = []   # one entry per output beat (pixel), out_c values
-        out_per_image = self.out_h * self.out_w
+        out_per_image = self.out_h * self.out_w // self.out_par  # output beats per image
         in_cycles: list[int] = []
         out_cycles: list[int] = []
         start = self.cycle
@@ -199,7 +215,7 @@ class StreamSim:
                         in_cycles.append(self.cycle)
                     sent += 1
                 if ready and self.out_valid.get():
-                    outputs.append([_from_raw(p.get(), self.out_width, self.out_signed) for p in self.out_bits])
+                    outputs.append([p.get() for p in self.out_bits])
                     if len(outputs) % out_per_image == 0:
                         out_cycles.append(self.cycle)
                         bar.update(1)
@@ -211,6 +227,6 @@ class StreamSim:
                 self._tracing = False
         self.in_valid.set(0)
         self.out_ready.set(0)
-        # beats are pixels in raster order: (N, H*W, C) -> (N, C, H, W) -> flattened like the golden model
-        y = np.asarray(outputs, dtype=np.int64).reshape(n, out_per_image, self.out_c).transpose(0, 2, 1)
+        y = from_beats(np.asarray(outputs, dtype=np.int64).reshape(-1, self.out_c * self.out_par),
+                       (self.out_c, self.out_h, self.out_w), self.out_par, self.out_width, self.out_signed)
         return SimResult(y.reshape(n, self.features), self.cycle - start, in_cycles, out_cycles)

@@ -42,37 +42,76 @@ final case class Po2Weights(bits: Int, eMin: Int, codes: IndexedSeq[Int]) {
   def maxCode: Int = (1 << (bits - 1)) - 1
 }
 
-final case class InputSpec(shape: Shape, fmt: NumFmt, exp: Int) {
+final case class InputSpec(shape: Shape, fmt: NumFmt, exp: Int, par: Int) {
   def bounds: Bounds = Bounds(fmt.lo, fmt.hi)
 }
 
+/** Fields every layer has. `par` is the pixels per stream beat of the layer's output (its pixel parallelism,
+  * chosen by Python for the target II); `inPar` is that of the stream it reads (`src`).
+  */
 sealed trait LayerSpec {
-  def name: String
+  def c: Common
   def op: String
-  def inShape: Shape
-  def outShape: Shape
-  def inBounds: Bounds
-  def outBounds: Bounds
-  def outFmt: NumFmt
+  def name: String = c.name
+  def src: String = c.src
+  def inShape: Shape = c.inShape
+  def outShape: Shape = c.outShape
+  def inBounds: Bounds = c.inBounds
+  def outBounds: Bounds = c.outBounds
+  def outFmt: NumFmt = c.outFmt
+  def outExp: Int = c.outExp
+  def inPar: Int = c.inPar
+  def par: Int = c.par
+  /** Stream beats per image on the input and the output. */
+  def beatsIn: Int = inShape.pixels / inPar
+  def beatsOut: Int = outShape.pixels / par
 }
 
-final case class Conv2dSpec(name: String, inShape: Shape, outShape: Shape, inBounds: Bounds, outBounds: Bounds,
-                            outFmt: NumFmt, kernel: Int, stride: Int, padding: Int, weights: Po2Weights,
-                            bias: IndexedSeq[BigInt]) extends LayerSpec { val op = "conv2d" }
+/** What every layer record carries, read once. */
+final case class Common(name: String, src: String, inShape: Shape, outShape: Shape, inBounds: Bounds,
+                        outBounds: Bounds, outFmt: NumFmt, outExp: Int, inPar: Int, par: Int)
 
-final case class LinearSpec(name: String, inShape: Shape, outShape: Shape, inBounds: Bounds, outBounds: Bounds,
-                            outFmt: NumFmt, weights: Po2Weights, bias: IndexedSeq[BigInt]) extends LayerSpec {
+final case class Conv2dSpec(c: Common, kernel: Int, stride: Int, padding: Int, groups: Int, weights: Po2Weights,
+                            bias: IndexedSeq[BigInt]) extends LayerSpec {
+  val op = "conv2d"
+  def depthwise: Boolean = groups > 1
+  /** A 1x1, stride 1, unpadded conv maps pixels one to one: no line buffer. */
+  def pointwise: Boolean = kernel == 1 && stride == 1 && padding == 0
+}
+
+final case class LinearSpec(c: Common, weights: Po2Weights, bias: IndexedSeq[BigInt]) extends LayerSpec {
   val op = "linear"
 }
 
-final case class RequantSpec(name: String, inShape: Shape, outShape: Shape, inBounds: Bounds, outBounds: Bounds,
-                             outFmt: NumFmt, shift: Int, clamp: Bounds) extends LayerSpec { val op = "requant" }
+final case class RequantSpec(c: Common, shift: Int, clamp: Bounds) extends LayerSpec {
+  val op = "requant"
+}
 
-final case class SumPoolSpec(name: String, inShape: Shape, outShape: Shape, inBounds: Bounds, outBounds: Bounds,
-                             outFmt: NumFmt) extends LayerSpec { val op = "sum_pool" }
+final case class SumPoolSpec(c: Common) extends LayerSpec {
+  val op = "sum_pool"
+}
 
-final case class DesignSpec(name: String, input: InputSpec, levelsPerStage: Int, layers: IndexedSeq[LayerSpec]) {
-  def inFmt(i: Int): NumFmt = if (i == 0) input.fmt else layers(i - 1).outFmt
+/** Residual add: src << (exp(src) - accExp) + skip << (exp(skip) - accExp), then requantized by `shift`. */
+final case class AddSpec(c: Common, skip: String, skipBounds: Bounds, srcShift: Int, skipShift: Int, accExp: Int,
+                         shift: Int, clamp: Bounds) extends LayerSpec {
+  val op = "add"
+}
+
+final case class DesignSpec(name: String, input: InputSpec, levelsPerStage: Int, iiCycles: Int,
+                            layers: IndexedSeq[LayerSpec]) {
+  private val byName: Map[String, LayerSpec] = layers.map(l => l.name -> l).toMap
+  def fmtOf(name: String): NumFmt = if (name == "input") input.fmt else byName(name).outFmt
+  def inFmt(i: Int): NumFmt = fmtOf(layers(i).src)
+  def parOf(name: String): Int = if (name == "input") input.par else byName(name).par
+  def layer(name: String): LayerSpec = byName(name)
+  /** Names of the layers (and "input") each tensor feeds, in layer order; the last layer also feeds the output. */
+  def consumers: Map[String, Int] = {
+    val refs = layers.flatMap {
+      case a: AddSpec => Seq(a.src, a.skip)
+      case l          => Seq(l.src)
+    } :+ layers.last.name
+    refs.groupBy(identity).view.mapValues(_.size).toMap
+  }
 }
 
 /** A JSON value with the path it was found at, for error messages. */
@@ -144,6 +183,9 @@ object Design {
     fromJson(new Cursor(json, "design"), base)
   }
 
+  /** What a layer reads: an earlier layer's output or the design input. */
+  private final case class Tensor(shape: Shape, bounds: Bounds, fmt: NumFmt, exp: Int, par: Int, vector: Boolean)
+
   private def fromJson(d: Cursor, base: os.Path): DesignSpec = {
     val format = d.field("format")
     if (format.str != Format) throw DesignError(s"${format.path}: expected \"$Format\", found ${Cursor.show(format.v)}")
@@ -153,44 +195,50 @@ object Design {
     if (!name.matches("[A-Za-z][A-Za-z0-9_]*"))
       throw DesignError(s"design.name: expected an identifier ([A-Za-z][A-Za-z0-9_]*), found \"$name\"")
     val in = d.field("input")
-    val input = InputSpec(in.field("shape").shape, NumFmt(in.field("bits").intIn(1, 32), in.field("signed").bool),
-      in.field("exp").intIn(-256, 256))
-    val levels = d.field("hardware").field("adder_levels_per_stage").intIn(1, 64)
+    val inShape = in.field("shape").shape
+    val inPar = in.field("parallelism")
+    val input = InputSpec(inShape, NumFmt(in.field("bits").intIn(1, 32), in.field("signed").bool),
+      in.field("exp").intIn(-256, 256), inPar.intIn(1, inShape.w))
+    if (inShape.w % input.par != 0)
+      throw DesignError(s"${inPar.path}: expected a divisor of the input width ${inShape.w} (pixels per beat never straddle rows), found ${input.par}")
+    val hwc = d.field("hardware")
+    val levels = hwc.field("adder_levels_per_stage").intIn(1, 64)
     val ls = d.field("layers").arr
     if (ls.isEmpty) throw DesignError("design.layers: expected at least one layer, found none")
-    var prevShape = input.shape
-    var prevBounds = input.bounds
-    var prevName = "input"
+    val tensors = scala.collection.mutable.LinkedHashMap(
+      "input" -> Tensor(input.shape, input.bounds, input.fmt, input.exp, input.par, vector = false))
     val layers = ls.map { l =>
-      val spec = layer(l, prevShape, prevBounds, prevName, base)
-      prevShape = spec.outShape
-      prevBounds = spec.outBounds
-      prevName = spec.name
+      val spec = layer(l, tensors, base)
+      if (tensors.contains(spec.name))
+        throw DesignError(s"${l.path}.name: layer name \"${spec.name}\" is used twice")
+      tensors(spec.name) = Tensor(spec.outShape, spec.outBounds, spec.outFmt, spec.outExp, spec.par,
+        tensors(spec.src).vector || spec.isInstanceOf[SumPoolSpec] || spec.isInstanceOf[LinearSpec])
       spec
     }
-    val names = layers.map(_.name)
-    names.diff(names.distinct).headOption.foreach(n => throw DesignError(s"design.layers: layer name \"$n\" is used twice"))
     val out = d.field("output")
     val of = out.field("features")
     if (of.int != layers.last.outShape.c * layers.last.outShape.pixels)
       throw DesignError(s"${of.path}: expected ${layers.last.outShape.c * layers.last.outShape.pixels} (the last layer's outputs), found ${of.int}")
-    DesignSpec(name, input, levels, layers)
+    val ii = (input.shape.pixels / input.par +: layers.map(_.beatsOut)).max
+    val iiC = hwc.field("ii_cycles_per_image")
+    if (iiC.int != ii)
+      throw DesignError(s"${iiC.path}: expected $ii (the most stream beats per image of any tensor), found ${iiC.int}")
+    DesignSpec(name, input, levels, ii, layers)
   }
 
-  private def layer(l: Cursor, prevShape: Shape, prevBounds: Bounds, prevName: String, base: os.Path): LayerSpec = {
+  private def layer(l: Cursor, tensors: collection.Map[String, Tensor], base: os.Path): LayerSpec = {
     val name = l.field("name").str
     val op = l.field("op")
-    if (op.v == ujson.Str("add"))
-      throw DesignError(s"${op.path}: \"add\" (residual) is not supported by this generator yet; it builds chains of conv2d, requant, sum_pool, linear")
-    val src = l.field("src")
-    if (src.str != prevName)
-      throw DesignError(s"${src.path}: this generator builds chains: expected \"$prevName\" (the previous layer), found \"${src.str}\"")
+    val srcC = l.field("src")
+    val src = srcC.str
+    val t = tensors.getOrElse(src, throw DesignError(
+      s"${srcC.path}: expected \"input\" or an earlier layer's name, found \"$src\""))
     val inShape = l.field("in_shape")
-    if (inShape.shape != prevShape)
-      throw DesignError(s"${inShape.path}: expected $prevShape (the previous layer's out_shape), found ${Cursor.show(inShape.v)}")
+    if (inShape.shape != t.shape)
+      throw DesignError(s"${inShape.path}: expected ${t.shape} (the out_shape of \"$src\"), found ${Cursor.show(inShape.v)}")
     val inB = l.field("in_bounds")
-    if (inB.bounds != prevBounds)
-      throw DesignError(s"${inB.path}: expected $prevBounds (the previous layer's out_bounds), found ${Cursor.show(inB.v)}")
+    if (inB.bounds != t.bounds)
+      throw DesignError(s"${inB.path}: expected ${t.bounds} (the out_bounds of \"$src\"), found ${Cursor.show(inB.v)}")
     val outShapeC = l.field("out_shape")
     val outShape = outShapeC.shape
     val outBounds = l.field("out_bounds").bounds
@@ -198,34 +246,78 @@ object Design {
     val want = NumFmt.forBounds(outBounds)
     if (fmt != want)
       throw DesignError(s"${l.path}.out_width: expected ${want.width} (signed=${want.signed}) for out_bounds $outBounds, found ${fmt.width} (signed=${fmt.signed})")
+    val parC = l.field("parallelism")
+    val par = parC.intIn(1, 1 << 20)
+    if (outShape.w % par != 0)
+      throw DesignError(s"${parC.path}: expected a divisor of the output width ${outShape.w} (pixels per beat never straddle rows), found $par")
+    def samePar(why: String): Unit =
+      if (par != t.par) throw DesignError(s"${parC.path}: expected ${t.par} (the parallelism of \"$src\"; $why), found $par")
+    val common = Common(name, src, t.shape, outShape, t.bounds, outBounds, fmt, l.field("out_exp").intIn(-1024, 1024), t.par, par)
     def expectShape(s: Shape): Unit =
       if (s != outShape) throw DesignError(s"${outShapeC.path}: expected $s, found $outShape")
+    val prevShape = t.shape
+    def expectExp(e: Int, why: String): Unit =
+      if (common.outExp != e) throw DesignError(s"${l.path}.out_exp: expected $e ($why), found ${common.outExp}")
     op.str match {
       case "conv2d" =>
         val k = l.field("kernel").intIn(1, 15)
         val s = l.field("stride").intIn(1, 8)
         val p = l.field("padding").intIn(0, 7)
-        val groups = l.field("groups")
-        if (groups.int != 1)
-          throw DesignError(s"${groups.path}: this generator builds groups=1 only (depthwise is not supported yet), found ${groups.int}")
+        val groupsC = l.field("groups")
+        val groups = groupsC.int
+        if (t.vector) throw DesignError(s"${op.path}: a conv2d needs a feature map, but \"$src\" is a vector")
+        if (groups != 1 && !(groups == prevShape.c && groups == outShape.c))
+          throw DesignError(s"${groupsC.path}: expected 1 or ${prevShape.c} (depthwise: groups = in = out channels), found $groups")
         if (prevShape.h + 2 * p < k || prevShape.w + 2 * p < k)
           throw DesignError(s"${l.path}.kernel: expected a kernel that fits the padded ${prevShape.h}x${prevShape.w} input, found $k")
         expectShape(Shape(outShape.c, (prevShape.h + 2 * p - k) / s + 1, (prevShape.w + 2 * p - k) / s + 1))
-        val w = weights(l.field("weights"), Seq(outShape.c, prevShape.c, k, k), base)
-        Conv2dSpec(name, prevShape, outShape, prevBounds, outBounds, fmt, k, s, p, w, bias(l.field("bias"), outShape.c))
+        val w = weights(l.field("weights"), Seq(outShape.c, prevShape.c / groups, k, k), base)
+        expectExp(t.exp + w.eMin, "the input exponent + weights.e_min")
+        val spec = Conv2dSpec(common, k, s, p, groups, w, bias(l.field("bias"), outShape.c))
+        if (spec.pointwise) samePar("a 1x1 conv maps pixels one to one")
+        spec
       case "linear" =>
         expectShape(Shape(outShape.c, 1, 1))
-        val w = weights(l.field("weights"), Seq(outShape.c, prevShape.c * prevShape.pixels), base)
-        LinearSpec(name, prevShape, outShape, prevBounds, outBounds, fmt, w, bias(l.field("bias"), outShape.c))
+        if (prevShape.pixels != 1)
+          throw DesignError(s"${srcC.path}: a linear layer reads a vector (one pixel), found the ${prevShape.h}x${prevShape.w} map of \"$src\"")
+        val w = weights(l.field("weights"), Seq(outShape.c, prevShape.c), base)
+        expectExp(t.exp + w.eMin, "the input exponent + weights.e_min")
+        LinearSpec(common, w, bias(l.field("bias"), outShape.c))
       case "requant" =>
         expectShape(prevShape)
-        RequantSpec(name, prevShape, outShape, prevBounds, outBounds, fmt, l.field("shift").intIn(-62, 62),
-          l.field("clamp").bounds)
+        samePar("requant maps pixels one to one")
+        val shift = l.field("shift")
+        val want = common.outExp - t.exp
+        if (shift.int != want)
+          throw DesignError(s"${shift.path}: expected $want (out_exp ${common.outExp} - exponent ${t.exp} of \"$src\"), found ${shift.int}")
+        RequantSpec(common, shift.intIn(-62, 62), l.field("clamp").bounds)
       case "sum_pool" =>
+        if (t.vector) throw DesignError(s"${op.path}: a global pool needs a feature map, but \"$src\" is a vector")
         expectShape(Shape(prevShape.c, 1, 1))
-        SumPoolSpec(name, prevShape, outShape, prevBounds, outBounds, fmt)
+        expectExp(t.exp, "a sum keeps the input exponent")
+        if (par != 1) throw DesignError(s"${parC.path}: expected 1 (a pool emits one vector per image), found $par")
+        SumPoolSpec(common)
+      case "add" =>
+        expectShape(prevShape)
+        samePar("add maps pixels one to one")
+        val skipC = l.field("skip")
+        val skip = skipC.str
+        val u = tensors.getOrElse(skip, throw DesignError(
+          s"${skipC.path}: expected \"input\" or an earlier layer's name, found \"$skip\""))
+        if (u.shape != prevShape)
+          throw DesignError(s"${skipC.path}: expected a tensor of shape $prevShape (like \"$src\"), found ${u.shape} from \"$skip\"")
+        if (u.par != t.par)
+          throw DesignError(s"${skipC.path}: expected parallelism ${t.par} (like \"$src\"), found ${u.par} from \"$skip\"")
+        val accC = l.field("acc_exp")
+        val acc = math.min(t.exp, u.exp)
+        if (accC.int != acc)
+          throw DesignError(s"${accC.path}: expected $acc (the finer exponent of the operands), found ${accC.int}")
+        val shift = l.field("shift")
+        if (shift.int != common.outExp - acc)
+          throw DesignError(s"${shift.path}: expected ${common.outExp - acc} (out_exp - acc_exp), found ${shift.int}")
+        AddSpec(common, skip, u.bounds, t.exp - acc, u.exp - acc, acc, shift.int, l.field("clamp").bounds)
       case other =>
-        throw DesignError(s"${op.path}: expected one of \"conv2d\", \"linear\", \"requant\", \"sum_pool\", found \"$other\"")
+        throw DesignError(s"${op.path}: expected one of \"conv2d\", \"linear\", \"requant\", \"sum_pool\", \"add\", found \"$other\"")
     }
   }
 

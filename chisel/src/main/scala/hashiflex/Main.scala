@@ -2,6 +2,8 @@ package hashiflex
 
 import circt.stage.ChiselStage
 
+import scala.collection.mutable
+
 /** `./mill hashiflex.run --design build/design.json --out build/rtl`: elaborate a design.json into Verilog and
   * write hw_params.json beside it. Output is written to a temporary folder and moved into place only when
   * everything succeeded, so a failed run leaves nothing half-written.
@@ -55,21 +57,35 @@ object Main {
     } finally os.remove.all(tmp)
   }
 
+  /** Register stages on the longest path from the input to the output. */
+  def latencyStages(d: DesignSpec, layers: Seq[LayerHw]): Int = {
+    val depth = mutable.Map("input" -> 0)
+    for ((l, h) <- d.layers.zip(layers)) {
+      val srcs = l match { case a: AddSpec => Seq(a.src, a.skip); case _ => Seq(l.src) }
+      depth(l.name) = srcs.map(depth).max + h.stages
+    }
+    depth(d.layers.last.name)
+  }
+
   def hwParams(d: DesignSpec, layers: Seq[LayerHw], top: String): ujson.Obj = ujson.Obj(
     "format" -> "hashiflex.hw_params",
     "version" -> 1,
     "design" -> d.name,
     "top" -> top,
     "verilog" -> s"$top.sv",
-    "ii_cycles_per_image" -> layers.map(_.beatsIn).max,
-    "latency_stages" -> layers.map(_.stages).sum,
+    "ii_cycles_per_image" -> d.iiCycles,
+    "input_parallelism" -> d.input.par,
+    "latency_stages" -> latencyStages(d, layers),
     "adders" -> layers.map(_.adders).sum,
+    "register_bits" -> layers.map(_.registerBits).sum,
+    "line_buffer_bits" -> layers.map(_.lineBufferBits).sum,
     "adder_levels_per_stage" -> d.levelsPerStage,
     "out_width" -> d.layers.last.outFmt.width,
     "out_signed" -> d.layers.last.outFmt.signed,
     "layers" -> ujson.Arr.from(layers.map(l => ujson.Obj(
       "name" -> l.name, "op" -> l.op, "out_width" -> l.outWidth, "adders" -> l.adders, "stages" -> l.stages,
-      "beats_in" -> l.beatsIn, "parallelism" -> l.parallelism)))
+      "beats_in" -> l.beatsIn, "beats_out" -> l.beatsOut, "parallelism" -> l.parallelism,
+      "register_bits" -> l.registerBits, "line_buffer_bits" -> l.lineBufferBits, "skip_fifo_depth" -> l.skipDepth)))
   )
 
   def run(args: Seq[String]): Int = {

@@ -3,58 +3,101 @@ package hashiflex
 import chisel3._
 import chisel3.util._
 
-/** The whole hardened network: layers chained by ready/valid streams of pixels (all channels per beat). */
+import scala.collection.mutable
+
+/** The whole hardened network: layers joined by ready/valid streams of pixels (`par` pixels, all channels per
+  * beat). A tensor read by several layers goes through a Fork; a residual's skip operand waits in a FIFO deep
+  * enough to hold everything the main path can hold, so the join never deadlocks and never stalls the stream.
+  */
 class Pipeline(val d: DesignSpec) extends Module {
   override def desiredName: String = s"Hashiflex_${d.name}"
   private val hw = Pipeline.plan(d) // validates before any hardware is built
-  val in = IO(Flipped(Decoupled(Vec(d.input.shape.c, UInt(d.input.fmt.width.W)))))
-  val out = IO(Decoupled(Vec(d.layers.last.outShape.c, UInt(d.layers.last.outFmt.width.W))))
+  val in = IO(Flipped(Decoupled(Vec(d.input.par * d.input.shape.c, UInt(d.input.fmt.width.W)))))
+  private val last = d.layers.last
+  val out = IO(Decoupled(Vec(last.par * last.outShape.c, UInt(last.outFmt.width.W))))
 
-  private val result = d.layers.zipWithIndex.foldLeft(in: DecoupledIO[Vec[UInt]]) { case (x, (layer, i)) =>
-    val fmt = d.inFmt(i)
-    layer match {
+  private val uses = d.consumers
+  private val streams = mutable.Map.empty[String, mutable.Queue[DecoupledIO[Vec[UInt]]]]
+  private def produce(name: String, s: DecoupledIO[Vec[UInt]]): Unit = {
+    val n = uses.getOrElse(name, 0)
+    streams(name) = mutable.Queue.from(if (n > 1) Fork(n, s) else Seq(s))
+  }
+  private def take(name: String): DecoupledIO[Vec[UInt]] = streams(name).dequeue()
+
+  produce("input", in)
+  for ((layer, h) <- d.layers.zip(hw)) {
+    val x = take(layer.src)
+    val fmt = d.fmtOf(layer.src)
+    val y = layer match {
       case s: Conv2dSpec  => Conv2dLayer(s, fmt, d.levelsPerStage, x)
       case s: LinearSpec  => ShiftAddLayer(LinearLayer.params(s, fmt, d.levelsPerStage), x)
       case s: RequantSpec => Requant(s, fmt, x)
       case s: SumPoolSpec => SumPool(s, fmt, x)
+      case s: AddSpec     => ResidualAdd(s, x, fmt, Queue(take(s.skip), h.skipDepth), d.fmtOf(s.skip))
     }
+    produce(layer.name, y)
   }
-  out <> result
+  out <> take(last.name)
 }
 
 object Pipeline {
-  private def rq(x: BigInt, s: Int, c: Bounds): BigInt = {
-    val y = if (s > 0) (x + (BigInt(1) << (s - 1))) >> s else if (s < 0) x << -s else x
-    y.max(c.lo).min(c.hi)
+  /** Pixels a layer can hold in flight (line buffer rows plus pipeline registers); sizes residual FIFOs. */
+  private def capacityPixels(l: LayerSpec, stages: Int): Int = l match {
+    case s: Conv2dSpec if !s.pointwise => s.inShape.w * (s.kernel + s.stride) + stages * s.par
+    case s: LayerSpec                  => stages * s.par
   }
 
   /** Check each layer's derived fields against what the generator computes, and return the per-layer figures
     * for hw_params.json. Pure Scala: nothing is elaborated.
     */
-  def plan(d: DesignSpec): Seq[LayerHw] = d.layers.zipWithIndex.map { case (layer, i) =>
-    val fmt = d.inFmt(i)
-    val where = s"design.layers[$i]"
-    def expectBounds(b: Bounds, why: String): Unit =
-      if (b != layer.outBounds)
-        throw DesignError(s"$where.out_bounds: expected $b ($why), found ${layer.outBounds} (layer \"${layer.name}\")")
-    layer match {
-      case s: Conv2dSpec =>
-        val (_, pe) = Conv2dLayer.params(s, fmt, d.levelsPerStage)
-        expectBounds(pe.value, "from the weights, bias and in_bounds")
-        LayerHw(s.name, s.op, s.outFmt.width, pe.adders, pe.schedule.stages, s.inShape.pixels)
-      case s: LinearSpec =>
-        val pe = LinearLayer.params(s, fmt, d.levelsPerStage)
-        expectBounds(pe.value, "from the weights, bias and in_bounds")
-        LayerHw(s.name, s.op, s.outFmt.width, pe.adders, pe.schedule.stages, s.inShape.pixels)
-      case s: RequantSpec =>
-        expectBounds(Bounds(rq(s.inBounds.lo, s.shift, s.clamp), rq(s.inBounds.hi, s.shift, s.clamp)),
-          "in_bounds shifted and clamped")
-        LayerHw(s.name, s.op, s.outFmt.width, if (s.shift > 0) s.inShape.c else 0, 0, s.inShape.pixels)
-      case s: SumPoolSpec =>
-        val n = s.inShape.pixels
-        expectBounds(Bounds(s.inBounds.lo * n, s.inBounds.hi * n), s"in_bounds times $n pixels")
-        LayerHw(s.name, s.op, s.outFmt.width, s.inShape.c, 1, n)
+  def plan(d: DesignSpec): Seq[LayerHw] = {
+    val done = mutable.LinkedHashMap.empty[String, LayerHw]
+    d.layers.zipWithIndex.foreach { case (layer, i) =>
+      val fmt = d.fmtOf(layer.src)
+      val where = s"design.layers[$i]"
+      def expectBounds(b: Bounds, why: String): Unit =
+        if (b != layer.outBounds)
+          throw DesignError(s"$where.out_bounds: expected $b ($why), found ${layer.outBounds} (layer \"${layer.name}\")")
+      def rq(b: Bounds, s: Int, c: Bounds) = Bounds(Requantize.reference(b.lo, s, c), Requantize.reference(b.hi, s, c))
+      def hw(adders: Int, stages: Int, regs: Int = 0, skip: Int = 0, lineBuf: Int = 0) =
+        LayerHw(layer.name, layer.op, layer.outFmt.width, adders, stages, layer.beatsIn, layer.beatsOut, layer.par,
+          regs, skip, lineBuf)
+      val lanes = layer.inShape.c * layer.par
+      done(layer.name) = layer match {
+        case s: Conv2dSpec =>
+          val (win, pe) = Conv2dLayer.params(s, fmt, d.levelsPerStage)
+          expectBounds(pe.value, "from the weights, bias and in_bounds")
+          hw(pe.adders, pe.schedule.stages, pe.laneRegisterBits * pe.par,
+            lineBuf = win.map(w => w.rows * w.width * w.channels * w.bits).getOrElse(0))
+        case s: LinearSpec =>
+          val pe = LinearLayer.params(s, fmt, d.levelsPerStage)
+          expectBounds(pe.value, "from the weights, bias and in_bounds")
+          hw(pe.adders, pe.schedule.stages, pe.laneRegisterBits)
+        case s: RequantSpec =>
+          expectBounds(rq(s.inBounds, s.shift, s.clamp), "in_bounds shifted and clamped")
+          hw(if (s.shift > 0) lanes else 0, 0)
+        case s: SumPoolSpec =>
+          val n = s.inShape.pixels
+          expectBounds(Bounds(s.inBounds.lo * n, s.inBounds.hi * n), s"in_bounds times $n pixels")
+          hw(s.inShape.c * s.inPar, 1, s.inShape.c * (2 * s.outFmt.width + 1))
+        case s: AddSpec =>
+          val sum = (s.inBounds << s.srcShift) + (s.skipBounds << s.skipShift)
+          expectBounds(rq(sum, s.shift, s.clamp), "the aligned sum of both operands, shifted and clamped")
+          // the skip FIFO holds what the main path (src back to where it meets the skip tensor) can hold
+          val onSkipPath = Iterator.iterate(s.skip)(n => if (n == "input") null else d.layer(n).src)
+            .takeWhile(_ != null).toSet
+          var n = s.src
+          var pixels = 0
+          while (!onSkipPath(n)) {
+            val l = done(n)
+            pixels += capacityPixels(d.layer(n), l.stages)
+            n = d.layer(n).src
+          }
+          val depth = (pixels + s.par - 1) / s.par + 2
+          hw(lanes * (if (s.shift > 0) 2 else 1), 0, skip = depth)
+      }
     }
+    done.values.toSeq
   }
 
   def apply(d: DesignSpec): Pipeline = new Pipeline(d)

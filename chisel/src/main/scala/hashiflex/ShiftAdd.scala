@@ -2,6 +2,7 @@ package hashiflex
 
 import chisel3._
 import chisel3.util._
+import chisel3.experimental.hierarchy.{instantiable, public, Definition, Instance}
 
 /** One term of a Po2 dot product: input `index`, shifted left by `shift`, added or (when `negative`) subtracted. */
 final case class Term(index: Int, shift: Int, negative: Boolean)
@@ -33,6 +34,10 @@ object TreePlan {
     /** The root, or None for an empty tree (all weights and the bias zero): the output is the constant 0. */
     def root: Option[Node] = levels.last.headOption
     def value: Bounds = root.map(r => if (r.neg) -r.mag else r.mag).getOrElse(Bounds(0, 0))
+    /** Register bits when registered at `s`'s levels (a signal holds its magnitude interval, exactly wide). */
+    def registerBits(s: StageSchedule): Int = (0 to s.depth).filter(s.registeredLevels).map { level =>
+      levels(math.min(level, depth)).map(n => sintWidth(n.mag)).sum
+    }.sum
   }
 
   def sintWidth(b: Bounds): Int = math.max((-b.lo - 1).bitLength, b.hi.bitLength) + 1
@@ -74,6 +79,7 @@ final case class StageSchedule(depth: Int, levelsPerStage: Int) {
   def stages: Int = registeredLevels.size
 }
 
+/** One tree: `terms` index the tree's own inputs (only those it reads; the lane wires them). */
 final case class ShiftAddTreeParams(terms: Seq[Term], bias: BigInt, nIn: Int, in: NumFmt, inBounds: Bounds,
                                     schedule: StageSchedule) {
   val plan: TreePlan.Plan = TreePlan(terms, bias, inBounds)
@@ -93,12 +99,19 @@ class ShiftAddTree(val p: ShiftAddTreeParams) extends Module {
     val y = Output(SInt(p.outWidth.W))
   })
   import TreePlan._
-  private def fit(x: SInt, b: Bounds): SInt = x(sintWidth(b) - 1, 0).asSInt
+  /** Cut to the interval's exact width (only where the operator's own width is wider). */
+  private def fit(x: SInt, b: Bounds): SInt = {
+    val w = sintWidth(b)
+    if (x.getWidth == w) x else x(w - 1, 0).asSInt
+  }
   private def widen(x: UInt): SInt = if (p.in.signed) x.asSInt else x.zext
 
+  // every signal is exactly sintWidth(its node's magnitude) wide, registers included
+  private val widthOf: Map[Int, Int] = p.plan.levels.flatten.map(n => n.id -> sintWidth(n.mag)).toMap
   private var sig: Map[Int, SInt] = Map.empty
   private def reg(level: Int): Unit =
-    if (p.schedule.registeredLevels(level)) sig = sig.map { case (id, s) => id -> RegEnable(s, 0.S, io.en) }
+    if (p.schedule.registeredLevels(level))
+      sig = sig.map { case (id, s) => id -> RegEnable(s, 0.S(widthOf(id).W), io.en) }
 
   p.plan.levels.head.foreach {
     case l: Leaf  => sig += l.id -> fit(widen(io.x(l.term.index)) << l.term.shift, l.mag)
@@ -129,31 +142,56 @@ class ShiftAddTree(val p: ShiftAddTreeParams) extends Module {
 object ShiftAddTree {
   def hash(p: ShiftAddTreeParams): Int =
     scala.util.hashing.MurmurHash3.stringHash(s"${p.terms};${p.bias};${p.nIn};${p.in};${p.inBounds};${p.schedule}")
-  def apply(p: ShiftAddTreeParams, en: Bool, x: Vec[UInt]): SInt = {
+  def apply(p: ShiftAddTreeParams, en: Bool, x: Seq[UInt]): SInt = {
     val t = Module(new ShiftAddTree(p))
     t.io.en := en
-    t.io.x := x
+    t.io.x.zip(x).foreach { case (port, v) => port := v }
     t.io.y
   }
 }
 
+/** A layer of shift-add trees, one per output channel, over `nIn` inputs per pixel; `par` pixels per beat.
+  * `channels(o)` = (terms over the pixel's nIn inputs, bias).
+  */
 final case class ShiftAddLayerParams(name: String, nIn: Int, in: NumFmt, inBounds: Bounds,
                                      channels: Seq[(Seq[Term], BigInt)], out: NumFmt, outBounds: Bounds,
-                                     levelsPerStage: Int) {
+                                     levelsPerStage: Int, par: Int = 1) {
+  require(par >= 1, s"layer $name: parallelism must be >= 1, found $par")
   private val plans = channels.map { case (t, b) => TreePlan(t, b, inBounds) }
   val schedule: StageSchedule = StageSchedule(plans.map(_.depth).max, levelsPerStage)
-  val trees: Seq[ShiftAddTreeParams] =
-    channels.map { case (t, b) => ShiftAddTreeParams(t, b, nIn, in, inBounds, schedule) }
-  val adders: Int = plans.map(_.adders).sum
+  /** Per channel: the pixel inputs its tree reads (sorted) and the tree over just those. */
+  val trees: Seq[(IndexedSeq[Int], ShiftAddTreeParams)] = channels.map { case (t, b) =>
+    val inputs = t.map(_.index).distinct.sorted.toIndexedSeq
+    val local = inputs.zipWithIndex.toMap
+    (inputs, ShiftAddTreeParams(t.map(x => x.copy(index = local(x.index))), b, inputs.length, in, inBounds, schedule))
+  }
+  /** Adders of one pixel lane, and of the whole layer. */
+  val laneAdders: Int = plans.map(_.adders).sum
+  val adders: Int = laneAdders * par
   /** The exact output interval, from the weights and the input bounds. */
   val value: Bounds = plans.map(_.value).reduce(_ union _)
+  /** Pipeline register bits of one lane (the trees' registers at the scheduled levels). */
+  val laneRegisterBits: Int = plans.map(_.registerBits(schedule)).sum
 }
 
-/** A layer's worth of shift-add trees (one per output channel) behind a stallable ready/valid pipeline. */
+/** The trees of one pixel: every output channel of the layer, with their inputs wired from the pixel's window. */
+@instantiable
+class ShiftAddLane(val p: ShiftAddLayerParams) extends Module {
+  override def desiredName: String = s"ShiftAddLane_${p.name}_n${p.nIn}_o${p.channels.length}_s${p.schedule.stages}"
+  @public val en = IO(Input(Bool()))
+  @public val x = IO(Input(Vec(p.nIn, UInt(p.in.width.W))))
+  @public val y = IO(Output(Vec(p.channels.length, UInt(p.out.width.W))))
+  y := VecInit(p.trees.map { case (inputs, t) => ShiftAddTree(t, en, inputs.map(x(_))).pad(p.out.width)(p.out.width - 1, 0) })
+}
+
+/** A layer's worth of shift-add trees behind a stallable ready/valid pipeline: `par` lanes (one per pixel of a
+  * beat), each an Instance of one lane Definition, so the Verilog holds the trees once however wide the unroll.
+  */
 class ShiftAddLayer(val p: ShiftAddLayerParams) extends Module {
-  override def desiredName: String = s"ShiftAddLayer_${p.name}_n${p.nIn}_o${p.channels.length}_s${p.schedule.stages}"
-  val in = IO(Flipped(Decoupled(Vec(p.nIn, UInt(p.in.width.W)))))
-  val out = IO(Decoupled(Vec(p.channels.length, UInt(p.out.width.W))))
+  override def desiredName: String =
+    s"ShiftAddLayer_${p.name}_n${p.nIn}_o${p.channels.length}_p${p.par}_s${p.schedule.stages}"
+  val in = IO(Flipped(Decoupled(Vec(p.par * p.nIn, UInt(p.in.width.W)))))
+  val out = IO(Decoupled(Vec(p.par * p.channels.length, UInt(p.out.width.W))))
 
   private val valid = RegInit(VecInit(Seq.fill(p.schedule.stages)(false.B)))
   private val en = !valid.last || out.ready
@@ -163,7 +201,14 @@ class ShiftAddLayer(val p: ShiftAddLayerParams) extends Module {
     for (i <- 1 until p.schedule.stages) valid(i) := valid(i - 1)
   }
   out.valid := valid.last
-  out.bits := VecInit(p.trees.map(t => ShiftAddTree(t, en, in.bits).pad(p.out.width)(p.out.width - 1, 0)))
+  private val lane = Definition(new ShiftAddLane(p))
+  private val o = p.channels.length
+  for (q <- 0 until p.par) {
+    val l = Instance(lane)
+    l.en := en
+    for (i <- 0 until p.nIn) l.x(i) := in.bits(q * p.nIn + i)
+    for (c <- 0 until o) out.bits(q * o + c) := l.y(c)
+  }
 }
 
 object ShiftAddLayer {

@@ -7,14 +7,14 @@ import org.scalatest.matchers.should.Matchers
 class DesignReadSpec extends AnyFreeSpec with Matchers {
   private val good =
     """{"format":"hashiflex.design","version":1,"name":"tiny",
-      | "input":{"shape":[1,3,3],"bits":2,"signed":false,"exp":0},
+      | "input":{"shape":[1,3,3],"bits":2,"signed":false,"exp":0,"parallelism":1},
       | "hardware":{"adder_levels_per_stage":2,"ii_cycles_per_image":9},
       | "layers":[
       |  {"name":"conv","src":"input","op":"conv2d","groups":1,"in_shape":[1,3,3],"out_shape":[1,3,3],"kernel":1,"stride":1,"padding":0,
-      |   "in_bounds":[0,3],"out_bounds":[1,7],"out_width":3,"out_signed":false,"out_exp":0,
+      |   "in_bounds":[0,3],"out_bounds":[1,7],"out_width":3,"out_signed":false,"out_exp":0,"parallelism":1,
       |   "weights":{"bits":3,"e_min":0,"shape":[1,1,1,1],"codes":[2]},"bias":[1]},
       |  {"name":"pool","src":"conv","op":"sum_pool","in_shape":[1,3,3],"out_shape":[1,1,1],"in_bounds":[1,7],
-      |   "out_bounds":[9,63],"out_width":6,"out_signed":false,"out_exp":0}],
+      |   "out_bounds":[9,63],"out_width":6,"out_signed":false,"out_exp":0,"parallelism":1}],
       | "output":{"features":1,"exp":0,"bounds":[9,63],"width":6,"signed":false}}""".stripMargin
 
   private def broken(from: String, to: String): String = {
@@ -34,10 +34,13 @@ class DesignReadSpec extends AnyFreeSpec with Matchers {
   "an unknown op names the field and the choices" in {
     error(broken("\"op\":\"sum_pool\"", "\"op\":\"max_pool\"")) should (include("design.layers[1].op") and include("sum_pool"))
   }
-  "what this generator cannot build yet is refused by name" in {
-    error(broken("\"op\":\"sum_pool\"", "\"op\":\"add\"")) should include("design.layers[1].op: \"add\" (residual) is not supported")
-    error(broken("\"groups\":1", "\"groups\":2")) should include("design.layers[0].groups: this generator builds groups=1 only")
-    error(broken("\"src\":\"conv\"", "\"src\":\"input\"")) should include("design.layers[1].src: this generator builds chains: expected \"conv\"")
+  "graph and unroll errors name the field" in {
+    error(broken("\"groups\":1", "\"groups\":2")) should include("design.layers[0].groups: expected 1 or 1 (depthwise")
+    error(broken("\"src\":\"conv\"", "\"src\":\"nope\"")) should include("design.layers[1].src: expected \"input\" or an earlier layer's name, found \"nope\"")
+    error(broken("\"exp\":0,\"parallelism\":1", "\"exp\":0,\"parallelism\":2")) should include("design.input.parallelism: expected a divisor of the input width 3")
+    error(broken("\"out_exp\":0,\"parallelism\":1,", "\"out_exp\":0,\"parallelism\":3,")) should
+      include("design.layers[0].parallelism: expected 1 (the parallelism of \"input\"; a 1x1 conv maps pixels one to one)")
+    error(broken("\"ii_cycles_per_image\":9", "\"ii_cycles_per_image\":8")) should include("design.hardware.ii_cycles_per_image: expected 9")
   }
   "a missing field is named" in {
     error(broken("\"kernel\":1,", "")) should include("design.layers[0].kernel: required field is missing")

@@ -1,0 +1,132 @@
+"""Golden vectors for the generator's own specs (ScalaTest/ChiselSim): small designs covering every layer type
+and the unroll, with input beats and the output beats the golden model says the RTL must produce.
+
+``hashiflex vectors DIR`` (``make vectors``) writes ``DIR/<case>/design.json`` and ``DIR/<case>/vectors.json``;
+``chisel/src/test/scala/hashiflex/GoldenVectorSpec.scala`` streams them through the elaborated pipeline.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from . import ref
+from .export import design_from_graph, write_design
+from .ir import Add, Conv2d, Graph, Input, Linear, Po2Weights, Requant, SumPool, TensorType
+from .passes import annotate
+from .sim.stream import from_beats, to_beats
+
+
+class _Builder:
+    """Appends layers with random Po2 codes; requant exponents follow the accumulator so values stay in range."""
+
+    def __init__(self, name: str, input: Input, seed: int):
+        self.g = Graph(name, input, [])
+        self.rng = np.random.default_rng(seed)
+        self.exp = {"input": input.type.exp}
+        self.last = "input"
+
+    def _codes(self, shape, bits: int, sparsity: float) -> np.ndarray:
+        m = (1 << (bits - 1)) - 1
+        codes = self.rng.integers(-m, m + 1, size=shape)
+        codes[self.rng.random(shape) < sparsity] = 0
+        return codes
+
+    def _add(self, layer, exp: int) -> str:
+        self.g.layers.append(layer)
+        self.exp[layer.name] = exp
+        self.last = layer.name
+        return layer.name
+
+    def conv(self, name, c_in, c_out, k, stride=1, padding=0, groups=1, bits=4, e_min=-2, sparsity=0.3):
+        codes = self._codes((c_out, c_in // groups, k, k), bits, sparsity)
+        bias = self.rng.integers(-20, 21, size=c_out)
+        return self._add(Conv2d(name, np.zeros(codes.shape), np.zeros(c_out), stride, padding,
+                                Po2Weights(codes, e_min, bits), bias.astype(np.int64), groups=groups),
+                         self.exp[self.last] + e_min)
+
+    def linear(self, name, n_in, n_out, bits=4, e_min=-3):
+        codes = self._codes((n_out, n_in), bits, 0.2)
+        bias = self.rng.integers(-50, 51, size=n_out)
+        return self._add(Linear(name, np.zeros(codes.shape), np.zeros(n_out), Po2Weights(codes, e_min, bits),
+                                bias.astype(np.int64)), self.exp[self.last] + e_min)
+
+    def requant(self, name, act, bits=6, headroom=3):
+        """Shift right by ``headroom`` bits (enough to exercise rounding and clamping)."""
+        exp = self.exp[self.last] + headroom
+        return self._add(Requant(name, act, TensorType(bits, act == "none", exp)), exp)
+
+    def add(self, name, skip, bits=7):
+        exp = min(self.exp[self.last], self.exp[skip]) + 1
+        return self._add(Add(name, skip=skip, out=TensorType(bits, True, exp)), exp)
+
+    def pool(self, name):
+        return self._add(SumPool(name), self.exp[self.last])
+
+
+def cases() -> dict[str, tuple[Graph, int | None]]:
+    """name -> (graph, target_ii). Together they cover conv kxk (stride 1/2, padding), depthwise, pointwise,
+    requant (ReLU, ReLU6, none), residual add (fork + skip FIFO), global sum pool, linear, and pixel
+    parallelism (in != out across a strided window, several pixels per beat)."""
+    out = {}
+    # an inverted residual block, unrolled to 2 pixels per beat on a 6x6 map
+    b = _Builder("vec_block", Input(3, 6, 6, TensorType(5, False, -4)), seed=1)
+    b.conv("expand", 3, 6, 1)
+    b.requant("expand_act", "relu6", bits=6, headroom=2)
+    b.conv("dw", 6, 6, 3, padding=1, groups=6)
+    b.requant("dw_act", "relu", bits=6, headroom=2)
+    b.conv("project", 6, 3, 1)
+    b.requant("project_q", "none", bits=6, headroom=2)
+    b.add("residual", "input")
+    out["block_par2"] = (b.g, 18)
+    # strided convs change the parallelism between input and output; a pooled linear head
+    b = _Builder("vec_head", Input(2, 8, 8, TensorType(4, True, -3)), seed=2)
+    b.conv("conv", 2, 4, 3, stride=2, padding=1)
+    b.requant("conv_act", "relu", bits=5, headroom=3)
+    b.conv("dw", 4, 4, 3, stride=2, padding=1, groups=4)
+    b.requant("dw_act", "none", bits=6, headroom=2)
+    b.pool("pool")
+    b.linear("fc", 4, 5)
+    out["strided_head_par4"] = (b.g, 16)
+    # the same kind of block one pixel per beat, unpadded 3x3 and a residual around a dense conv
+    b = _Builder("vec_serial", Input(2, 5, 4, TensorType(3, False, -2)), seed=3)
+    first = b.conv("conv0", 2, 3, 3)
+    b.requant("act0", "relu", bits=4, headroom=2)
+    b.conv("conv1", 3, 3, 3, padding=1, sparsity=0.6)
+    b.requant("act1", "none", bits=5, headroom=3)
+    b.add("res", first)
+    out["serial"] = (b.g, None)
+    for g, _ in out.values():
+        annotate(g)
+    return out
+
+
+def write_vectors(root: str | Path, images: int = 4, seed: int = 0) -> list[Path]:
+    """Write every case's design.json and vectors.json under ``root``; returns the case folders."""
+    root = Path(root)
+    dirs = []
+    rng = np.random.default_rng(seed)
+    for name, (g, target_ii) in cases().items():
+        d = design_from_graph(g, levels_per_stage=2, target_ii=target_ii)
+        folder = root / name
+        write_design(d, folder / "design.json")
+        lo, hi = g.input.type.range
+        x = rng.integers(lo, hi + 1, size=(images, g.input.channels, g.input.height, g.input.width))
+        x[0] = hi  # the extremes
+        if images > 1:
+            x[1] = lo
+        y = ref.run(g, x)
+        last = d["layers"][-1]
+        oc, oh, ow = last["out_shape"]
+        vec = {"images": images,
+               "in_beats": to_beats(x, d["input"]["parallelism"], d["input"]["bits"]).tolist(),
+               "out_beats": to_beats(y.reshape(images, oc, oh, ow), last["parallelism"], last["out_width"]).tolist(),
+               "ii_cycles_per_image": d["hardware"]["ii_cycles_per_image"]}
+        # the contract both ways: decoding the beats gives the golden outputs back
+        back = from_beats(np.asarray(vec["out_beats"]), (oc, oh, ow), last["parallelism"], last["out_width"],
+                          last["out_signed"])
+        assert np.array_equal(back.reshape(images, -1), y)
+        (folder / "vectors.json").write_text(json.dumps(vec) + "\n")
+        dirs.append(folder)
+    return dirs
