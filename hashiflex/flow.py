@@ -19,7 +19,7 @@ import torch
 from . import data as datasets
 from . import hw, passes, ref
 from .export import design_from_graph, load_design, write_design
-from .ir import Graph
+from .ir import Graph, Input
 from .models import DigitsCNN
 from .quant.fakequant import fake_quant_int_outputs, record_activations
 from .quant.prune import weight_sparsity
@@ -134,6 +134,16 @@ def load_float(work: Path):
     model = build_model(cfg, ck["classes"])
     model.load_state_dict(ck["state_dict"])
     return model.eval(), cfg, ck
+
+
+def quantize_ptq(model, input: Input, name: str, calib_values: np.ndarray, weight_bits: int = 5,
+                 edge_bits: int | None = 8, act_bits: int = 8) -> Graph:
+    """Post-training Po2 quantization of a torch model: import, calibrate activations on ``calib_values``
+    (float images), quantize weights (``edge_bits`` for the first and last layer). No training: for generator
+    benchmarks and co-simulation of networks whose accuracy is not the point."""
+    g = passes.import_torch(model.eval(), input, name=name)
+    g = passes.calibrate_activations(g, record_activations(g, calib_values), act_bits)
+    return passes.quantize_weights(g, layer_bits(g, Config(weight_bits=weight_bits, edge_bits=edge_bits)))
 
 
 def step_quantize(work: Path, weight_bits: int | None = None, progress: bool = True, **overrides) -> dict:

@@ -30,3 +30,23 @@ def mobilenet_v2(width: float = 1.0, num_classes: int = 1000, cifar: bool = Fals
         m.features[0][0].stride = (1, 1)
         m.features[2].conv[1][0].stride = (1, 1)  # first stride-2 block (its depthwise conv)
     return m
+
+
+# A MobileNetV2 cut down for co-simulation: the same block types (stem, expansion-free first block, 6x expansion,
+# depthwise stride 2, residual repeats, last 1x1, pool, classifier) with three stages instead of seven.
+MINI_SETTING = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 2, 2]]
+
+
+def mobilenet_v2_mini(width: float = 0.35, num_classes: int = 10, last_channel: int = 64, cifar: bool = True):
+    """torchvision's MobileNetV2 blocks with ``MINI_SETTING`` and a ``last_channel``-wide final 1x1 conv."""
+    from torchvision.models import MobileNetV2
+    from torchvision.ops.misc import Conv2dNormActivation
+
+    m = MobileNetV2(num_classes=num_classes, width_mult=width, inverted_residual_setting=MINI_SETTING)
+    c = m.features[-1][0].in_channels
+    m.features[-1] = Conv2dNormActivation(c, last_channel, kernel_size=1, norm_layer=nn.BatchNorm2d,
+                                          activation_layer=nn.ReLU6)
+    m.classifier[-1] = nn.Linear(last_channel, num_classes)
+    if cifar:
+        m.features[0][0].stride = (1, 1)
+    return m

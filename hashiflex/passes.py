@@ -444,5 +444,5 @@ def initiation_interval(g: Graph, target_ii: int | None = None) -> int:
     """Cycles per image: the most stream beats per image of any tensor (each stream moves one beat a cycle)."""
     par = choose_parallelism(g, target_ii)
     shapes = [("input", (g.input.channels, g.input.height, g.input.width))]
-    shapes += [(i.name, i.out_shape) for i in annotate(g)]
+    shapes += [(i.name, i.out_shape) for i in annotate(g, require_quantized=False)]
     return max(h * w // par[n] for n, (_, h, w) in shapes)

@@ -41,23 +41,31 @@ def require_tool(name: str) -> None:
         pytest.fail(f"{name} is not installed: run `make deps`")
 
 
-# Random designs for the generator and co-simulation tests, elaborated in one Mill run (one JVM start).
+# Random designs for the generator and co-simulation tests, elaborated in one Mill run (one JVM start):
+# chains one pixel per beat, and DAGs (depthwise, residual adds) unrolled to a target II.
 RANDOM_DESIGN_SEEDS = [11, 23, 37, 41]
+DAG_DESIGNS = [(2, 9), (4, 4), (0, None)]  # (seed, target_ii)
 
 
 @pytest.fixture(scope="session")
 def elaborated(work_root):
-    """[(graph, design, hw_params, rtl_dir)] for RANDOM_DESIGN_SEEDS (with levels_per_stage 1..4)."""
+    """[(graph, design, hw_params, rtl_dir)] for RANDOM_DESIGN_SEEDS (levels_per_stage 1..4), then DAG_DESIGNS."""
     from hashiflex import hw
     from hashiflex.export import design_from_graph, write_design
     from tests.helpers import random_graph
 
     out = []
     jobs = []
-    for i, seed in enumerate(RANDOM_DESIGN_SEEDS):
-        g = random_graph(seed, max_c=3, max_hw=6, head=bool(i % 2), name=f"rand{seed}")
-        d = design_from_graph(g, levels_per_stage=1 + i % 4)
-        base = work_root / "random" / f"rand{seed}"
+    specs = [(seed, None, False, bool(i % 2)) for i, seed in enumerate(RANDOM_DESIGN_SEEDS)]
+    specs += [(seed, target, True, None) for seed, target in DAG_DESIGNS]
+    for i, (seed, target, dag, head) in enumerate(specs):
+        name = f"{'dag' if dag else 'rand'}{seed}"
+        if dag:
+            g = random_graph(seed, max_c=3, max_hw=6, convs=3, dag=True, name=name)
+        else:
+            g = random_graph(seed, max_c=3, max_hw=6, head=head, name=name)
+        d = design_from_graph(g, levels_per_stage=1 + i % 4, target_ii=target)
+        base = work_root / "random" / name
         write_design(d, base / "design.json", tables=bool(i % 2))  # half of them through binary tables
         jobs.append((base / "design.json", base / "rtl"))
         out.append((g, d, base / "rtl"))

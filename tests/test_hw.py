@@ -35,7 +35,7 @@ def test_generator_refuses_bounds_the_weights_do_not_give(tmp_path):
 
 def test_hw_params_agree_with_the_python_model_and_mismatch_is_loud(elaborated):
     for g, d, params, _ in elaborated:
-        hw.check_hw_params(g, params, d["hardware"]["adder_levels_per_stage"])
+        hw.check_hw_params(g, params, d["hardware"]["adder_levels_per_stage"], d["hardware"]["target_ii"])
     g, d, params, _ = elaborated[0]
     wrong = copy.deepcopy(params)
     wrong["layers"][0]["adders"] += 1

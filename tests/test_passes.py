@@ -74,3 +74,25 @@ def test_hw_model_ii_is_the_largest_stream():
     infos = annotate(g)
     assert initiation_interval(g) == max(i.in_shape[1] * i.in_shape[2] for i in infos)
     assert [h.name for h in hw_model(g, 2)] == [l.name for l in g.layers]
+
+
+def test_pixel_parallelism_is_the_smallest_row_divisor_meeting_the_target():
+    from hashiflex.passes import pixel_parallelism
+
+    assert pixel_parallelism(224, 224, None) == 1
+    assert pixel_parallelism(224, 224, 826) == 112      # ceil(50176/826) = 61 -> next divisor of 224
+    assert pixel_parallelism(112, 112, 826) == 16       # 16 -> 784 beats <= 826
+    assert pixel_parallelism(7, 7, 826) == 1
+    assert pixel_parallelism(5, 6, 4) == 6              # needs 8 > a row: the whole row, II = 5 rows
+    with pytest.raises(IRError, match="target_ii: expected a positive number"):
+        pixel_parallelism(4, 4, 0)
+
+
+def test_initiation_interval_meets_the_target_on_mobilenet_shapes():
+    from hashiflex.models import mobilenet_v2
+
+    g = import_torch(mobilenet_v2(0.35, 10).eval(), Input(3, 224, 224, TensorType(8, False, -8)))
+    assert initiation_interval(g) == 224 * 224
+    for target in (250, 826, 3136):
+        ii = initiation_interval(g, target)
+        assert ii <= target

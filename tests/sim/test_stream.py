@@ -18,19 +18,27 @@ def sims(elaborated):
     return [(g, StreamSim(rtl, params, d)) for g, d, params, rtl in elaborated]
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.integers(0, 3), st.integers(0, 2 ** 32 - 1), st.integers(1, 5))
-def test_rtl_equals_golden_on_random_designs(sims, which, seed, n):
-    g, sim = sims[which]
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data(), st.integers(0, 2 ** 32 - 1), st.integers(1, 5))
+def test_rtl_equals_golden_on_random_designs(sims, data, seed, n):
+    g, sim = sims[data.draw(st.integers(0, len(sims) - 1))]
     x = random_inputs(g, n, seed)
     res = sim.run(x, progress=False)
     assert np.array_equal(res.outputs, ref.run(g, x))
 
 
-def test_images_stream_back_to_back_at_the_model_ii(sims):
-    for g, sim in sims:
+def test_images_stream_back_to_back_at_the_model_ii(sims, elaborated):
+    for (g, sim), (_, d, _, _) in zip(sims, elaborated):
         res = sim.run(random_inputs(g, 6, 1), progress=False)
-        assert res.cycles_per_image == initiation_interval(g), g.name
+        assert res.cycles_per_image == initiation_interval(g, d["hardware"]["target_ii"]), g.name
+
+
+def test_the_dag_designs_cover_what_they_should(elaborated):
+    """Guards the fixture: depthwise, residual adds and several pixels per beat are really in there."""
+    layers = [l for _, d, _, _ in elaborated for l in d["layers"]]
+    assert any(l["op"] == "add" for l in layers)
+    assert any(l.get("groups", 1) > 1 for l in layers)
+    assert any(l["parallelism"] > 1 for l in layers)
 
 
 @pytest.mark.parametrize("pattern", [[True, False], [False, False, True], [True, True, True, False]])
@@ -47,3 +55,25 @@ def test_vcd_trace_is_written(sims, tmp_path):
     sim.run(random_inputs(g, 1, 0), vcd=vcd, progress=False)
     text = vcd.read_text()
     assert "$enddefinitions" in text and "in_valid" in text
+
+
+@settings(max_examples=3, deadline=None)
+@given(st.integers(0, 100_000), st.sampled_from([None, 2, 3, 5, 8]), st.integers(1, 4))
+def test_random_dag_designs_match_golden_at_their_ii(tmp_path_factory, seed, target, levels):
+    """Whole flow per example: random DAG (depthwise, residuals, strides, sparsity, exponents) -> design.json
+    unrolled to a random target -> generator -> Verilator; bit-exact and at the modelled II."""
+    from hashiflex import hw
+    from hashiflex.export import design_from_graph, write_design
+    from tests.helpers import random_graph
+
+    require_tool("verilator")
+    g = random_graph(seed, max_c=3, max_hw=6, convs=3, dag=True, name=f"h{seed}")
+    d = design_from_graph(g, levels, target)
+    base = tmp_path_factory.mktemp("hyp")
+    write_design(d, base / "design.json")
+    params = hw.elaborate(base / "design.json", base / "rtl", quiet=True)
+    hw.check_hw_params(g, params, levels, target)
+    x = random_inputs(g, 4, seed)
+    res = StreamSim(base / "rtl", params, d).run(x, progress=False)
+    assert np.array_equal(res.outputs, ref.run(g, x))
+    assert res.cycles_per_image == initiation_interval(g, target) == params["ii_cycles_per_image"]

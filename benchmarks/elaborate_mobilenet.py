@@ -1,0 +1,163 @@
+"""Full-size elaboration: MobileNetV2 at 224x224 (1000 classes) through the Chisel generator, against width.
+
+    python benchmarks/elaborate_mobilenet.py --widths 0.35,0.5,0.75,1.0 --target-ii 826
+
+For each width: PTQ to Po2 (random-init weights, calibrated on random images: elaboration cost depends on the
+weight count and sparsity, not on accuracy), export with binary weight tables, `./mill hashiflex.run`, and measure
+wall time and the peak resident memory of the whole process tree (Mill, the generator JVM, firtool) by polling
+/proc. hw_params.json gives cycles/image, adders, registers; the Verilog size shows that hierarchy keeps it
+proportional to unique weights, not to the unroll. Ratios are against the smallest width in the same run.
+Writes benchmarks/results/elaborate_mobilenet_v2.{json,png}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hashiflex.export import design_from_graph, write_design
+from hashiflex.flow import quantize_ptq
+from hashiflex.hw import check_hw_params, project_root, read_hw_params
+from hashiflex.ir import Input, TensorType
+from hashiflex.models import mobilenet_v2
+from hashiflex.quant.prune import weight_sparsity
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _tree_rss(pid: int) -> int:
+    """Resident bytes of ``pid`` and all its descendants (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            ppid, pages = int(fields[1]), int(fields[21])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(d))
+        rss[int(d)] = pages * os.sysconf("SC_PAGE_SIZE")
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        total += rss.get(p, 0)
+        todo += children.get(p, [])
+    return total
+
+
+def run_measured(cmd: list[str], cwd: Path, log: Path) -> tuple[int, float, int]:
+    """(return code, wall seconds, peak tree RSS bytes)."""
+    t0 = time.perf_counter()
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+        peak = 0
+        while proc.poll() is None:
+            peak = max(peak, _tree_rss(proc.pid))
+            time.sleep(0.5)
+    return proc.returncode, time.perf_counter() - t0, peak
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--widths", default="0.35,0.5,0.75,1.0")
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--classes", type=int, default=1000)
+    ap.add_argument("--target-ii", type=int, default=826, help="cycles per image (826: the paper's NPU config)")
+    ap.add_argument("--bits", type=int, default=5)
+    ap.add_argument("--levels-per-stage", type=int, default=4)
+    ap.add_argument("--work", default="build/bench_elab")
+    ap.add_argument("--out", default=str(RESULTS / "elaborate_mobilenet_v2"))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(2)
+    root = project_root()
+    work = Path(args.work).resolve()
+    rows = []
+    for width in [float(w) for w in args.widths.split(",")]:
+        torch.manual_seed(0)
+        rng = np.random.default_rng(0)
+        inp = Input(3, args.size, args.size, TensorType(8, False, -8))
+        calib = rng.integers(0, 256, size=(4, 3, args.size, args.size)) * 2.0 ** -8
+        t0 = time.perf_counter()
+        g = quantize_ptq(mobilenet_v2(width, args.classes), inp, f"mnv2_w{str(width).replace('.', '')}", calib,
+                         weight_bits=args.bits)
+        d = design_from_graph(g, args.levels_per_stage, args.target_ii)
+        base = work / g.name
+        write_design(d, base / "design.json", tables=True)
+        t_export = time.perf_counter() - t0
+        weights = sum(int(l.q.codes.size) for l in g.layers if getattr(l, "q", None) is not None)
+        nonzero = sum(int((l.q.codes != 0).sum()) for l in g.layers if getattr(l, "q", None) is not None)
+        cmd = [str(root / "mill"), "--no-server", "--ticker", "false", "hashiflex.run",
+               "--design", str(base / "design.json"), "--out", str(base / "rtl")]
+        print(f"width {width}: {weights:,} weights ({nonzero:,} nonzero), elaborating ...", flush=True)
+        rc, wall, peak = run_measured(cmd, root, base / "elaborate.log")
+        row = {"width": width, "weights": weights, "nonzero_weights": nonzero,
+               "weight_sparsity": weight_sparsity(g), "export_s": round(t_export, 1), "rc": rc,
+               "elaborate_s": round(wall, 1), "peak_rss_gib": round(peak / 2 ** 30, 2)}
+        if rc == 0:
+            p = read_hw_params(base / "rtl")
+            check_hw_params(g, p, args.levels_per_stage, args.target_ii)
+            sv = base / "rtl" / p["verilog"]
+            row.update(ii_cycles_per_image=p["ii_cycles_per_image"], adders=p["adders"],
+                       register_bits=p["register_bits"], line_buffer_bits=p["line_buffer_bits"],
+                       latency_stages=p["latency_stages"], verilog_mib=round(sv.stat().st_size / 2 ** 20, 1),
+                       images_per_s_at_1ghz=round(1e9 / p["ii_cycles_per_image"]),
+                       max_parallelism=max(l["parallelism"] for l in p["layers"]))
+        else:
+            row["error"] = (base / "elaborate.log").read_text()[-2000:]
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    base_row = rows[0]
+    for r in rows:
+        r["weights_ratio"] = round(r["weights"] / base_row["weights"], 2)
+        r["time_ratio"] = round(r["elaborate_s"] / base_row["elaborate_s"], 2)
+        r["memory_ratio"] = round(r["peak_rss_gib"] / max(base_row["peak_rss_gib"], 1e-9), 2)
+    result = {"command": " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:])),
+              "machine": f"{os.cpu_count()} cores", "target_ii": args.target_ii, "size": args.size,
+              "baseline": f"width {base_row['width']} in the same run", "rows": rows}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    _plot(rows, out.with_suffix(".png"))
+    for r in rows:
+        print(f"width {r['width']:<5} weights {r['weights']:>10,} ({r['weights_ratio']}x)  "
+              f"elaborate {r['elaborate_s']:>7.1f} s ({r['time_ratio']}x)  peak {r['peak_rss_gib']:>5.2f} GiB "
+              f"({r['memory_ratio']}x)  adders {r.get('adders', '-'):>10}  II {r.get('ii_cycles_per_image', '-')}")
+    print(f"-> {out.with_suffix('.json')}")
+
+
+def _plot(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in rows if r["rc"] == 0]
+    if not ok:
+        return
+    w = [r["weights"] / 1e6 for r in ok]
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.4))
+    ax[0].plot(w, [r["elaborate_s"] / 60 for r in ok], "o-")
+    ax[0].set(xlabel="weights (M)", ylabel="elaboration (min)", title="time")
+    ax[1].plot(w, [r["peak_rss_gib"] for r in ok], "o-", color="C1")
+    ax[1].axhline(16, ls="--", color="gray", lw=0.8)
+    ax[1].set(xlabel="weights (M)", ylabel="peak RSS (GiB)", title="memory (process tree)")
+    for a, r in zip([ax[0]] * len(ok), ok):
+        a.annotate(f"w{r['width']}", (r["weights"] / 1e6, r["elaborate_s"] / 60), fontsize=7)
+    fig.suptitle("MobileNetV2-224 elaboration (Chisel + firtool) vs network size")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
