@@ -18,8 +18,9 @@ object hashiflex extends SbtModule { m =>
   def scalacOptions = Seq("-deprecation", "-feature", "-unchecked", "-language:reflectiveCalls", "-Ymacro-annotations")
   def ivyDeps = Agg(mvn"org.chipsalliance::chisel:${Versions.chisel}")
   def scalacPluginIvyDeps = Agg(mvn"org.chipsalliance:::chisel-plugin:${Versions.chisel}")
-  // Elaboration of big designs wants memory; tests fork too.
-  def forkArgs = Seq("-Xss64m", "-Xmx12g")
+  // Elaboration of big designs wants memory; tests fork too. The heap-free ratios let the JVM return its heap
+  // after Chisel has written the FIRRTL, while firtool runs (Main.elaborate).
+  def forkArgs = Seq("-Xss64m", "-Xmx12g", "-XX:+UseG1GC", "-XX:MinHeapFreeRatio=5", "-XX:MaxHeapFreeRatio=15")
 
   object test extends SbtTests with TestModule.ScalaTest {
     def ivyDeps = Agg(mvn"org.scalatest::scalatest:${Versions.scalatest}")

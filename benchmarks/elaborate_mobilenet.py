@@ -75,6 +75,7 @@ def main(argv=None):
     ap.add_argument("--target-ii", type=int, default=826, help="cycles per image (826: the paper's NPU config)")
     ap.add_argument("--bits", type=int, default=5)
     ap.add_argument("--levels-per-stage", type=int, default=4)
+    ap.add_argument("--timing", action="store_true", help="firtool pass timings into WORK/<design>/elaborate.log")
     ap.add_argument("--work", default="build/bench_elab")
     ap.add_argument("--out", default=str(RESULTS / "elaborate_mobilenet_v2"))
     args = ap.parse_args(argv)
@@ -97,10 +98,11 @@ def main(argv=None):
         weights = sum(int(l.q.codes.size) for l in g.layers if getattr(l, "q", None) is not None)
         nonzero = sum(int((l.q.codes != 0).sum()) for l in g.layers if getattr(l, "q", None) is not None)
         cmd = [str(root / "mill"), "--no-server", "--ticker", "false", "hashiflex.run",
-               "--design", str(base / "design.json"), "--out", str(base / "rtl")]
+               "--design", str(base / "design.json"), "--out", str(base / "rtl")] + (["--timing"] if args.timing else [])
         print(f"width {width}: {weights:,} weights ({nonzero:,} nonzero), elaborating ...", flush=True)
         rc, wall, peak = run_measured(cmd, root, base / "elaborate.log")
-        row = {"width": width, "weights": weights, "nonzero_weights": nonzero,
+        phases = [l for l in (base / "elaborate.log").read_text().splitlines() if "chisel" in l and "firtool" in l]
+        row = {"width": width, "weights": weights, "nonzero_weights": nonzero, "phases": phases[-1].strip() if phases else None,
                "weight_sparsity": weight_sparsity(g), "export_s": round(t_export, 1), "rc": rc,
                "elaborate_s": round(wall, 1), "peak_rss_gib": round(peak / 2 ** 30, 2)}
         if rc == 0:
@@ -108,6 +110,8 @@ def main(argv=None):
             check_hw_params(g, p, args.levels_per_stage, args.target_ii)
             sv = base / "rtl" / p["verilog"]
             row.update(ii_cycles_per_image=p["ii_cycles_per_image"], adders=p["adders"],
+                       adders_unshared=p["adders_unshared"],
+                       sharing_saves=round(1 - p["adders"] / p["adders_unshared"], 3),
                        register_bits=p["register_bits"], line_buffer_bits=p["line_buffer_bits"],
                        latency_stages=p["latency_stages"], verilog_mib=round(sv.stat().st_size / 2 ** 20, 1),
                        images_per_s_at_1ghz=round(1e9 / p["ii_cycles_per_image"]),

@@ -69,13 +69,15 @@ def check_hw_params(g: Graph, hw: dict, levels_per_stage: int, target_ii: int | 
                               f"found {[l['name'] for l in hw['layers']]}")
     for m, l in zip(model, hw["layers"]):
         for key, want in (("op", m.op), ("adders", m.adders), ("stages", m.stages), ("beats_in", m.beats_in),
-                          ("beats_out", m.beats_out), ("parallelism", m.parallelism)):
+                          ("beats_out", m.beats_out), ("parallelism", m.parallelism),
+                          ("adders_unshared", m.adders if m.adders_unshared is None else m.adders_unshared)):
             if l[key] != want:
                 diffs.append(f"layers[{m.name}].{key}: Python model {want}, generator {l[key]}")
         if m.acc_width is not None and l["out_width"] != m.acc_width:
             diffs.append(f"layers[{m.name}].out_width: Python model {m.acc_width}, generator {l['out_width']}")
     totals = (("ii_cycles_per_image", initiation_interval(g, target_ii)), ("adders", sum(m.adders for m in model)),
-              ("latency_stages", latency_stages(g, model)))
+              ("latency_stages", latency_stages(g, model)),
+              ("adders_unshared", sum(m.adders if m.adders_unshared is None else m.adders_unshared for m in model)))
     for key, want in totals:
         if hw[key] != want:
             diffs.append(f"{key}: Python model {want}, generator {hw[key]}")

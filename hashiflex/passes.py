@@ -382,29 +382,61 @@ class LayerHw:
     beats_in: int        # stream beats consumed per image
     beats_out: int       # stream beats produced per image
     parallelism: int     # pixels per output beat
+    adders_unshared: int | None = None  # adder trees: without common-subexpression sharing
 
 
-def tree_terms(codes: np.ndarray, bias_int: np.ndarray) -> list[tuple[int, bool]]:
-    """Per output channel: (number of terms, every term negative). Zero weights and zero bias add nothing."""
-    out = []
+@dataclass(frozen=True)
+class AdderGraph:
+    """Counts of one pixel lane's adder graph (see :func:`shared_adder_graph`)."""
+    adders: int            # with shared subtrees built once
+    unshared: int          # every channel's tree on its own
+    depth: int             # adder levels, the final bias/negation level included
+
+
+def shared_adder_graph(codes: np.ndarray, bias_int: np.ndarray, depthwise: bool = False,
+                       share: bool = True) -> AdderGraph:
+    """The generator's adder graph (chisel ShiftAdd.scala, SharedPlan), counted the same way.
+
+    Each output channel is a balanced tree over its input slots (a kxk window of all input channels, or of its
+    own channel when depthwise; a zero weight is an empty slot that passes its partner through). A sum is
+    canonical: operands ordered by (node, shift), the first positive, the smaller shift 0, so subtrees equal up
+    to a common shift and sign are one node (hash-consing = common-subexpression elimination across channels).
+    Node ids: inputs, then sums in creation order (level, channel, pair). The root then meets the bias: one
+    adder for root + bias, bias - root or 0 - root.
+    """
     flat = codes.reshape(codes.shape[0], -1)
-    for o in range(flat.shape[0]):
-        signs = [int(np.sign(v)) for v in flat[o] if v != 0]
-        if bias_int[o] != 0:
-            signs.append(int(np.sign(bias_int[o])))
-        out.append((len(signs), len(signs) > 0 and all(s < 0 for s in signs)))
-    return out
-
-
-def tree_adders_and_depth(codes: np.ndarray, bias_int: np.ndarray) -> tuple[int, int]:
-    """Adders and depth of the shift-add trees: n-1 per channel, +1 to negate an all-negative sum."""
-    adders = depth = 0
-    for n, all_neg in tree_terms(codes, bias_int):
-        if n == 0:
-            continue
-        adders += n - 1 + int(all_neg)
-        depth = max(depth, math.ceil(math.log2(n)) + int(all_neg))
-    return adders, depth
+    taps = flat.shape[1]
+    n_in = taps * (flat.shape[0] if depthwise else 1)
+    slots = [[(o * taps * depthwise + t, abs(int(c)) - 1, bool(c < 0)) if c else None for t, c in enumerate(row)]
+             for o, row in enumerate(flat)]
+    memo: dict[tuple, int] = {}
+    sums = unshared = levels = 0
+    while any(len(s) > 1 for s in slots):
+        levels += 1
+        nxt = []
+        for s in slots:
+            out = []
+            for j in range(0, len(s), 2):
+                x = s[j]
+                y = s[j + 1] if j + 1 < len(s) else None
+                if x is None or y is None:
+                    out.append(x if y is None else y)
+                    continue
+                unshared += 1
+                f, g = (x, y) if (x[0], x[1]) <= (y[0], y[1]) else (y, x)
+                base = min(f[1], g[1])
+                key = (f[0], f[1] - base, g[0], g[1] - base, g[2] != f[2])
+                node = memo.get(key) if share else None
+                if node is None:
+                    node = n_in + sums
+                    sums += 1
+                    if share:
+                        memo[key] = node
+                out.append((node, base, f[2]))
+            nxt.append(out)
+        slots = nxt
+    finals = sum(1 for s, b in zip(slots, bias_int) if s and s[0] is not None and (s[0][2] or b != 0))
+    return AdderGraph(sums + finals, unshared + finals, levels + (1 if finals else 0))
 
 
 def hw_model(g: Graph, levels_per_stage: int, target_ii: int | None = None) -> list[LayerHw]:
@@ -418,10 +450,11 @@ def hw_model(g: Graph, levels_per_stage: int, target_ii: int | None = None) -> l
         oc, oh, ow = info.out_shape
         beats = dict(beats_in=h * w // p_in, beats_out=oh * ow // p_out, parallelism=p_out)
         if isinstance(layer, (Conv2d, Linear)):
-            adders, depth = tree_adders_and_depth(layer.q.codes, layer.bias_int)
-            stages = max(1, math.ceil(depth / levels_per_stage))
+            ag = shared_adder_graph(layer.q.codes, layer.bias_int, isinstance(layer, Conv2d) and layer.depthwise)
+            stages = max(1, math.ceil(ag.depth / levels_per_stage))
             hw.append(LayerHw(layer.name, "conv2d" if isinstance(layer, Conv2d) else "linear",
-                              width_for(*info.out_bounds)[0], adders * p_out, stages, **beats))
+                              width_for(*info.out_bounds)[0], ag.adders * p_out, stages, **beats,
+                              adders_unshared=ag.unshared * p_out))
         elif isinstance(layer, Requant):
             # the rounding constant 2**(s-1) costs one adder per lane when shifting right
             hw.append(LayerHw(layer.name, "requant", None, c * p_in if info.shift > 0 else 0, 0, **beats))

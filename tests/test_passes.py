@@ -6,7 +6,7 @@ from hashiflex.data import digits
 from hashiflex.ir import Conv2d, Input, IRError, Linear, Requant, SumPool, TensorType
 from hashiflex.models import DigitsCNN
 from hashiflex.passes import (annotate, calibrate_activations, hw_model, import_torch, initiation_interval,
-                              quantize_weights, tree_adders_and_depth)
+                              quantize_weights, shared_adder_graph)
 from hashiflex.quant.fakequant import record_activations
 
 INP = Input(1, 8, 8, TensorType(5, False, -4))
@@ -63,8 +63,22 @@ def test_quantize_needs_calibration_first():
 def test_adder_count_folds_signs_and_skips_zeros():
     codes = np.array([[1, -2, 0, 3], [0, 0, 0, 0], [-1, -1, 0, 0], [-1, 0, 0, 0]])
     bias = np.array([0, 5, 0, 0])
-    # ch0: 3 terms -> 2 adders; ch1: bias only -> 0; ch2: all negative -> 1 + 1 negation; ch3: -x -> negation
-    assert tree_adders_and_depth(codes, bias) == (2 + 0 + 2 + 1, 2)
+    # ch0: 3 terms -> 2 adders; ch1: bias only -> 0; ch2: -(x0 + x1) -> 1 + 1 negation; ch3: -x0 -> negation
+    ag = shared_adder_graph(codes, bias, share=False)
+    assert (ag.adders, ag.unshared, ag.depth) == (2 + 0 + 2 + 1, 5, 3)  # 2 pair levels + the negation level
+
+
+def test_sharing_builds_equal_subtrees_once_up_to_shift_and_sign():
+    # x0 + 2 x1 (codes 1, 2), 4 x0 + 8 x1 (3, 4) and -2 x0 - 4 x1 (-2, -3) are one subtree, shifted and negated
+    codes = np.array([[1, 2, 1, 0], [3, 4, 0, 0], [-2, -3, 0, 1]])
+    bias = np.array([0, 0, 7])
+    ag = shared_adder_graph(codes, bias)
+    # unshared: ch0 2 + ch1 1 + ch2 2 + bias 1 = 6 (plus no negation); shared: the pair (x0, x1) once
+    assert ag.unshared == 6
+    assert ag.adders == 6 - 2
+    # depthwise channels read disjoint inputs: nothing to share
+    dw = np.array([[[[1, 2]]], [[[1, 2]]]])
+    assert shared_adder_graph(dw, np.zeros(2), depthwise=True).adders == 2
 
 
 def test_hw_model_ii_is_the_largest_stream():

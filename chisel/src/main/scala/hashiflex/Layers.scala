@@ -2,11 +2,17 @@ package hashiflex
 
 import chisel3._
 import chisel3.util._
+import chisel3.experimental.hierarchy.Definition
+
+import scala.collection.mutable
 
 /** The generator's view of one layer: what it builds and the figures it reports in hw_params.json. */
 final case class LayerHw(name: String, op: String, outWidth: Int, adders: Int, stages: Int, beatsIn: Int,
                          beatsOut: Int, parallelism: Int, registerBits: Int = 0, skipDepth: Int = 0,
-                         lineBufferBits: Int = 0)
+                         lineBufferBits: Int = 0, addersUnshared: Int = -1) {
+  /** Adders without common-subexpression sharing (the same as `adders` for layers without adder trees). */
+  def unshared: Int = if (addersUnshared < 0) adders else addersUnshared
+}
 
 object Conv2dLayer {
   /** The line buffer (None for a 1x1 unpadded stride-1 conv, which maps pixels one to one) and the trees.
@@ -18,9 +24,7 @@ object Conv2dLayer {
     val taps = (s.inShape.c / s.groups) * k * k
     val n = s.inShape.c * k * k
     val channels = (0 until s.outShape.c).map { o =>
-      val offset = if (s.depthwise) o * k * k else 0
-      val terms = Term.fromCodes(s.weights.codes.slice(o * taps, (o + 1) * taps)).map(t => t.copy(index = t.index + offset))
-      (terms, s.bias(o))
+      (Term.slots(s.weights.codes.slice(o * taps, (o + 1) * taps), if (s.depthwise) o * k * k else 0), s.bias(o))
     }
     val win =
       if (s.pointwise) None
@@ -29,17 +33,20 @@ object Conv2dLayer {
     val treeIn = if (s.padding > 0) s.inBounds.union(Bounds(0, 0)) else s.inBounds
     (win, ShiftAddLayerParams(s.name, n, in, treeIn, channels, s.outFmt, s.outBounds, levelsPerStage, s.par))
   }
-  /** A kxk (or depthwise) convolution: line-buffered windows into `par` lanes of shift-add trees. */
-  def apply(s: Conv2dSpec, in: NumFmt, levelsPerStage: Int, x: DecoupledIO[Vec[UInt]]): DecoupledIO[Vec[UInt]] = {
+  /** A kxk (or depthwise) convolution: line-buffered windows into `par` lanes of shift-add trees. Line
+    * buffers come from `windows`, one Definition per distinct shape.
+    */
+  def apply(s: Conv2dSpec, in: NumFmt, levelsPerStage: Int, x: DecoupledIO[Vec[UInt]],
+            windows: mutable.Map[WindowParams, Definition[WindowGen]]): DecoupledIO[Vec[UInt]] = {
     val (win, pe) = params(s, in, levelsPerStage)
-    ShiftAddLayer(pe, win.map(WindowGen(_, x)).getOrElse(x))
+    ShiftAddLayer(pe, win.map(WindowGen(_, x, windows)).getOrElse(x))
   }
 }
 
 object LinearLayer {
   def params(s: LinearSpec, in: NumFmt, levelsPerStage: Int): ShiftAddLayerParams = {
     val n = s.inShape.c
-    val channels = (0 until s.outShape.c).map(o => (Term.fromCodes(s.weights.codes.slice(o * n, (o + 1) * n)), s.bias(o)))
+    val channels = (0 until s.outShape.c).map(o => (Term.slots(s.weights.codes.slice(o * n, (o + 1) * n)), s.bias(o)))
     ShiftAddLayerParams(s.name, n, in, s.inBounds, channels, s.outFmt, s.outBounds, levelsPerStage)
   }
 }

@@ -17,6 +17,8 @@ object Main {
       |
       |  --design FILE   design.json to elaborate (validated on read)
       |  --out DIR       output folder: <top>.sv and hw_params.json (replaced atomically)
+      |  --timing        print firtool's pass timings (for big designs)
+      |  --keep-fir      keep the FIRRTL (<top>.fir) beside the Verilog
       |  --help          show this message
       |""".stripMargin
 
@@ -35,20 +37,40 @@ object Main {
     go(args.toList, Vector.empty)
   }
 
-  /** Elaborate `design` into `out`; returns the hw_params JSON written there. */
-  def elaborate(design: DesignSpec, out: os.Path): ujson.Obj = {
+  val firtoolOpts: Seq[String] = Seq("-disable-all-randomization", "-strip-debug-info",
+    "--lowering-options=disallowLocalVariables,disallowPackedArrays,locationInfoStyle=none")
+
+  /** Elaborate `design` into `out`; returns the hw_params JSON written there.
+    *
+    * Two phases, so the big ones fit in memory: Chisel writes the circuit as FIRRTL and lets go of it (the JVM
+    * gives the heap back: see forkArgs in build.sc), then firtool (the version Chisel pins, through
+    * firtool-resolver) lowers it to SystemVerilog in its own process. `timing`: firtool prints its pass times.
+    */
+  def elaborate(design: DesignSpec, out: os.Path, timing: Boolean = false, keepFir: Boolean = false): ujson.Obj = {
     val layers = Pipeline.plan(design)
     val top = s"Hashiflex_${design.name}"
     val tmp = out / os.up / s".${out.last}.tmp-${ProcessHandle.current().pid()}"
     os.remove.all(tmp)
     os.makeDir.all(tmp)
     try {
-      ChiselStage.emitSystemVerilogFile(
-        Pipeline(design),
-        args = Array("--target-dir", tmp.toString),
-        firtoolOpts = Array("-disable-all-randomization", "-strip-debug-info",
-          "--lowering-options=disallowLocalVariables,disallowPackedArrays,locationInfoStyle=none")
-      )
+      val t0 = System.nanoTime()
+      ChiselStage.emitCHIRRTLFile(Pipeline(design), Array("--target-dir", tmp.toString))
+      val fir = tmp / s"$top.fir"
+      if (!os.isFile(fir)) throw new IllegalStateException(s"Chisel wrote no $fir")
+      System.gc()
+      val t1 = System.nanoTime()
+      val firtool = firtoolresolver.Resolve(chisel3.BuildInfo.firtoolVersion.getOrElse(
+        throw new IllegalStateException("this Chisel names no firtool version")), false) match {
+        case Right(bin) => bin.path.toString
+        case Left(msg)  => throw new IllegalStateException(s"cannot find firtool: $msg")
+      }
+      val cmd = Seq(firtool, fir.toString, "-format=fir", "-o", (tmp / s"$top.sv").toString) ++ firtoolOpts ++
+        (if (timing) Seq("-mlir-timing") else Nil)
+      val r = os.proc(cmd).call(cwd = tmp, check = false, stderr = os.Pipe, mergeErrIntoOut = true)
+      if (r.exitCode != 0) throw new IllegalStateException(s"firtool failed (${r.exitCode}):\n${r.out.text().takeRight(4000)}")
+      if (timing) print(r.out.text())
+      if (!keepFir) os.remove(fir)
+      println(f"  chisel ${(t1 - t0) / 1e9}%.1f s, firtool ${(System.nanoTime() - t1) / 1e9}%.1f s")
       val params = hwParams(design, layers, top)
       os.write(tmp / "hw_params.json", ujson.write(params, indent = 2) + "\n")
       os.remove.all(out)
@@ -77,20 +99,23 @@ object Main {
     "input_parallelism" -> d.input.par,
     "latency_stages" -> latencyStages(d, layers),
     "adders" -> layers.map(_.adders).sum,
+    "adders_unshared" -> layers.map(_.unshared).sum,
     "register_bits" -> layers.map(_.registerBits).sum,
     "line_buffer_bits" -> layers.map(_.lineBufferBits).sum,
     "adder_levels_per_stage" -> d.levelsPerStage,
     "out_width" -> d.layers.last.outFmt.width,
     "out_signed" -> d.layers.last.outFmt.signed,
     "layers" -> ujson.Arr.from(layers.map(l => ujson.Obj(
-      "name" -> l.name, "op" -> l.op, "out_width" -> l.outWidth, "adders" -> l.adders, "stages" -> l.stages,
+      "name" -> l.name, "op" -> l.op, "out_width" -> l.outWidth, "adders" -> l.adders, "adders_unshared" -> l.unshared, "stages" -> l.stages,
       "beats_in" -> l.beatsIn, "beats_out" -> l.beatsOut, "parallelism" -> l.parallelism,
       "register_bits" -> l.registerBits, "line_buffer_bits" -> l.lineBufferBits, "skip_fifo_depth" -> l.skipDepth)))
   )
 
   def run(args: Seq[String]): Int = {
     if (args.contains("--help") || args.contains("-h")) { println(usage); return 0 }
-    parseArgs(args) match {
+    val timing = args.contains("--timing")
+    val keepFir = args.contains("--keep-fir")
+    parseArgs(args.filterNot(a => a == "--timing" || a == "--keep-fir")) match {
       case Left(msg) =>
         System.err.println(s"error: $msg\n\n$usage"); 2
       case Right(jobs) =>
@@ -100,8 +125,8 @@ object Main {
           designs.foreach { case (d, _) => Pipeline.plan(d) }
           for ((d, out) <- designs) {
             val t0 = System.nanoTime()
-            val p = elaborate(d, out)
-            println(f"elaborated ${d.name}: ${p("adders").num.toInt} adders, ${p("ii_cycles_per_image").num.toInt} cycles/image, " +
+            val p = elaborate(d, out, timing, keepFir)
+            println(f"elaborated ${d.name}: ${p("adders").num.toInt} adders (${p("adders_unshared").num.toInt} without sharing), ${p("ii_cycles_per_image").num.toInt} cycles/image, " +
               f"${p("latency_stages").num.toInt} pipeline stages in ${(System.nanoTime() - t0) / 1e9}%.1f s -> $out")
           }
           0

@@ -2,6 +2,7 @@ package hashiflex
 
 import chisel3._
 import chisel3.util._
+import chisel3.experimental.hierarchy.Definition
 
 import scala.collection.mutable
 
@@ -24,12 +25,13 @@ class Pipeline(val d: DesignSpec) extends Module {
   }
   private def take(name: String): DecoupledIO[Vec[UInt]] = streams(name).dequeue()
 
+  private val windows = mutable.HashMap.empty[WindowParams, Definition[WindowGen]]
   produce("input", in)
   for ((layer, h) <- d.layers.zip(hw)) {
     val x = take(layer.src)
     val fmt = d.fmtOf(layer.src)
     val y = layer match {
-      case s: Conv2dSpec  => Conv2dLayer(s, fmt, d.levelsPerStage, x)
+      case s: Conv2dSpec  => Conv2dLayer(s, fmt, d.levelsPerStage, x, windows)
       case s: LinearSpec  => ShiftAddLayer(LinearLayer.params(s, fmt, d.levelsPerStage), x)
       case s: RequantSpec => Requant(s, fmt, x)
       case s: SumPoolSpec => SumPool(s, fmt, x)
@@ -59,20 +61,20 @@ object Pipeline {
         if (b != layer.outBounds)
           throw DesignError(s"$where.out_bounds: expected $b ($why), found ${layer.outBounds} (layer \"${layer.name}\")")
       def rq(b: Bounds, s: Int, c: Bounds) = Bounds(Requantize.reference(b.lo, s, c), Requantize.reference(b.hi, s, c))
-      def hw(adders: Int, stages: Int, regs: Int = 0, skip: Int = 0, lineBuf: Int = 0) =
+      def hw(adders: Int, stages: Int, regs: Int = 0, skip: Int = 0, lineBuf: Int = 0, unshared: Int = -1) =
         LayerHw(layer.name, layer.op, layer.outFmt.width, adders, stages, layer.beatsIn, layer.beatsOut, layer.par,
-          regs, skip, lineBuf)
+          regs, skip, lineBuf, unshared)
       val lanes = layer.inShape.c * layer.par
       done(layer.name) = layer match {
         case s: Conv2dSpec =>
           val (win, pe) = Conv2dLayer.params(s, fmt, d.levelsPerStage)
           expectBounds(pe.value, "from the weights, bias and in_bounds")
           hw(pe.adders, pe.schedule.stages, pe.laneRegisterBits * pe.par,
-            lineBuf = win.map(w => w.rows * w.width * w.channels * w.bits).getOrElse(0))
+            lineBuf = win.map(w => w.rows * w.width * w.channels * w.bits).getOrElse(0), unshared = pe.addersUnshared)
         case s: LinearSpec =>
           val pe = LinearLayer.params(s, fmt, d.levelsPerStage)
           expectBounds(pe.value, "from the weights, bias and in_bounds")
-          hw(pe.adders, pe.schedule.stages, pe.laneRegisterBits)
+          hw(pe.adders, pe.schedule.stages, pe.laneRegisterBits, unshared = pe.addersUnshared)
         case s: RequantSpec =>
           expectBounds(rq(s.inBounds, s.shift, s.clamp), "in_bounds shifted and clamped")
           hw(if (s.shift > 0) lanes else 0, 0)

@@ -2,6 +2,9 @@ package hashiflex
 
 import chisel3._
 import chisel3.util._
+import chisel3.experimental.hierarchy.{instantiable, public, Definition, Instance}
+
+import scala.collection.mutable
 
 final case class WindowParams(channels: Int, height: Int, width: Int, kernel: Int, stride: Int, padding: Int,
                               bits: Int, parIn: Int = 1, parOut: Int = 1) {
@@ -31,11 +34,12 @@ final case class WindowParams(channels: Int, height: Int, width: Int, kernel: In
   * back. Column selection is static per output beat position: each window element is a mux over the beats of
   * a row (outW / parOut candidates), after one ring-slot mux per window row.
   */
+@instantiable
 class WindowGen(val p: WindowParams) extends Module {
   override def desiredName: String =
     s"WindowGen_c${p.channels}_${p.height}x${p.width}_k${p.kernel}s${p.stride}p${p.padding}_b${p.bits}_i${p.parIn}o${p.parOut}"
-  val in = IO(Flipped(Decoupled(Vec(p.parIn * p.channels, UInt(p.bits.W)))))
-  val out = IO(Decoupled(Vec(p.parOut * p.channels * p.kernel * p.kernel, UInt(p.bits.W))))
+  @public val in = IO(Flipped(Decoupled(Vec(p.parIn * p.channels, UInt(p.bits.W)))))
+  @public val out = IO(Decoupled(Vec(p.parOut * p.channels * p.kernel * p.kernel, UInt(p.bits.W))))
 
   private val R = p.rows
   private val pixBits = p.channels * p.bits
@@ -73,7 +77,9 @@ class WindowGen(val p: WindowParams) extends Module {
     val rowOff = (0 until p.outH).map(o => o * p.stride - p.padding + i - p.headRow(o))
     val rowOk = (0 until p.outH).map(o => { val r = o * p.stride - p.padding + i; r >= 0 && r < p.height })
     val slot = wrap(head +& table(rowOff.map(math.max(0, _)), log2Ceil(R + 1))(oy))
-    (buf(slot), VecInit(rowOk.map(_.B))(oy))
+    val row = Wire(Vec(p.width, UInt(pixBits.W))) // one ring-slot mux per window row, shared by its elements
+    row := buf(slot)
+    (row, if (rowOk.forall(identity)) None else Some(VecInit(rowOk.map(_.B))(oy)))
   }
   private val window = for (q <- 0 until p.parOut; c <- 0 until p.channels; i <- 0 until p.kernel; j <- 0 until p.kernel) yield {
     val (row, rowOk) = rowsOut(i)
@@ -83,7 +89,7 @@ class WindowGen(val p: WindowParams) extends Module {
       if (x >= 0 && x < p.width) row(x)((c + 1) * p.bits - 1, c * p.bits) else 0.U(p.bits.W)
     }
     val pix = if (cands.length == 1) cands.head else VecInit(cands)(ob)
-    Mux(rowOk, pix, 0.U)
+    rowOk.map(ok => Mux(ok, pix, 0.U)).getOrElse(pix)
   }
   out.bits := VecInit(window)
 
@@ -104,6 +110,14 @@ object Window {
 object WindowGen {
   def apply(p: WindowParams, in: DecoupledIO[Vec[UInt]]): DecoupledIO[Vec[UInt]] = {
     val m = Module(new WindowGen(p))
+    m.in <> in
+    m.out
+  }
+  /** An instance of the one Definition per distinct parameter set in `defs` (layers with equal shapes, like
+    * MobileNetV2's repeated blocks, share one elaborated line buffer).
+    */
+  def apply(p: WindowParams, in: DecoupledIO[Vec[UInt]], defs: mutable.Map[WindowParams, Definition[WindowGen]]): DecoupledIO[Vec[UInt]] = {
+    val m = Instance(defs.getOrElseUpdate(p, Definition(new WindowGen(p))))
     m.in <> in
     m.out
   }

@@ -12,7 +12,7 @@ import scala.util.Random
 class Conv2dHarness(val s: Conv2dSpec, val in: NumFmt) extends Module {
   val x = IO(Flipped(Decoupled(Vec(s.inShape.c, UInt(in.width.W)))))
   val y = IO(Decoupled(Vec(s.outShape.c, UInt(s.outFmt.width.W))))
-  y <> Conv2dLayer(s, in, levelsPerStage = 2, x)
+  y <> Conv2dLayer(s, in, levelsPerStage = 2, x, scala.collection.mutable.HashMap.empty)
 }
 
 object ConvModel {
@@ -38,7 +38,7 @@ object ConvModel {
     val bias = IndexedSeq.fill(o)(BigInt(rnd.between(-50, 50)))
     val inB = Bounds(in.lo, in.hi)
     val shape = Shape(o, (h + 2 * pad - k) / stride + 1, (w + 2 * pad - k) / stride + 1)
-    val chans = (0 until o).map(i => (Term.fromCodes(codes.slice(i * c * k * k, (i + 1) * c * k * k)), bias(i)))
+    val chans = (0 until o).map(i => (Term.slots(codes.slice(i * c * k * k, (i + 1) * c * k * k)), bias(i)))
     val value = ShiftAddLayerParams("probe", c * k * k, in, inB, chans, NumFmt(8, signed = true), inB, 1).value
     Conv2dSpec(Common("conv", "input", Shape(c, h, w), shape, inB, value, NumFmt.forBounds(value), 0, 1, 1),
       k, stride, pad, 1, Po2Weights(bits, 0, codes), bias)
