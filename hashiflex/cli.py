@@ -70,6 +70,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--target-ii", type=int, default=None, metavar="CYCLES",
                    help="unroll every layer to stream an image in at most CYCLES cycles (pixels per beat = "
                         "ceil(pixels / CYCLES), rounded up to a divisor of the row); default: one pixel per beat")
+    p.add_argument("--target-ips", type=float, default=None, metavar="IMAGES_PER_S",
+                   help="the same as a throughput at --clock-ghz: CYCLES = floor(clock / IMAGES_PER_S)")
+    p.add_argument("--clock-ghz", type=float, default=1.0, help="clock for --target-ips (default: %(default)s)")
 
     p = sub.add_parser("elaborate", help="run the Chisel generator (./mill hashiflex.run) and check hw_params",
                        description="Elaborate WORK/design.json into WORK/rtl and check hw_params.json.")
@@ -98,6 +101,9 @@ def parser() -> argparse.ArgumentParser:
     _progress(p)
     p.add_argument("--clock-ghz", type=float, default=1.0, help="clock for images/s (default: %(default)s GHz)")
     p.add_argument("--no-area", action="store_true", help="skip Yosys synthesis (minutes for big designs)")
+    p.add_argument("--no-netlist", action="store_true",
+                   help="do not read the Verilog in Yosys at all (designs of millions of adders): flip-flop bits "
+                        "come from hw_params.json; implies --no-area")
 
     p = sub.add_parser("vectors", help="golden vectors for the generator's ChiselSim specs (make vectors)",
                        description="Write small designs covering every layer type and the unroll, with input beats "
@@ -115,7 +121,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from . import flow
+    from . import flow, hw
     from .export import DesignValidationError
     from .hw import ElaborationError, HwMismatchError
     from .ir import IRError
@@ -130,10 +136,19 @@ def main(argv: list[str] | None = None) -> int:
             r = flow.step_quantize(args.work, args.weight_bits, progress, edge_bits=args.edge_bits,
                                    sparsity=args.sparsity, prune_scope=args.prune_scope, qat_epochs=args.qat_epochs)
         elif args.cmd == "export":
-            r = flow.step_export(args.work, args.levels_per_stage, args.target_ii)
+            target = args.target_ii
+            if args.target_ips is not None:
+                if target is not None:
+                    raise ValueError("--target-ii and --target-ips: give one of them")
+                target = int(args.clock_ghz * 1e9 // args.target_ips)
+                if target < 1:
+                    raise ValueError(f"--target-ips {args.target_ips:g}: more than one image per cycle at "
+                                     f"{args.clock_ghz:g} GHz")
+            r = flow.step_export(args.work, args.levels_per_stage, target)
         elif args.cmd == "elaborate":
             p = flow.step_elaborate(args.work)
-            r = {k: p[k] for k in ("top", "adders", "ii_cycles_per_image", "latency_stages")}
+            print(hw.format_hw_params(p))
+            r = {k: p[k] for k in ("top", "adders", "adders_unshared", "ii_cycles_per_image", "latency_stages")}
         elif args.cmd == "cosim":
             r = flow.step_cosim(args.work, args.limit, args.vcd, progress)
         elif args.cmd == "sweep":
@@ -146,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "report":
             from .report.report import build_report, format_report
 
-            r = build_report(args.work, args.clock_ghz, area=not args.no_area, progress=progress)
+            r = build_report(args.work, args.clock_ghz, area=not args.no_area, progress=progress,
+                             netlist=not args.no_netlist)
             print(format_report(r))
             print(f"-> {args.work / 'report' / 'report.html'}")
             return 0

@@ -70,7 +70,8 @@ def check_hw_params(g: Graph, hw: dict, levels_per_stage: int, target_ii: int | 
     for m, l in zip(model, hw["layers"]):
         for key, want in (("op", m.op), ("adders", m.adders), ("stages", m.stages), ("beats_in", m.beats_in),
                           ("beats_out", m.beats_out), ("parallelism", m.parallelism),
-                          ("adders_unshared", m.adders if m.adders_unshared is None else m.adders_unshared)):
+                          ("adders_unshared", m.adders if m.adders_unshared is None else m.adders_unshared)) + (
+                          (("adder_bits", m.adder_bits),) if m.adder_bits is not None and "adder_bits" in l else ()):
             if l[key] != want:
                 diffs.append(f"layers[{m.name}].{key}: Python model {want}, generator {l[key]}")
         if m.acc_width is not None and l["out_width"] != m.acc_width:
@@ -84,3 +85,19 @@ def check_hw_params(g: Graph, hw: dict, levels_per_stage: int, target_ii: int | 
     if diffs:
         raise HwMismatchError("hw_params.json disagrees with the Python hardware model:\n  " + "\n  ".join(diffs))
 
+
+
+def format_hw_params(p: dict) -> str:
+    """hw_params.json as a table: per layer parallelism, beats, stages, adders with and without sharing."""
+    rows = [("layer", "op", "pixels/beat", "beats in", "beats out", "stages", "adders", "unshared", "out bits")]
+    for l in p["layers"]:
+        rows.append((l["name"], l["op"], l["parallelism"], l["beats_in"], l["beats_out"], l["stages"],
+                     f"{l['adders']:,}", f"{l['adders_unshared']:,}", l["out_width"]))
+    rows.append(("total", "", p["input_parallelism"], "", "", p["latency_stages"], f"{p['adders']:,}",
+                 f"{p['adders_unshared']:,}", ""))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(str(v).rjust(w) if i > 1 else str(v).ljust(w) for i, (v, w) in enumerate(zip(r, widths)))
+             for r in rows]
+    lines.append(f"II {p['ii_cycles_per_image']} cycles/image (input {p['input_parallelism']} pixels/beat), "
+                 f"latency {p['latency_stages']} register stages on the longest path")
+    return "\n".join(lines)

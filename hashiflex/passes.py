@@ -383,6 +383,7 @@ class LayerHw:
     beats_out: int       # stream beats produced per image
     parallelism: int     # pixels per output beat
     adders_unshared: int | None = None  # adder trees: without common-subexpression sharing
+    adder_bits: int | None = None       # adder trees: the adders' exact widths, summed
 
 
 @dataclass(frozen=True)
@@ -391,10 +392,15 @@ class AdderGraph:
     adders: int            # with shared subtrees built once
     unshared: int          # every channel's tree on its own
     depth: int             # adder levels, the final bias/negation level included
+    adder_bits: int | None = None  # sum of the adders' exact result widths (given the input bounds)
+
+
+def _sint_width(lo: int, hi: int) -> int:
+    return max((-lo - 1).bit_length(), hi.bit_length()) + 1
 
 
 def shared_adder_graph(codes: np.ndarray, bias_int: np.ndarray, depthwise: bool = False,
-                       share: bool = True) -> AdderGraph:
+                       share: bool = True, in_bounds: tuple[int, int] | None = None) -> AdderGraph:
     """The generator's adder graph (chisel ShiftAdd.scala, SharedPlan), counted the same way.
 
     Each output channel is a balanced tree over its input slots (a kxk window of all input channels, or of its
@@ -411,6 +417,14 @@ def shared_adder_graph(codes: np.ndarray, bias_int: np.ndarray, depthwise: bool 
              for o, row in enumerate(flat)]
     memo: dict[tuple, int] = {}
     sums = unshared = levels = 0
+    bounds: list[tuple[int, int]] = []          # of each sum node, when in_bounds is given
+    bits = 0
+
+    def term(r):
+        lo, hi = in_bounds if r[0] < n_in else bounds[r[0] - n_in]
+        lo, hi = lo << r[1], hi << r[1]
+        return (-hi, -lo) if r[2] else (lo, hi)
+
     while any(len(s) > 1 for s in slots):
         levels += 1
         nxt = []
@@ -432,11 +446,22 @@ def shared_adder_graph(codes: np.ndarray, bias_int: np.ndarray, depthwise: bool 
                     sums += 1
                     if share:
                         memo[key] = node
+                    if in_bounds is not None:
+                        (alo, ahi), (blo, bhi) = term((key[0], key[1], False)), term((key[2], key[3], key[4]))
+                        bounds.append((alo + blo, ahi + bhi))
+                        bits += _sint_width(alo + blo, ahi + bhi)
                 out.append((node, base, f[2]))
             nxt.append(out)
         slots = nxt
-    finals = sum(1 for s, b in zip(slots, bias_int) if s and s[0] is not None and (s[0][2] or b != 0))
-    return AdderGraph(sums + finals, unshared + finals, levels + (1 if finals else 0))
+    finals = 0
+    for s, b in zip(slots, bias_int):
+        if s and s[0] is not None and (s[0][2] or b != 0):
+            finals += 1
+            if in_bounds is not None:
+                lo, hi = term(s[0])
+                bits += _sint_width(lo + int(b), hi + int(b))
+    return AdderGraph(sums + finals, unshared + finals, levels + (1 if finals else 0),
+                      bits if in_bounds is not None else None)
 
 
 def hw_model(g: Graph, levels_per_stage: int, target_ii: int | None = None) -> list[LayerHw]:
@@ -450,11 +475,15 @@ def hw_model(g: Graph, levels_per_stage: int, target_ii: int | None = None) -> l
         oc, oh, ow = info.out_shape
         beats = dict(beats_in=h * w // p_in, beats_out=oh * ow // p_out, parallelism=p_out)
         if isinstance(layer, (Conv2d, Linear)):
-            ag = shared_adder_graph(layer.q.codes, layer.bias_int, isinstance(layer, Conv2d) and layer.depthwise)
+            lo, hi = info.in_bounds
+            if isinstance(layer, Conv2d) and layer.padding > 0:  # padding feeds zeros into the windows
+                lo, hi = min(lo, 0), max(hi, 0)
+            ag = shared_adder_graph(layer.q.codes, layer.bias_int, isinstance(layer, Conv2d) and layer.depthwise,
+                                    in_bounds=(lo, hi))
             stages = max(1, math.ceil(ag.depth / levels_per_stage))
             hw.append(LayerHw(layer.name, "conv2d" if isinstance(layer, Conv2d) else "linear",
                               width_for(*info.out_bounds)[0], ag.adders * p_out, stages, **beats,
-                              adders_unshared=ag.unshared * p_out))
+                              adders_unshared=ag.unshared * p_out, adder_bits=ag.adder_bits * p_out))
         elif isinstance(layer, Requant):
             # the rounding constant 2**(s-1) costs one adder per lane when shifting right
             hw.append(LayerHw(layer.name, "requant", None, c * p_in if info.shift > 0 else 0, 0, **beats))

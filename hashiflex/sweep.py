@@ -43,6 +43,15 @@ def sweep(g: Graph, ds: Dataset, bits: list[int], sparsities: list[float], finet
     return points
 
 
+def pareto_front(points: list[SweepPoint]) -> list[SweepPoint]:
+    """The points no other point beats on both axes (at least as accurate with fewer adders, or more accurate
+    with as few), sorted by adders: the designs worth building."""
+    front = [p for p in points
+             if not any((q.adders <= p.adders and q.accuracy > p.accuracy)
+                        or (q.adders < p.adders and q.accuracy >= p.accuracy) for q in points)]
+    return sorted(front, key=lambda p: (p.adders, p.accuracy))
+
+
 def write_csv(points: list[SweepPoint], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
@@ -51,6 +60,12 @@ def write_csv(points: list[SweepPoint], path: Path) -> Path:
         for p in points:
             w.writerow([p.bits, p.sparsity, f"{p.accuracy:.4f}", f"{p.weight_sparsity:.4f}", p.adders, p.finetuned])
     return path
+
+
+def read_csv(path: Path) -> list[SweepPoint]:
+    with open(path, newline="") as f:
+        return [SweepPoint(int(r["bits"]), float(r["sparsity"]), float(r["accuracy"]), float(r["weight_sparsity"]),
+                           int(r["adders"]), r["finetuned"] == "True") for r in csv.DictReader(f)]
 
 
 def plot(points: list[SweepPoint], path: Path, title: str = "", float_accuracy: float | None = None) -> Path:
@@ -64,6 +79,12 @@ def plot(points: list[SweepPoint], path: Path, title: str = "", float_accuracy: 
         ps = sorted((p for p in points if p.bits == b), key=lambda p: p.sparsity)
         a1.plot([100 * p.sparsity for p in ps], [100 * p.accuracy for p in ps], "o-", label=f"{b}-bit Po2")
         a2.plot([p.adders for p in ps], [100 * p.accuracy for p in ps], "o-", label=f"{b}-bit Po2")
+    front = pareto_front(points)
+    a2.step([p.adders for p in front], [100 * p.accuracy for p in front], "k-", where="post", lw=1.5, alpha=0.6,
+            label="Pareto front")
+    for p in front:
+        a2.annotate(f"{p.bits}b/{100 * p.sparsity:.0f}%", (p.adders, 100 * p.accuracy), fontsize=7,
+                    xytext=(3, -9), textcoords="offset points")
     for ax in (a1, a2):
         if float_accuracy is not None:
             ax.axhline(100 * float_accuracy, color="k", ls="--", lw=1, label="float")

@@ -4,10 +4,11 @@ Per-operation energies: M. Horowitz, "Computing's energy problem (and what we ca
 45 nm at 0.9 V: 8-bit integer add 0.03 pJ, 32-bit add 0.1 pJ, i.e. ~3.1 fJ per added bit (the 32-bit figure
 per bit). Scaled to 7 nm at 0.7 V by dynamic energy ~ C V^2 with C ~ feature size: (7/45) * (0.7/0.9)^2.
 
-Assumptions, stated so they can be changed: every tree adder of a layer switches once per output beat of
-that layer (one window), with the width of the layer's accumulator (an upper bound: inner nodes are
-narrower); a requant rounding adder once per beat; every flip-flop bit is clocked every cycle (no clock
-gating) and costs as much as one added bit. Wires, control and leakage are not counted.
+Assumptions, stated so they can be changed: every adder of a layer switches once per beat of that layer's
+stream (a beat carries P pixels and the layer has P lanes, so each lane's adders switch once per pixel), with
+the width of the layer's accumulator (an upper bound: inner nodes are narrower); a requant rounding adder once
+per beat; every flip-flop bit is clocked every cycle (no clock gating) and costs as much as one added bit.
+Wires, control and leakage are not counted.
 """
 from __future__ import annotations
 
@@ -29,11 +30,19 @@ class Energy:
         return self.adders_pj + self.registers_pj
 
 
-def energy_per_image(design: dict, hw_params: dict, flip_flop_bits: int) -> Energy:
+def modelled_flip_flop_bits(hw_params: dict) -> int:
+    """Flip-flop bits the generator reports: adder-graph pipeline registers plus line buffers (skip FIFOs,
+    control and the pool accumulators' counters are not in it; a Yosys count has everything)."""
+    return hw_params["register_bits"] + hw_params["line_buffer_bits"]
+
+
+def energy_per_image(design: dict, hw_params: dict, flip_flop_bits: int | None = None) -> Energy:
+    """``flip_flop_bits``: a netlist count; None uses :func:`modelled_flip_flop_bits`."""
+    if flip_flop_bits is None:
+        flip_flop_bits = modelled_flip_flop_bits(hw_params)
     add_fj = 0.0
-    for spec, hw in zip(design["layers"], hw_params["layers"]):
-        c, h, w = spec["out_shape"]
-        beats = h * w if spec["op"] != "sum_pool" else spec["in_shape"][1] * spec["in_shape"][2]
+    for hw in hw_params["layers"]:
+        beats = hw["beats_in"] if hw["op"] == "sum_pool" else hw["beats_out"]
         add_fj += hw["adders"] * hw["out_width"] * beats * ADD_FJ_PER_BIT
     reg_fj = flip_flop_bits * hw_params["ii_cycles_per_image"] * FF_FJ_PER_BIT_CYCLE
     return Energy(add_fj / 1000, reg_fj / 1000)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .. import hw
 from .area import synthesize
-from .energy import ADD_FJ_PER_BIT, energy_per_image
+from .energy import ADD_FJ_PER_BIT, energy_per_image, modelled_flip_flop_bits
 from .netlist import netlist_stats
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
@@ -26,7 +26,10 @@ def latest_baseline() -> tuple[dict, str] | None:
     return json.loads(Path(f).read_text()), Path(f).name
 
 
-def build_report(work: Path, clock_ghz: float = 1.0, area: bool = True, progress: bool = True) -> dict:
+def build_report(work: Path, clock_ghz: float = 1.0, area: bool = True, progress: bool = True,
+                 netlist: bool = True) -> dict:
+    """``netlist=False``: no Yosys read of the Verilog (designs of millions of adders); flip-flop bits then come
+    from hw_params.json (modelled). ``area`` needs the netlist."""
     from tqdm.auto import tqdm
 
     from ..export import load_design
@@ -35,18 +38,21 @@ def build_report(work: Path, clock_ghz: float = 1.0, area: bool = True, progress
     design, _ = load_design(work / "design.json")
     params = hw.read_hw_params(rtl)
     sv = rtl / params["verilog"]
+    area = area and netlist
     steps = tqdm(total=2 + int(area), desc="report", disable=not progress)
-    net = netlist_stats(sv, params["top"])
+    ff = netlist_stats(sv, params["top"]).flip_flop_bits if netlist else modelled_flip_flop_bits(params)
     steps.update()
     r: dict = {"design": design["name"], "clock_ghz": clock_ghz, "ii_cycles_per_image": params["ii_cycles_per_image"],
                "images_per_second": clock_ghz * 1e9 / params["ii_cycles_per_image"], "adders": params["adders"],
-               "flip_flop_bits": net.flip_flop_bits, "latency_stages": params["latency_stages"]}
+               "adders_unshared": params["adders_unshared"], "flip_flop_bits": ff,
+               "flip_flop_bits_source": "Yosys netlist" if netlist else "hw_params.json (modelled)",
+               "latency_stages": params["latency_stages"]}
     cosim = work / "cosim.json"
     if cosim.exists():
         c = json.loads(cosim.read_text())
         r.update(measured_cycles_per_image=c["cycles_per_image"], latency_cycles=c["latency_cycles"],
                  rtl_accuracy=c["rtl_accuracy"], mismatches=c["mismatches"], images=c["images"])
-    e = energy_per_image(design, params, net.flip_flop_bits)
+    e = energy_per_image(design, params, ff)
     r.update(energy_pj_per_image=e.total_pj, energy_adders_pj=e.adders_pj, energy_registers_pj=e.registers_pj,
              add_fj_per_bit=ADD_FJ_PER_BIT)
     if area:
@@ -75,7 +81,8 @@ def _rows(r: dict) -> list[tuple[str, str]]:
         rows.append(("RTL accuracy / mismatches vs golden",
                      f"{100 * r['rtl_accuracy']:.2f} % / {r['mismatches']} of {r['images']}"))
     rows += [(f"images/s at {r['clock_ghz']:g} GHz (modelled)", f"{r['images_per_second']:,.0f}"),
-             ("adders", f"{r['adders']:,}"), ("flip-flop bits (Yosys)", f"{r['flip_flop_bits']:,}")]
+             ("adders (with sharing / without)", f"{r['adders']:,} / {r['adders_unshared']:,}"),
+             (f"flip-flop bits ({r['flip_flop_bits_source']})", f"{r['flip_flop_bits']:,}")]
     if "area_um2" in r:
         rows.append(("area, ASAP7 7 nm (Yosys synthesis, measured)",
                      f"{r['area_um2']:,.1f} um^2 = {r['area_um2'] / 1e6:.4f} mm^2"))

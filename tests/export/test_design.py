@@ -40,6 +40,10 @@ BAD = [
     (lambda d: d["input"].update(bits="8"), r"design.input.bits: '8' is not of type 'integer'"),
     (lambda d: d.update(version=2), r"design.version: 1 was expected"),
     (lambda d: d["layers"][1].update(name=d["layers"][0]["name"]), r"design.layers: layer name 'conv0' is used twice"),
+    (lambda d: d["layers"][0].update(parallelism=2), r"design.layers\[0\].parallelism: expected 1 \(derived"),
+    (lambda d: d["layers"][0].update(parallelism=0), r"design.layers\[0\].parallelism: 0 is less than the minimum of 1"),
+    (lambda d: d["input"].pop("parallelism"), r"design.input: 'parallelism' is a required property"),
+    (lambda d: d["hardware"].update(target_ii=3), r"design.hardware.ii_cycles_per_image: expected \d+|parallelism: expected"),
 ]
 
 
@@ -92,3 +96,20 @@ def test_large_designs_keep_codes_in_a_checksummed_binary_table(tmp_path, doc):
     table.write_bytes(bytes(b[:-1]))
     with pytest.raises(DesignValidationError, match=r"weights.table.count: expected \d+ bytes"):
         load_design(p)
+
+
+def test_dag_designs_with_a_target_round_trip(tmp_path):
+    """Depthwise convs, residual adds (src/skip) and pixel parallelism survive write -> read -> golden."""
+    g = random_graph(2, max_c=3, max_hw=6, convs=3, dag=True)
+    d = design_from_graph(g, 2, target_ii=9)
+    assert any(l["op"] == "add" for l in d["layers"]) and max(l["parallelism"] for l in d["layers"]) > 1
+    write_design(d, tmp_path / "d.json")
+    d2, g2 = load_design(tmp_path / "d.json")
+    assert d2 == d
+    x = random_inputs(g, 3, 0)
+    assert np.array_equal(ref.run(g, x), ref.run(g2, x))
+    bad = copy.deepcopy(d)
+    add = next(l for l in bad["layers"] if l["op"] == "add")
+    add["skip"] = "nope"
+    with pytest.raises(DesignValidationError, match="'nope' is not an earlier layer"):
+        validate_design(bad)

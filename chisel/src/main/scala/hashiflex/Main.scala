@@ -100,13 +100,14 @@ object Main {
     "latency_stages" -> latencyStages(d, layers),
     "adders" -> layers.map(_.adders).sum,
     "adders_unshared" -> layers.map(_.unshared).sum,
+    "adder_bits" -> layers.map(_.bits).sum,
     "register_bits" -> layers.map(_.registerBits).sum,
     "line_buffer_bits" -> layers.map(_.lineBufferBits).sum,
     "adder_levels_per_stage" -> d.levelsPerStage,
     "out_width" -> d.layers.last.outFmt.width,
     "out_signed" -> d.layers.last.outFmt.signed,
     "layers" -> ujson.Arr.from(layers.map(l => ujson.Obj(
-      "name" -> l.name, "op" -> l.op, "out_width" -> l.outWidth, "adders" -> l.adders, "adders_unshared" -> l.unshared, "stages" -> l.stages,
+      "name" -> l.name, "op" -> l.op, "out_width" -> l.outWidth, "adders" -> l.adders, "adders_unshared" -> l.unshared, "adder_bits" -> l.bits, "stages" -> l.stages,
       "beats_in" -> l.beatsIn, "beats_out" -> l.beatsOut, "parallelism" -> l.parallelism,
       "register_bits" -> l.registerBits, "line_buffer_bits" -> l.lineBufferBits, "skip_fifo_depth" -> l.skipDepth)))
   )

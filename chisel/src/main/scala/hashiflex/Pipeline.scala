@@ -61,20 +61,22 @@ object Pipeline {
         if (b != layer.outBounds)
           throw DesignError(s"$where.out_bounds: expected $b ($why), found ${layer.outBounds} (layer \"${layer.name}\")")
       def rq(b: Bounds, s: Int, c: Bounds) = Bounds(Requantize.reference(b.lo, s, c), Requantize.reference(b.hi, s, c))
-      def hw(adders: Int, stages: Int, regs: Int = 0, skip: Int = 0, lineBuf: Int = 0, unshared: Int = -1) =
+      def hw(adders: Int, stages: Int, regs: Int = 0, skip: Int = 0, lineBuf: Int = 0, unshared: Int = -1,
+             bits: Int = -1) =
         LayerHw(layer.name, layer.op, layer.outFmt.width, adders, stages, layer.beatsIn, layer.beatsOut, layer.par,
-          regs, skip, lineBuf, unshared)
+          regs, skip, lineBuf, unshared, bits)
       val lanes = layer.inShape.c * layer.par
       done(layer.name) = layer match {
         case s: Conv2dSpec =>
           val (win, pe) = Conv2dLayer.params(s, fmt, d.levelsPerStage)
           expectBounds(pe.value, "from the weights, bias and in_bounds")
           hw(pe.adders, pe.schedule.stages, pe.laneRegisterBits * pe.par,
-            lineBuf = win.map(w => w.rows * w.width * w.channels * w.bits).getOrElse(0), unshared = pe.addersUnshared)
+            lineBuf = win.map(w => w.rows * w.width * w.channels * w.bits).getOrElse(0), unshared = pe.addersUnshared,
+            bits = pe.adderBits)
         case s: LinearSpec =>
           val pe = LinearLayer.params(s, fmt, d.levelsPerStage)
           expectBounds(pe.value, "from the weights, bias and in_bounds")
-          hw(pe.adders, pe.schedule.stages, pe.laneRegisterBits, unshared = pe.addersUnshared)
+          hw(pe.adders, pe.schedule.stages, pe.laneRegisterBits, unshared = pe.addersUnshared, bits = pe.adderBits)
         case s: RequantSpec =>
           expectBounds(rq(s.inBounds, s.shift, s.clamp), "in_bounds shifted and clamped")
           hw(if (s.shift > 0) lanes else 0, 0)

@@ -58,6 +58,9 @@ object SharedPlan {
     def outputValue(o: Output): Bounds = o.root.map(refValue(_) + Bounds(o.bias, o.bias)).getOrElse(Bounds(o.bias, o.bias))
     /** The exact output interval (each channel sums distinct inputs, so interval arithmetic is exact). */
     val value: Bounds = outputs.map(outputValue).reduce(_ union _)
+    /** Bits of all adders (each as wide as its exact result): what an area model scales with. */
+    def adderBits: Int = sums.map(x => TreePlan.sintWidth(nodeValue(x.id))).sum +
+      outputs.filter(_.adder).map(o => TreePlan.sintWidth(outputValue(o))).sum
     /** Register bits when registered at `s`'s levels: shared nodes are registered once. */
     def registerBits(s: StageSchedule): Int = (0 to s.depth).filter(s.registeredLevels).map { level =>
       if (level > levels) outputs.map(o => TreePlan.sintWidth(outputValue(o))).sum
@@ -121,6 +124,8 @@ final case class ShiftAddLayerParams(name: String, nIn: Int, in: NumFmt, inBound
   val value: Bounds = plan.value
   /** Pipeline register bits of one lane. */
   val laneRegisterBits: Int = plan.registerBits(schedule)
+  /** Adder bits of the whole layer (all lanes). */
+  val adderBits: Int = plan.adderBits * par
 }
 
 /** The adder graph of one pixel: every output channel of the layer, shared subtrees built once. Registers

@@ -1,0 +1,116 @@
+"""Calibrate the area model on synthesized modules, report its error on held-out ones, estimate MobileNetV2-224.
+
+    python benchmarks/area_model.py [--designs 8] [--estimate build/bench_elab]
+
+Small MobileNetV2-like blocks (pointwise expand, depthwise 3x3 with stride 1/2, project, residual, pool, linear;
+random widths, sizes, sparsity and unroll) are elaborated and synthesized with Yosys + ASAP7 (hashiflex.report.area);
+every top-level module becomes a sample (its features, its synthesized area per instance). Every fourth design is
+held out: the model is fitted on the others' modules and its error is measured on modules of designs it never
+saw. Then the area of each design under --estimate (the full-size elaboration benchmark's outputs) is estimated
+from its hw_params.json and Verilog instances. Writes benchmarks/results/area_model.json and
+benchmarks/results/area_mobilenet_v2.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from hashiflex import hw
+from hashiflex.export import design_from_graph, load_design, write_design
+from hashiflex.ir import Input, TensorType
+from hashiflex.passes import hw_model
+from hashiflex.report import area_model
+from hashiflex.report.area import synthesize
+from hashiflex.vectors import _Builder
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def block_design(seed: int):
+    """A random inverted-residual stack with a pooled linear head, and a target II."""
+    rng = np.random.default_rng(seed)
+    c = int(rng.integers(2, 5))
+    size = int(rng.choice([6, 8, 10]))
+    b = _Builder(f"cal{seed}", Input(c, size, size, TensorType(8, False, -8)), seed)
+    stem = b.conv("stem", c, c * 2, 3, stride=1, padding=1, sparsity=float(rng.uniform(0, 0.5)))
+    b.requant("stem_act", "relu6")
+    c *= 2
+    skip = b.last
+    del stem
+    for i in range(int(rng.integers(1, 3))):
+        e = c * int(rng.integers(2, 4))
+        stride = int(rng.choice([1, 2])) if i else 1
+        b.conv(f"b{i}_expand", c, e, 1, sparsity=float(rng.uniform(0, 0.6)))
+        b.requant(f"b{i}_expand_act", "relu6")
+        b.conv(f"b{i}_dw", e, e, 3, stride=stride, padding=1, groups=e, sparsity=float(rng.uniform(0, 0.3)))
+        b.requant(f"b{i}_dw_act", "relu6")
+        b.conv(f"b{i}_project", e, c, 1, sparsity=float(rng.uniform(0, 0.6)))
+        b.requant(f"b{i}_project_q", "none", bits=8)
+        if stride == 1:
+            b.add(f"b{i}_res", skip, bits=8)
+        skip = b.last
+    b.pool("pool")
+    b.linear("fc", c, int(rng.integers(3, 11)))
+    target = int(rng.choice([size * size, size * size // 2, size * 2]))
+    return b.g, target
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--designs", type=int, default=8)
+    ap.add_argument("--work", default="build/area_model")
+    ap.add_argument("--estimate", default="build/bench_elab", help="folder of elaborated designs to estimate")
+    args = ap.parse_args(argv)
+    work = Path(args.work).resolve()
+    jobs, graphs = [], []
+    for seed in range(args.designs):
+        g, target = block_design(seed)
+        d = design_from_graph(g, 4, target)
+        write_design(d, work / g.name / "design.json")
+        jobs.append((work / g.name / "design.json", work / g.name / "rtl"))
+        graphs.append((g, d, target))
+    params = hw.elaborate_many(jobs, quiet=True)
+    train, held = [], []
+    t0 = time.perf_counter()
+    for i, ((g, d, target), p, (_, rtl)) in enumerate(tqdm(list(zip(graphs, params, jobs)), desc="synthesis")):
+        hw.check_hw_params(g, p, 4, target)
+        rep = synthesize(rtl / p["verilog"], p["top"], log=rtl.parent / "yosys")
+        (held if i % 4 == 3 else train).extend(area_model.samples(rep, p))
+    synth_s = time.perf_counter() - t0
+    model = area_model.fit(train)
+    ev = area_model.evaluate(model, held)
+    ev_train = area_model.evaluate(model, train)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    area_model.save(model, RESULTS / "area_model.json",
+                    {**ev, "train_modules": len(train), "train_mean_abs_error": ev_train["mean_abs_error"],
+                     "designs": args.designs, "synthesis_s": round(synth_s, 1)})
+    print(f"fitted on {len(train)} modules, held out {ev['modules']}: mean |error| {100 * ev['mean_abs_error']:.1f} %, "
+          f"max {100 * ev['max_abs_error']:.1f} %, on the held-out total {100 * ev['total_error']:+.1f} %")
+    print("coefficients (um^2 per unit):", {k: round(v, 4) for k, v in model.coef.items()})
+
+    est = []
+    for rtl in sorted(Path(args.estimate).glob("*/rtl")):
+        p = hw.read_hw_params(rtl)
+        if "adder_bits" not in p["layers"][0]:  # an older generator: take the widths from the Python model
+            d, g = load_design(rtl.parent / "design.json")
+            model_hw = {m.name: m for m in hw_model(g, p["adder_levels_per_stage"], d["hardware"].get("target_ii"))}
+            for layer in p["layers"]:
+                layer["adder_bits"] = model_hw[layer["name"]].adder_bits or 0
+        e = area_model.estimate(model, rtl / p["verilog"], p)
+        row = {"design": p["design"], "area_mm2": round(e["area_um2"] / 1e6, 3), "adders": p["adders"],
+               "ii_cycles_per_image": p["ii_cycles_per_image"], "unmodelled": e["unmodelled_modules"]}
+        est.append(row)
+        print(json.dumps(row))
+    if est:
+        (RESULTS / "area_mobilenet_v2.json").write_text(json.dumps(
+            {"model": "benchmarks/results/area_model.json", "held_out_mean_abs_error": ev["mean_abs_error"],
+             "designs": est}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
