@@ -104,6 +104,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-netlist", action="store_true",
                    help="do not read the Verilog in Yosys at all (designs of millions of adders): flip-flop bits "
                         "come from hw_params.json; implies --no-area")
+    p.add_argument("--area-model", type=Path, default=None, metavar="JSON",
+                   help="estimate the area with a fitted model (benchmarks/area_model.py writes "
+                        "benchmarks/results/area_model.json) where it is not synthesized")
 
     p = sub.add_parser("vectors", help="golden vectors for the generator's ChiselSim specs (make vectors)",
                        description="Write small designs covering every layer type and the unroll, with input beats "
@@ -162,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             from .report.report import build_report, format_report
 
             r = build_report(args.work, args.clock_ghz, area=not args.no_area, progress=progress,
-                             netlist=not args.no_netlist)
+                             netlist=not args.no_netlist, area_model=args.area_model)
             print(format_report(r))
             print(f"-> {args.work / 'report' / 'report.html'}")
             return 0

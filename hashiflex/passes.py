@@ -396,7 +396,11 @@ class AdderGraph:
 
 
 def _sint_width(lo: int, hi: int) -> int:
-    return max((-lo - 1).bit_length(), hi.bit_length()) + 1
+    """Bits of the smallest two's-complement type holding [lo, hi] (the generator's TreePlan.sintWidth, whose
+    BigInt.bitLength of a negative v is that of ~v)."""
+    def bits(v: int) -> int:
+        return v.bit_length() if v >= 0 else (~v).bit_length()
+    return max(bits(-lo - 1), bits(hi)) + 1
 
 
 def shared_adder_graph(codes: np.ndarray, bias_int: np.ndarray, depthwise: bool = False,

@@ -57,9 +57,12 @@ class _Builder:
         exp = self.exp[self.last] + headroom
         return self._add(Requant(name, act, TensorType(bits, act == "none", exp)), exp)
 
-    def add(self, name, skip, bits=7):
+    def add(self, name, skip, bits=7, shortcut_first=False):
+        """``last + skip``; ``shortcut_first``: ``skip + last`` (src = the shortcut, as torch.fx writes x + f(x))."""
         exp = min(self.exp[self.last], self.exp[skip]) + 1
-        return self._add(Add(name, skip=skip, out=TensorType(bits, True, exp)), exp)
+        t = TensorType(bits, True, exp)
+        layer = Add(name, skip=self.last, out=t, src=skip) if shortcut_first else Add(name, skip=skip, out=t)
+        return self._add(layer, exp)
 
     def pool(self, name):
         return self._add(SumPool(name), self.exp[self.last])
@@ -95,7 +98,7 @@ def cases() -> dict[str, tuple[Graph, int | None]]:
     b.requant("act0", "relu", bits=4, headroom=2)
     b.conv("conv1", 3, 3, 3, padding=1, sparsity=0.6)
     b.requant("act1", "none", bits=5, headroom=3)
-    b.add("res", first)
+    b.add("res", first, shortcut_first=True)
     out["serial"] = (b.g, None)
     for g, _ in out.values():
         annotate(g)

@@ -55,7 +55,11 @@ def random_graph(seed: int, max_c: int = 4, max_hw: int = 7, convs: int | None =
         c, h, w = o, (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
         if dag and (c, h, w) == shape_in and rng.random() < 0.7:
             add_exp = min(exp, block_exp) + int(rng.integers(0, 4))
-            g.layers.append(Add(f"add{i}", skip=block_in, out=TensorType(int(rng.integers(2, 9)), True, add_exp)))
+            t = TensorType(int(rng.integers(2, 9)), True, add_exp)
+            if rng.random() < 0.5:  # the shortcut as the first operand, as torch.fx writes x + f(x)
+                g.layers.append(Add(f"add{i}", skip=g.layers[-1].name, out=t, src=block_in))
+            else:
+                g.layers.append(Add(f"add{i}", skip=block_in, out=t))
             exp = add_exp
     if head if head is not None else rng.integers(0, 2):
         g.layers.append(SumPool("pool"))

@@ -110,3 +110,14 @@ def test_initiation_interval_meets_the_target_on_mobilenet_shapes():
     for target in (250, 826, 3136):
         ii = initiation_interval(g, target)
         assert ii <= target
+
+
+@pytest.mark.parametrize("lo,hi,bits", [(0, 0, 1), (23, 23, 6), (-1, 0, 1), (-2, 1, 2), (-10, -3, 5), (0, 127, 8),
+                                        (-128, 127, 8), (-129, 0, 9), (5, 6, 4)])
+def test_signed_width_of_an_interval(lo, hi, bits):
+    from hashiflex.passes import _sint_width
+
+    assert _sint_width(lo, hi) == bits
+    assert all(-(1 << (bits - 1)) <= v < (1 << (bits - 1)) for v in (lo, hi))
+    if bits > 1:  # minimal: one bit fewer does not hold both ends
+        assert not all(-(1 << (bits - 2)) <= v < (1 << (bits - 2)) for v in (lo, hi))

@@ -55,7 +55,8 @@ def module_features(module: str, hw_params: dict) -> dict[str, float] | None:
         f["elementwise_bits"] = lanes * width
     elif m := _ADD.match(base):
         lanes, aw, ash, bw, bsh = map(int, m.groups())
-        f["elementwise_bits"] = lanes * (max(aw + ash, bw + bsh) + 1)
+        # the aligned sum, the rounding adder and the clamp: about three requant lanes' worth each
+        f["elementwise_bits"] = 3 * lanes * (max(aw + ash, bw + bsh) + 1)
     elif m := _POOL.fullmatch(base):
         c, n, par, iw, ow = map(int, m.groups())
         f["adder_bits"] = c * par * (ow + 1)
@@ -109,6 +110,8 @@ def evaluate(model: AreaModel, data) -> dict:
     total_a = sum(a for _, a, _ in rows)
     total_p = sum(p for *_, p in rows)
     return {"modules": len(rows), "mean_abs_error": float(np.mean(errs)), "max_abs_error": float(np.max(errs)),
+            # each module's error weighted by its area: what an estimate of a whole design inherits
+            "area_weighted_abs_error": sum(abs(p - a) for _, a, p in rows) / total_a,
             "total_error": (total_p - total_a) / total_a,
             "rows": [{"module": n, "um2": a, "model_um2": p} for n, a, p in rows]}
 

@@ -27,9 +27,10 @@ def latest_baseline() -> tuple[dict, str] | None:
 
 
 def build_report(work: Path, clock_ghz: float = 1.0, area: bool = True, progress: bool = True,
-                 netlist: bool = True) -> dict:
+                 netlist: bool = True, area_model: Path | None = None) -> dict:
     """``netlist=False``: no Yosys read of the Verilog (designs of millions of adders); flip-flop bits then come
-    from hw_params.json (modelled). ``area`` needs the netlist."""
+    from hw_params.json (modelled). ``area`` needs the netlist. ``area_model``: a fitted model
+    (benchmarks/area_model.py) estimates the area when it is not synthesized."""
     from tqdm.auto import tqdm
 
     from ..export import load_design
@@ -61,6 +62,21 @@ def build_report(work: Path, clock_ghz: float = 1.0, area: bool = True, progress
         r["area_breakdown"] = [{"module": m, "instances": n, "um2": um2, "logic_depth": a.max_depth(m)}
                                for m, n, um2 in a.breakdown()]
         steps.update()
+    elif area_model is not None:
+        from . import area_model as am
+
+        model_doc = json.loads(Path(area_model).read_text())
+        p = dict(params)
+        if "adder_bits" not in p["layers"][0]:  # an older generator: adder widths from the Python model
+            from ..passes import hw_model
+
+            _, g = load_design(work / "design.json")
+            m = {x.name: x for x in hw_model(g, p["adder_levels_per_stage"], design["hardware"].get("target_ii"))}
+            p["layers"] = [dict(l, adder_bits=m[l["name"]].adder_bits or 0) for l in p["layers"]]
+        e = am.estimate(am.AreaModel(model_doc["coef_um2"]), sv, p)
+        r["area_model_um2"] = e["area_um2"]
+        r["area_model_file"] = str(area_model)
+        r["area_model_held_out_error"] = model_doc.get("held_out", {}).get("mean_abs_error")
     base = latest_baseline()
     if base:
         r["baseline"] = {"file": base[1], **base[0]}
@@ -86,6 +102,10 @@ def _rows(r: dict) -> list[tuple[str, str]]:
     if "area_um2" in r:
         rows.append(("area, ASAP7 7 nm (Yosys synthesis, measured)",
                      f"{r['area_um2']:,.1f} um^2 = {r['area_um2'] / 1e6:.4f} mm^2"))
+    if "area_model_um2" in r:
+        err = r.get("area_model_held_out_error")
+        rows.append(("area, ASAP7 7 nm (area model" + (f", held-out error {100 * err:.1f} %" if err is not None else "")
+                     + ", modelled)", f"{r['area_model_um2'] / 1e6:,.2f} mm^2"))
     rows.append(("energy per image (modelled)", f"{r['energy_pj_per_image']:.1f} pJ "
                  f"(adders {r['energy_adders_pj']:.1f}, registers {r['energy_registers_pj']:.1f})"))
     if "baseline" in r:

@@ -109,7 +109,8 @@ object Main {
     "layers" -> ujson.Arr.from(layers.map(l => ujson.Obj(
       "name" -> l.name, "op" -> l.op, "out_width" -> l.outWidth, "adders" -> l.adders, "adders_unshared" -> l.unshared, "adder_bits" -> l.bits, "stages" -> l.stages,
       "beats_in" -> l.beatsIn, "beats_out" -> l.beatsOut, "parallelism" -> l.parallelism,
-      "register_bits" -> l.registerBits, "line_buffer_bits" -> l.lineBufferBits, "skip_fifo_depth" -> l.skipDepth)))
+      "register_bits" -> l.registerBits, "line_buffer_bits" -> l.lineBufferBits,
+      "fifo_depth" -> ujson.Obj("src" -> l.fifos._1, "skip" -> l.fifos._2))))
   )
 
   def run(args: Seq[String]): Int = {

@@ -35,7 +35,9 @@ class Pipeline(val d: DesignSpec) extends Module {
       case s: LinearSpec  => ShiftAddLayer(LinearLayer.params(s, fmt, d.levelsPerStage), x)
       case s: RequantSpec => Requant(s, fmt, x)
       case s: SumPoolSpec => SumPool(s, fmt, x)
-      case s: AddSpec     => ResidualAdd(s, x, fmt, Queue(take(s.skip), h.skipDepth), d.fmtOf(s.skip))
+      case s: AddSpec     =>
+        def buffered(v: DecoupledIO[Vec[UInt]], depth: Int) = if (depth > 0) Queue(v, depth) else v
+        ResidualAdd(s, buffered(x, h.fifos._1), fmt, buffered(take(s.skip), h.fifos._2), d.fmtOf(s.skip))
     }
     produce(layer.name, y)
   }
@@ -61,10 +63,10 @@ object Pipeline {
         if (b != layer.outBounds)
           throw DesignError(s"$where.out_bounds: expected $b ($why), found ${layer.outBounds} (layer \"${layer.name}\")")
       def rq(b: Bounds, s: Int, c: Bounds) = Bounds(Requantize.reference(b.lo, s, c), Requantize.reference(b.hi, s, c))
-      def hw(adders: Int, stages: Int, regs: Int = 0, skip: Int = 0, lineBuf: Int = 0, unshared: Int = -1,
-             bits: Int = -1) =
+      def hw(adders: Int, stages: Int, regs: Int = 0, fifos: (Int, Int) = (0, 0), lineBuf: Int = 0,
+             unshared: Int = -1, bits: Int = -1) =
         LayerHw(layer.name, layer.op, layer.outFmt.width, adders, stages, layer.beatsIn, layer.beatsOut, layer.par,
-          regs, skip, lineBuf, unshared, bits)
+          regs, fifos, lineBuf, unshared, bits)
       val lanes = layer.inShape.c * layer.par
       done(layer.name) = layer match {
         case s: Conv2dSpec =>
@@ -87,18 +89,20 @@ object Pipeline {
         case s: AddSpec =>
           val sum = (s.inBounds << s.srcShift) + (s.skipBounds << s.skipShift)
           expectBounds(rq(sum, s.shift, s.clamp), "the aligned sum of both operands, shifted and clamped")
-          // the skip FIFO holds what the main path (src back to where it meets the skip tensor) can hold
-          val onSkipPath = Iterator.iterate(s.skip)(n => if (n == "input") null else d.layer(n).src)
-            .takeWhile(_ != null).toSet
-          var n = s.src
-          var pixels = 0
-          while (!onSkipPath(n)) {
-            val l = done(n)
-            pixels += capacityPixels(d.layer(n), l.stages)
-            n = d.layer(n).src
-          }
-          val depth = (pixels + s.par - 1) / s.par + 2
-          hw(lanes * (if (s.shift > 0) 2 else 1), 0, skip = depth)
+          // The operands meet where their src chains meet (the fork). The shorter path waits in a FIFO that
+          // holds what the longer one can hold beyond it (line-buffer rows + pipeline stages), so the join
+          // never deadlocks and never stalls the stream. Either operand may be the shortcut.
+          def chain(n: String): List[String] =
+            Iterator.iterate(n)(x => if (x == "input") null else d.layer(x).src).takeWhile(_ != null).toList
+          val (ca, cb) = (chain(s.src), chain(s.skip))
+          val fork = ca.find(cb.toSet).getOrElse("input")
+          def held(c: List[String]): Int =
+            c.takeWhile(_ != fork).map(n => capacityPixels(d.layer(n), done(n).stages)).sum
+          val (pa, pb) = (held(ca), held(cb))
+          def depth(pixels: Int) = (pixels + s.par - 1) / s.par + 2
+          // equal paths still get a small FIFO: it cuts the combinational ready/valid loop through the fork
+          val fifos = if (pa < pb) (depth(pb - pa), 0) else (0, depth(pa - pb))
+          hw(lanes * (if (s.shift > 0) 2 else 1), 0, fifos = fifos)
       }
     }
     done.values.toSeq
