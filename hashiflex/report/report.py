@@ -112,7 +112,7 @@ def _rows(r: dict) -> list[tuple[str, str]]:
         b = r["baseline"]
         rows.append((f"torch baseline ({b['file']}, {b['device']})", f"{b['best_images_per_second']:,.0f} images/s "
                      f"({b.get('network', '')})"))
-        same = "mobilenet" in r["design"].lower() and "MobileNetV2" in b.get("network", "")
+        same = any(k in r["design"].lower() for k in ("mobilenet", "mnv2")) and "MobileNetV2" in b.get("network", "")
         rows.append(("speed-up vs that baseline" + ("" if same else " (different networks: not like for like)"),
                      f"{r['speedup_vs_baseline']:,.1f}x"))
     for k, v in PAPER.items():
