@@ -21,9 +21,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from hashiflex import hw
-from hashiflex.export import design_from_graph, load_design, write_design
+from hashiflex.export import design_from_graph, write_design
 from hashiflex.ir import Input, TensorType
-from hashiflex.passes import hw_model
 from hashiflex.report import area_model
 from hashiflex.report.area import parse_stat, synthesize
 from hashiflex.vectors import _Builder
@@ -102,12 +101,7 @@ def main(argv=None):
 
     est = []
     for rtl in sorted(Path(args.estimate).glob("*/rtl")):
-        p = hw.read_hw_params(rtl)
-        if "adder_bits" not in p["layers"][0]:  # an older generator: take the widths from the Python model
-            d, g = load_design(rtl.parent / "design.json")
-            model_hw = {m.name: m for m in hw_model(g, p["adder_levels_per_stage"], d["hardware"].get("target_ii"))}
-            for layer in p["layers"]:
-                layer["adder_bits"] = model_hw[layer["name"]].adder_bits or 0
+        p = area_model.with_adder_bits(hw.read_hw_params(rtl), rtl.parent / "design.json")
         e = area_model.estimate(model, rtl / p["verilog"], p)
         row = {"design": p["design"], "area_mm2": round(e["area_um2"] / 1e6, 3), "adders": p["adders"],
                "ii_cycles_per_image": p["ii_cycles_per_image"], "unmodelled": e["unmodelled_modules"]}

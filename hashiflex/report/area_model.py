@@ -116,6 +116,19 @@ def evaluate(model: AreaModel, data) -> dict:
             "rows": [{"module": n, "um2": a, "model_um2": p} for n, a, p in rows]}
 
 
+def with_adder_bits(hw_params: dict, design_path: str | Path) -> dict:
+    """hw_params with each layer's ``adder_bits``; an older generator did not report them, so they come from the
+    Python model of the same adder graphs (which the generator's figures are checked against)."""
+    if "adder_bits" in hw_params["layers"][0]:
+        return hw_params
+    from ..export import load_design
+    from ..passes import hw_model
+
+    d, g = load_design(design_path)
+    m = {x.name: x for x in hw_model(g, hw_params["adder_levels_per_stage"], d["hardware"].get("target_ii"))}
+    return dict(hw_params, layers=[dict(l, adder_bits=m[l["name"]].adder_bits or 0) for l in hw_params["layers"]])
+
+
 def estimate(model: AreaModel, verilog: str | Path, hw_params: dict) -> dict:
     """Area of a design from its hw_params.json and the module instances in its Verilog (no synthesis)."""
     top = hw_params["top"]

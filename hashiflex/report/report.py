@@ -66,13 +66,7 @@ def build_report(work: Path, clock_ghz: float = 1.0, area: bool = True, progress
         from . import area_model as am
 
         model_doc = json.loads(Path(area_model).read_text())
-        p = dict(params)
-        if "adder_bits" not in p["layers"][0]:  # an older generator: adder widths from the Python model
-            from ..passes import hw_model
-
-            _, g = load_design(work / "design.json")
-            m = {x.name: x for x in hw_model(g, p["adder_levels_per_stage"], design["hardware"].get("target_ii"))}
-            p["layers"] = [dict(l, adder_bits=m[l["name"]].adder_bits or 0) for l in p["layers"]]
+        p = am.with_adder_bits(params, work / "design.json")
         e = am.estimate(am.AreaModel(model_doc["coef_um2"]), sv, p)
         r["area_model_um2"] = e["area_um2"]
         r["area_model_file"] = str(area_model)

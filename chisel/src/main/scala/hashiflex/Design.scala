@@ -101,7 +101,6 @@ final case class DesignSpec(name: String, input: InputSpec, levelsPerStage: Int,
                             layers: IndexedSeq[LayerSpec]) {
   private val byName: Map[String, LayerSpec] = layers.map(l => l.name -> l).toMap
   def fmtOf(name: String): NumFmt = if (name == "input") input.fmt else byName(name).outFmt
-  def inFmt(i: Int): NumFmt = fmtOf(layers(i).src)
   def parOf(name: String): Int = if (name == "input") input.par else byName(name).par
   def layer(name: String): LayerSpec = byName(name)
   /** Names of the layers (and "input") each tensor feeds, in layer order; the last layer also feeds the output. */

@@ -7,8 +7,9 @@ import chisel3.experimental.hierarchy.Definition
 import scala.collection.mutable
 
 /** The whole hardened network: layers joined by ready/valid streams of pixels (`par` pixels, all channels per
-  * beat). A tensor read by several layers goes through a Fork; a residual's skip operand waits in a FIFO deep
-  * enough to hold everything the main path can hold, so the join never deadlocks and never stalls the stream.
+  * beat). A tensor read by several layers goes through a Fork; at a residual add the operand on the shorter path
+  * waits in a FIFO deep enough for what the longer path holds (Pipeline.plan), so the join never deadlocks and
+  * never stalls the stream.
   */
 class Pipeline(val d: DesignSpec) extends Module {
   override def desiredName: String = s"Hashiflex_${d.name}"
@@ -72,13 +73,13 @@ object Pipeline {
         case s: Conv2dSpec =>
           val (win, pe) = Conv2dLayer.params(s, fmt, d.levelsPerStage)
           expectBounds(pe.value, "from the weights, bias and in_bounds")
-          hw(pe.adders, pe.schedule.stages, pe.laneRegisterBits * pe.par,
+          hw(pe.adders, pe.schedule.stages, pe.registerBits,
             lineBuf = win.map(w => w.rows * w.width * w.channels * w.bits).getOrElse(0), unshared = pe.addersUnshared,
             bits = pe.adderBits)
         case s: LinearSpec =>
           val pe = LinearLayer.params(s, fmt, d.levelsPerStage)
           expectBounds(pe.value, "from the weights, bias and in_bounds")
-          hw(pe.adders, pe.schedule.stages, pe.laneRegisterBits, unshared = pe.addersUnshared, bits = pe.adderBits)
+          hw(pe.adders, pe.schedule.stages, pe.registerBits, unshared = pe.addersUnshared, bits = pe.adderBits)
         case s: RequantSpec =>
           expectBounds(rq(s.inBounds, s.shift, s.clamp), "in_bounds shifted and clamped")
           hw(if (s.shift > 0) lanes else 0, 0)

@@ -32,7 +32,7 @@ object TreePlan {
   * operand's sign move up into the reference. So x0 + 2*x1 in one channel and -4*x0 - 8*x1 in another share one
   * adder. The root of channel o is then added to its bias (or negated when there is no bias), one adder at the
   * final level. Node ids: inputs 0 until nIn, sums nIn, nIn+1, ... in creation order (level, channel, pair), the
-  * same order hashiflex.passes.shared_tree_adders follows, so Python predicts the same counts.
+  * same order hashiflex.passes.shared_adder_graph follows, so Python predicts the same counts.
   */
 object SharedPlan {
   final case class Ref(node: Int, shift: Int, neg: Boolean)
@@ -84,9 +84,8 @@ object SharedPlan {
           val Seq(f, g) = Seq(x, y).sortBy(r => (r.node, r.shift))
           val base = math.min(f.shift, g.shift)
           val key = (Ref(f.node, f.shift - base, neg = false), Ref(g.node, g.shift - base, g.neg != f.neg))
-          val id =
-            if (share) memo.getOrElseUpdate(key, { sums += Sum(nIn + sums.length, key._1, key._2, level); nIn + sums.length - 1 })
-            else { sums += Sum(nIn + sums.length, key._1, key._2, level); nIn + sums.length - 1 }
+          def newSum(): Int = { sums += Sum(nIn + sums.length, key._1, key._2, level); sums.last.id }
+          val id = if (share) memo.getOrElseUpdate(key, newSum()) else newSum()
           Some(Ref(id, base, f.neg))
         case Seq(x, None) => x
         case Seq(None, y) => y
@@ -122,8 +121,8 @@ final case class ShiftAddLayerParams(name: String, nIn: Int, in: NumFmt, inBound
   val addersUnshared: Int = plan.unsharedAdders * par
   /** The exact output interval, from the weights and the input bounds. */
   val value: Bounds = plan.value
-  /** Pipeline register bits of one lane. */
-  val laneRegisterBits: Int = plan.registerBits(schedule)
+  /** Pipeline register bits of the whole layer (all lanes). */
+  val registerBits: Int = plan.registerBits(schedule) * par
   /** Adder bits of the whole layer (all lanes). */
   val adderBits: Int = plan.adderBits * par
 }

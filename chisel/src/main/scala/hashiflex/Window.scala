@@ -108,11 +108,6 @@ object Window {
 }
 
 object WindowGen {
-  def apply(p: WindowParams, in: DecoupledIO[Vec[UInt]]): DecoupledIO[Vec[UInt]] = {
-    val m = Module(new WindowGen(p))
-    m.in <> in
-    m.out
-  }
   /** An instance of the one Definition per distinct parameter set in `defs` (layers with equal shapes, like
     * MobileNetV2's repeated blocks, share one elaborated line buffer).
     */
