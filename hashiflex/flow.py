@@ -197,7 +197,7 @@ def step_export(work: Path, levels_per_stage: int | None = None, target_ii: int 
 def step_elaborate(work: Path) -> dict:
     d, g = load_design(work / "design.json")
     params = hw.elaborate(work / "design.json", work / "rtl")
-    hw.check_hw_params(g, params, d["hardware"]["adder_levels_per_stage"], d["hardware"].get("target_ii"))
+    hw.check_design_hw(d, g, params)
     return params
 
 
@@ -207,7 +207,7 @@ def step_cosim(work: Path, limit: int | None = None, vcd: str | None = None, pro
 
     d, g = load_design(work / "design.json")
     params = hw.read_hw_params(work / "rtl")
-    hw.check_hw_params(g, params, d["hardware"]["adder_levels_per_stage"], d["hardware"].get("target_ii"))
+    hw.check_design_hw(d, g, params)
     _, meta = load_quantized(work) if (work / "po2.pkl").exists() else (None, {"config": asdict(Config())})
     ds = _ds(Config(**meta["config"]))
     x, y = ds.x_test[:limit], ds.y_test[:limit]

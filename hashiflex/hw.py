@@ -60,10 +60,11 @@ def read_hw_params(out: str | os.PathLike) -> dict:
     return d
 
 
-def check_hw_params(g: Graph, hw: dict, levels_per_stage: int, target_ii: int | None = None) -> None:
-    """Compare every figure the generator reports with the Python model; raise listing all differences."""
+def check_hw_params(g: Graph, hw: dict, levels_per_stage: int, target_ii: int | None = None, npu=None) -> None:
+    """Compare every figure the generator reports with the Python model; raise listing all differences.
+    ``npu``: the design's :class:`~hashiflex.npu.NpuConfig` (``g`` is then the backbone)."""
     model = hw_model(g, levels_per_stage, target_ii)
-    diffs = []
+    diffs = _check_npu(hw.get("npu"), npu)
     if [l["name"] for l in hw["layers"]] != [m.name for m in model]:
         raise HwMismatchError(f"hw_params.layers: expected layers {[m.name for m in model]}, "
                               f"found {[l['name'] for l in hw['layers']]}")
@@ -76,15 +77,43 @@ def check_hw_params(g: Graph, hw: dict, levels_per_stage: int, target_ii: int | 
                 diffs.append(f"layers[{m.name}].{key}: Python model {want}, generator {l[key]}")
         if m.acc_width is not None and l["out_width"] != m.acc_width:
             diffs.append(f"layers[{m.name}].out_width: Python model {m.acc_width}, generator {l['out_width']}")
-    totals = (("ii_cycles_per_image", initiation_interval(g, target_ii)), ("adders", sum(m.adders for m in model)),
+    backbone_ii = initiation_interval(g, target_ii)
+    totals = (("ii_cycles_per_image", max(backbone_ii, npu.cycles_per_image if npu else 0)),
+              ("adders", sum(m.adders for m in model)),
               ("latency_stages", latency_stages(g, model)),
               ("adders_unshared", sum(m.adders if m.adders_unshared is None else m.adders_unshared for m in model)))
     for key, want in totals:
         if hw[key] != want:
             diffs.append(f"{key}: Python model {want}, generator {hw[key]}")
+    if "backbone_ii_cycles" in hw and hw["backbone_ii_cycles"] != backbone_ii:
+        diffs.append(f"backbone_ii_cycles: Python model {backbone_ii}, generator {hw['backbone_ii_cycles']}")
     if diffs:
         raise HwMismatchError("hw_params.json disagrees with the Python hardware model:\n  " + "\n  ".join(diffs))
 
+
+
+def check_design_hw(d: dict, g: Graph, hw: dict) -> None:
+    """:func:`check_hw_params` with the levels, target II and NPU a design document names."""
+    from .npu import from_design
+
+    n = from_design(d)
+    check_hw_params(g, hw, d["hardware"]["adder_levels_per_stage"], d["hardware"].get("target_ii"),
+                    n[0] if n else None)
+
+
+def _check_npu(have: dict | None, cfg) -> list[str]:
+    """The NPU's figures (schedule, array, memory, status codes) against hashiflex.npu."""
+    from . import npu as npu_mod
+
+    if cfg is None:
+        return [] if have is None else ["npu: the design has no NPU, but the generator reports one"]
+    if have is None:
+        return ["npu: the design has an NPU, but the generator reports none"]
+    want = {"cycles_per_image": cfg.cycles_per_image, "schedule_cycles": cfg.tiles * cfg.chunks, "lanes": cfg.lanes,
+            "width": cfg.width, "macs": cfg.macs, "acc_width": cfg.acc_width, "memory_bits": cfg.memory_bits,
+            "weight_memory_words": 2 * cfg.tiles * cfg.chunks, "image_header_words": npu_mod.HEADER_WORDS,
+            "magic": npu_mod.MAGIC, "status_codes": {s.name: int(s) for s in npu_mod.Status}}
+    return [f"npu.{k}: Python model {v}, generator {have.get(k)}" for k, v in want.items() if have.get(k) != v]
 
 
 def format_hw_params(p: dict) -> str:

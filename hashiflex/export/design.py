@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..ir import Add, Conv2d, Graph, Input, Linear, Po2Weights, Requant, SumPool, TensorType
-from ..numfmt import width_for
+from ..numfmt import int_range, width_for
 from ..passes import annotate, choose_parallelism, initiation_interval
 
 FORMAT, VERSION = "hashiflex.design", 1
@@ -38,9 +38,13 @@ def _ints(a) -> list[int]:
 
 
 def design_from_graph(g: Graph, levels_per_stage: int = DEFAULT_LEVELS_PER_STAGE,
-                      target_ii: int | None = None) -> dict:
+                      target_ii: int | None = None, npu: tuple | None = None) -> dict:
     """The design.json document for a quantized graph (derived fields from :func:`annotate`; pixel parallelism
-    from :func:`choose_parallelism` for ``target_ii`` cycles per image, None: one pixel per beat)."""
+    from :func:`choose_parallelism` for ``target_ii`` cycles per image, None: one pixel per beat).
+
+    ``npu``: (:class:`~hashiflex.npu.NpuConfig`, boot :class:`~hashiflex.npu.Head`) when the classification layer
+    runs on the programmable NPU; ``g`` is then the hardened backbone, ending in the vector the NPU reads.
+    """
     infos = annotate(g)
     par = choose_parallelism(g, target_ii)
     layers = []
@@ -70,16 +74,36 @@ def design_from_graph(g: Graph, levels_per_stage: int = DEFAULT_LEVELS_PER_STAGE
     last = infos[-1]
     w, s = width_for(*last.out_bounds)
     t = g.input.type
-    return {
+    ii = initiation_interval(g, target_ii)
+    output = {"features": int(np.prod(last.out_shape)), "exp": last.out_exp, "bounds": list(last.out_bounds),
+              "width": w, "signed": s}
+    doc = {
         "format": FORMAT, "version": VERSION, "name": g.name,
         "input": {"shape": [g.input.channels, g.input.height, g.input.width], "bits": t.bits, "signed": t.signed,
                   "exp": t.exp, "parallelism": par["input"]},
-        "hardware": {"adder_levels_per_stage": levels_per_stage, "target_ii": target_ii,
-                     "ii_cycles_per_image": initiation_interval(g, target_ii)},
+        "hardware": {"adder_levels_per_stage": levels_per_stage, "target_ii": target_ii, "ii_cycles_per_image": ii},
         "layers": layers,
-        "output": {"features": int(np.prod(last.out_shape)), "exp": last.out_exp, "bounds": list(last.out_bounds),
-                   "width": w, "signed": s},
+        "output": output,
     }
+    if npu is not None:
+        cfg, head = npu
+        if last.out_shape[1:] != (1, 1) or last.out_shape[0] != cfg.in_features:
+            raise DesignValidationError(f"design.npu.in_features: expected the backbone to end in a vector of "
+                                        f"{cfg.in_features} features, found {list(last.out_shape)} from "
+                                        f"{last.name!r}")
+        if tuple(last.out_bounds) != tuple(cfg.in_bounds):
+            raise DesignValidationError(f"design.npu.in_bounds: expected {list(last.out_bounds)} (the out_bounds "
+                                        f"of {last.name!r}), found {list(cfg.in_bounds)}")
+        try:
+            head.check(cfg)
+        except ValueError as e:
+            raise DesignValidationError(f"design.npu.{e}") from e
+        lo, hi = int_range(cfg.out_bits, True)
+        doc["npu"] = dict(cfg.to_json(), head=head.to_json())
+        doc["hardware"]["ii_cycles_per_image"] = max(ii, cfg.cycles_per_image)
+        doc["output"] = {"features": cfg.capacity, "exp": last.out_exp + head.w_exp + head.shift, "bounds": [lo, hi],
+                         "width": cfg.out_bits, "signed": True}
+    return doc
 
 
 def _path(parts) -> str:
@@ -148,13 +172,26 @@ def validate_design(d: dict) -> Graph:
         raise DesignValidationError(f"design.layers: layer name {sorted(dup)[0]!r} is used twice")
     try:
         g = graph_from_design(d)
-        want = design_from_graph(g, d["hardware"]["adder_levels_per_stage"], d["hardware"].get("target_ii"))
+        want = design_from_graph(g, d["hardware"]["adder_levels_per_stage"], d["hardware"].get("target_ii"),
+                                 _npu_of(d))
     except DesignValidationError:
         raise
     except ValueError as e:  # IRError from annotate: shapes that do not chain
         raise DesignValidationError(f"design: {e}") from e
     _compare(want, d, [])
     return g
+
+
+def _npu_of(d: dict):
+    """The (config, boot head) of a schema-valid document's ``npu`` section, or None."""
+    from .. import npu
+
+    if "npu" not in d:
+        return None
+    try:
+        return npu.from_design(d)
+    except ValueError as e:
+        raise DesignValidationError(f"design.{e}" if str(e).startswith("npu.") else f"design.npu: {e}") from e
 
 
 def _compare(want, have, path) -> None:

@@ -3,6 +3,11 @@
 The top has a ready/valid input of pixels (raster order; a beat carries ``P`` consecutive pixels of a row with all
 their channels: ``in_bits_<p*C + c>``, P = the design's input parallelism) and a ready/valid output the same way
 (logits: one beat per image); values cross as raw two's-complement bit vectors.
+
+A design with an NPU head (design.json ``npu``) outputs ``out_bits_logits_<i>`` and ``out_bits_topk_<j>`` per image
+and has a load port (``load_valid/ready``, ``load_bits_data``, ``load_bits_last``) and a status port
+(``status_code``, ``status_tag``): :meth:`StreamSim.load` replaces the head in the running model, and
+:meth:`StreamSim.run` can stream a load image while images flow.
 """
 from __future__ import annotations
 
@@ -19,10 +24,12 @@ from tqdm.auto import tqdm
 
 @dataclass
 class SimResult:
-    outputs: np.ndarray                 # (N, features) int64
+    outputs: np.ndarray                 # (N, features) int64 (with an NPU: the logits, N x capacity)
     cycles: int                         # total simulated cycles
     in_cycles: list[int] = field(default_factory=list)   # cycle of each image's first input beat
     out_cycles: list[int] = field(default_factory=list)  # cycle each image's last output beat was taken
+    topk: np.ndarray | None = None      # NPU designs: (N, top_k) indices, largest logit first
+    load_status: int | None = None      # NPU designs: the status code after a load streamed during the run
 
     @property
     def cycles_per_image(self) -> float:
@@ -136,14 +143,28 @@ class StreamSim:
         self.out_c, self.out_h, self.out_w = design["layers"][-1]["out_shape"]  # a feature map streams by pixel
         self.in_par = design["input"]["parallelism"]
         self.out_par = design["layers"][-1]["parallelism"]
-        self.out_width = design["output"]["width"]
+        self.out_width = design["output"]["width"]  # with an NPU: out_bits, signed
         self.out_signed = design["output"]["signed"]
         p = lambda n, w: _Port(self.sim, n, widths[n], w)  # noqa: E731
         self.clock, self.reset = p("clock", True), p("reset", True)
         self.in_valid, self.in_ready = p("in_valid", True), p("in_ready", False)
         self.out_valid, self.out_ready = p("out_valid", False), p("out_ready", True)
         self.in_bits = [p(f"in_bits_{i}", True) for i in range(self.in_c * self.in_par)]
-        self.out_bits = [p(f"out_bits_{k}", False) for k in range(self.out_c * self.out_par)]
+        from ..npu import from_design
+
+        npu = from_design(design)
+        self.npu = npu[0] if npu else None
+        if self.npu is None:
+            self.out_bits = [p(f"out_bits_{k}", False) for k in range(self.out_c * self.out_par)]
+            self.topk_bits = []
+        else:  # one result beat per image: the logits, then the top-k indices
+            self.out_c, self.out_h, self.out_w, self.out_par = self.npu.capacity, 1, 1, 1
+            self.features = self.npu.capacity
+            self.out_bits = [p(f"out_bits_logits_{k}", False) for k in range(self.npu.capacity)]
+            self.topk_bits = [p(f"out_bits_topk_{k}", False) for k in range(self.npu.top_k)]
+            self.load_valid, self.load_ready = p("load_valid", True), p("load_ready", False)
+            self.load_data, self.load_last = p("load_bits_data", True), p("load_bits_last", True)
+            self.status_code, self.status_tag = p("status_code", False), p("status_tag", False)
         self.cycle = 0
         self._tracing = False
         self.do_reset()
@@ -165,19 +186,77 @@ class StreamSim:
         self.reset.set(1)
         self.in_valid.set(0)
         self.out_ready.set(0)
+        if self.npu is not None:
+            self.load_valid.set(0)
         for _ in range(cycles):
             self.step()
         self.reset.set(0)
         self._eval()
 
+    # -- the NPU's load and status ports
+    def status(self):
+        """(status code, tag of the active weights) of the NPU's load port."""
+        from ..npu import Status
+
+        self._need_npu()
+        self._eval()
+        return Status(self.status_code.get()), self.status_tag.get()
+
+    def _need_npu(self) -> None:
+        if self.npu is None:
+            raise ValueError("this design is fully hardened: it has no NPU load port")
+
+    def load(self, words: np.ndarray, max_cycles: int | None = None):
+        """Stream a load image (uint32 words, :func:`hashiflex.npu.encode`; the last word flagged ``last``) into
+        the running model, then return the status code the port answers (:class:`hashiflex.npu.Status`)."""
+        from ..npu import Status
+
+        self._need_npu()
+        words = [int(w) for w in np.asarray(words, dtype=np.uint64)]
+        self.in_valid.set(0)
+        self.out_ready.set(0)
+        limit = max_cycles or 4 * len(words) + 10_000
+        start, i = self.cycle, 0
+        while i < len(words):
+            if self.cycle - start > limit:
+                raise TimeoutError(f"NPU load: {i}/{len(words)} words taken after {limit} cycles")
+            self._drive_load(words, i)
+            self._eval()
+            if self.load_ready.get():
+                i += 1
+            self.step()
+        self.load_valid.set(0)
+        for _ in range(2):  # the status settles; an idle NPU swaps to the new weights
+            self.step()
+        self._eval()
+        return Status(self.status_code.get())
+
+    def _drive_load(self, words: list[int], i: int) -> None:
+        if i < len(words):
+            self.load_valid.set(1)
+            self.load_data.set(words[i])
+            self.load_last.set(int(i == len(words) - 1))
+        else:
+            self.load_valid.set(0)
+
     # -- streaming
     def run(self, images: np.ndarray, vcd: str | Path | None = None, backpressure: np.ndarray | None = None,
-            progress: bool = True, max_cycles: int | None = None) -> SimResult:
+            progress: bool = True, max_cycles: int | None = None, load: np.ndarray | None = None) -> SimResult:
         """Stream integer images (N, C, H, W) through the design; return outputs and cycle counts.
 
         ``backpressure``: optional boolean pattern, out_ready is low on cycles where it is True (cycled).
         ``vcd``: write a VCD trace of the whole run.
+        ``load``: an NPU load image streamed into the load port while the images flow (from the first cycle);
+        the new head serves from the first image that starts after it is committed.
         """
+        from ..npu import NpuError, Status
+
+        if self.npu is not None and self.status()[0] == Status.EMPTY and load is None:
+            raise NpuError("the NPU holds no weights yet: load a head first (StreamSim.load(hashiflex.npu.encode(...)))")
+        if load is not None:
+            self._need_npu()
+        words = [int(w) for w in np.asarray(load, dtype=np.uint64)] if load is not None else []
+        loaded = 0
         images = np.asarray(images)
         n = len(images)
         if images.shape[1:] != (self.in_c, self.in_h, self.in_w):
@@ -209,13 +288,17 @@ class StreamSim:
                     self.in_valid.set(0)
                 ready = 0 if backpressure is not None and backpressure[self.cycle % len(backpressure)] else 1
                 self.out_ready.set(ready)
+                if words:
+                    self._drive_load(words, loaded)
                 self._eval()
+                if loaded < len(words) and self.load_ready.get():
+                    loaded += 1
                 if sent < total and self.in_ready.get():
                     if sent % per_image == 0:
                         in_cycles.append(self.cycle)
                     sent += 1
                 if ready and self.out_valid.get():
-                    outputs.append([p.get() for p in self.out_bits])
+                    outputs.append([p.get() for p in self.out_bits + self.topk_bits])
                     if len(outputs) % out_per_image == 0:
                         out_cycles.append(self.cycle)
                         bar.update(1)
@@ -227,6 +310,18 @@ class StreamSim:
                 self._tracing = False
         self.in_valid.set(0)
         self.out_ready.set(0)
-        y = from_beats(np.asarray(outputs, dtype=np.int64).reshape(-1, self.out_c * self.out_par),
-                       (self.out_c, self.out_h, self.out_w), self.out_par, self.out_width, self.out_signed)
-        return SimResult(y.reshape(n, self.features), self.cycle - start, in_cycles, out_cycles)
+        status = None
+        if words:
+            while loaded < len(words):  # the rest of the image, after the last output
+                self._drive_load(words, loaded)
+                self._eval()
+                loaded += int(self.load_ready.get())
+                self.step()
+            self.load_valid.set(0)
+            status = self.status()[0]
+        raw = np.asarray(outputs, dtype=np.int64).reshape(len(outputs), -1)
+        lanes = self.out_c * self.out_par
+        y = from_beats(raw[:, :lanes], (self.out_c, self.out_h, self.out_w), self.out_par, self.out_width,
+                       self.out_signed)
+        topk = raw[:, lanes:] if self.topk_bits else None
+        return SimResult(y.reshape(n, self.features), self.cycle - start, in_cycles, out_cycles, topk, status)

@@ -97,8 +97,12 @@ final case class AddSpec(c: Common, skip: String, skipBounds: Bounds, srcShift: 
   val op = "add"
 }
 
+/** `npu`: the programmable head the backbone's last vector feeds (None: fully hardened; the last layer's stream is
+  * the output). `iiCycles` covers both: max(backbone, NPU). */
 final case class DesignSpec(name: String, input: InputSpec, levelsPerStage: Int, iiCycles: Int,
-                            layers: IndexedSeq[LayerSpec]) {
+                            layers: IndexedSeq[LayerSpec], npu: Option[NpuSpec] = None) {
+  /** Cycles per image of the hardened layers alone. */
+  def backboneIi: Int = (input.shape.pixels / input.par +: layers.map(_.beatsOut)).max
   private val byName: Map[String, LayerSpec] = layers.map(l => l.name -> l).toMap
   def fmtOf(name: String): NumFmt = if (name == "input") input.fmt else byName(name).outFmt
   def parOf(name: String): Int = if (name == "input") input.par else byName(name).par
@@ -214,15 +218,53 @@ object Design {
         tensors(spec.src).vector || spec.isInstanceOf[SumPoolSpec] || spec.isInstanceOf[LinearSpec])
       spec
     }
+    val npu = if (d.has("npu")) Some(npuSpec(d.field("npu"), layers.last)) else None
     val out = d.field("output")
     val of = out.field("features")
-    if (of.int != layers.last.outShape.c * layers.last.outShape.pixels)
-      throw DesignError(s"${of.path}: expected ${layers.last.outShape.c * layers.last.outShape.pixels} (the last layer's outputs), found ${of.int}")
-    val ii = (input.shape.pixels / input.par +: layers.map(_.beatsOut)).max
+    val features = npu.map(_.capacity).getOrElse(layers.last.outShape.c * layers.last.outShape.pixels)
+    if (of.int != features)
+      throw DesignError(s"${of.path}: expected $features (${if (npu.isDefined) "the NPU's capacity" else "the last layer's outputs"}), found ${of.int}")
+    for (n <- npu) {
+      val ow = out.field("width")
+      if (ow.int != n.outBits) throw DesignError(s"${ow.path}: expected ${n.outBits} (npu.out_bits), found ${ow.int}")
+      val os = out.field("signed")
+      if (!os.bool) throw DesignError(s"${os.path}: expected true (the NPU's logits are signed), found false")
+    }
+    val backbone = DesignSpec(name, input, levels, 0, layers).backboneIi
+    val ii = math.max(backbone, npu.map(_.cyclesPerImage).getOrElse(0))
     val iiC = hwc.field("ii_cycles_per_image")
     if (iiC.int != ii)
-      throw DesignError(s"${iiC.path}: expected $ii (the most stream beats per image of any tensor), found ${iiC.int}")
-    DesignSpec(name, input, levels, ii, layers)
+      throw DesignError(s"${iiC.path}: expected $ii (the most stream beats per image of any tensor${if (npu.isDefined) ", or the NPU's cycles per image" else ""}), found ${iiC.int}")
+    DesignSpec(name, input, levels, ii, layers, npu)
+  }
+
+  /** The `npu` section: free choices range-checked, derived fields re-derived, and its input tied to the last layer. */
+  private def npuSpec(n: Cursor, last: LayerSpec): NpuSpec = {
+    val inF = n.field("in_features")
+    if (last.outShape.pixels != 1 || inF.int != last.outShape.c)
+      throw DesignError(s"${inF.path}: expected ${last.outShape.c} (the vector of \"${last.name}\", whose shape is ${last.outShape}; the NPU reads one vector per image), found ${inF.int}")
+    val inB = n.field("in_bounds")
+    if (inB.bounds != last.outBounds)
+      throw DesignError(s"${inB.path}: expected ${last.outBounds} (the out_bounds of \"${last.name}\"), found ${Cursor.show(inB.v)}")
+    val fmt = NumFmt(n.field("in_width").intIn(1, 62), n.field("in_signed").bool)
+    if (fmt != last.outFmt)
+      throw DesignError(s"${n.path}.in_width: expected ${last.outFmt.width} (signed=${last.outFmt.signed}, the format of \"${last.name}\"), found ${fmt.width} (signed=${fmt.signed})")
+    val cap = n.field("capacity").intIn(1, 65535)
+    val wb = n.field("weight_bits").intIn(2, 16)
+    val bb = n.field("bias_bits").intIn(2, 32)
+    val aw = NpuSpec.accWidthFor(inF.int, last.outBounds, wb, bb)
+    if (aw > 62) throw DesignError(s"${n.path}.acc_width: the accumulator needs $aw bits, more than 62: use fewer weight or bias bits")
+    val awC = n.field("acc_width")
+    if (awC.int != aw)
+      throw DesignError(s"${awC.path}: expected $aw (in_features x max|input| x 2^(weight_bits-1) + 2^(bias_bits-1), signed), found ${awC.int}")
+    val ms = n.field("max_shift")
+    if (ms.int != aw - 1) throw DesignError(s"${ms.path}: expected ${aw - 1} (acc_width - 1), found ${ms.int}")
+    val spec = NpuSpec(inF.int, last.outFmt, cap, n.field("lanes").intIn(1, cap), n.field("width").intIn(1, inF.int), wb,
+      bb, aw, n.field("out_bits").intIn(2, 32), aw - 1, n.field("top_k").intIn(1, cap), n.field("scan").intIn(1, cap))
+    val cyc = n.field("cycles_per_image")
+    if (cyc.int != spec.cyclesPerImage)
+      throw DesignError(s"${cyc.path}: expected ${spec.cyclesPerImage} (max(tiles x chunks = ${spec.schedule}, ceil(capacity / scan) + ${NpuSpec.ScanOverhead})), found ${cyc.int}")
+    spec
   }
 
   private def layer(l: Cursor, tensors: collection.Map[String, Tensor], base: os.Path): LayerSpec = {

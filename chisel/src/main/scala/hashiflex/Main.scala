@@ -54,7 +54,8 @@ object Main {
     os.makeDir.all(tmp)
     try {
       val t0 = System.nanoTime()
-      ChiselStage.emitCHIRRTLFile(Pipeline(design), Array("--target-dir", tmp.toString))
+      ChiselStage.emitCHIRRTLFile(if (design.npu.isDefined) new Accelerator(design) else Pipeline(design),
+        Array("--target-dir", tmp.toString))
       val fir = tmp / s"$top.fir"
       if (!os.isFile(fir)) throw new IllegalStateException(s"Chisel wrote no $fir")
       System.gc()
@@ -89,6 +90,22 @@ object Main {
     depth(d.layers.last.name)
   }
 
+  /** The NPU's figures for hw_params.json: schedule, array, memory and the load port's status codes. */
+  def npuParams(n: NpuSpec): ujson.Obj = ujson.Obj(
+    "module" -> n.moduleName,
+    "cycles_per_image" -> n.cyclesPerImage,
+    "schedule_cycles" -> n.schedule,
+    "lanes" -> n.lanes,
+    "width" -> n.width,
+    "macs" -> n.macs,
+    "acc_width" -> n.accWidth,
+    "weight_memory_words" -> 2 * n.schedule,
+    "weight_memory_word_bits" -> n.macs * n.weightBits,
+    "memory_bits" -> n.memoryBits.toDouble,
+    "image_header_words" -> NpuStatus.HeaderWords,
+    "magic" -> NpuStatus.Magic.toDouble,
+    "status_codes" -> ujson.Obj.from(NpuStatus.table.map { case (k, v) => k -> ujson.Num(v) }))
+
   def hwParams(d: DesignSpec, layers: Seq[LayerHw], top: String): ujson.Obj = ujson.Obj(
     "format" -> "hashiflex.hw_params",
     "version" -> 1,
@@ -96,6 +113,8 @@ object Main {
     "top" -> top,
     "verilog" -> s"$top.sv",
     "ii_cycles_per_image" -> d.iiCycles,
+    "backbone_ii_cycles" -> d.backboneIi,
+    "npu" -> d.npu.map(npuParams).getOrElse(ujson.Null),
     "input_parallelism" -> d.input.par,
     "latency_stages" -> latencyStages(d, layers),
     "adders" -> layers.map(_.adders).sum,

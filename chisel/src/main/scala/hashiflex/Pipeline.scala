@@ -12,7 +12,8 @@ import scala.collection.mutable
   * never stalls the stream.
   */
 class Pipeline(val d: DesignSpec) extends Module {
-  override def desiredName: String = s"Hashiflex_${d.name}"
+  // with an NPU head the top is an Accelerator around this backbone (Npu.scala)
+  override def desiredName: String = if (d.npu.isDefined) s"Backbone_${d.name}" else s"Hashiflex_${d.name}"
   private val hw = Pipeline.plan(d) // validates before any hardware is built
   val in = IO(Flipped(Decoupled(Vec(d.input.par * d.input.shape.c, UInt(d.input.fmt.width.W)))))
   private val last = d.layers.last
