@@ -36,7 +36,7 @@ from .numfmt import int_range, requant, width_for
 MAGIC = 0x48464E31          # "HFN1"
 IMAGE_VERSION = 1
 HEADER_WORDS = 5
-# cycles a logits buffer needs beyond its ceil(capacity / scan) top-k steps before the image after next may use it
+# cycles from an image's last issue to its logits buffer being free, beyond the ceil(capacity / scan) top-k steps
 # (memory read and dot product 2, output beat 1, free seen by the issue stage 1)
 SCAN_OVERHEAD = 4
 
@@ -114,8 +114,11 @@ class NpuConfig:
 
     @property
     def cycles_per_image(self) -> int:
-        """The NPU's initiation interval: the MAC schedule, or the top-k scan if that is longer."""
-        return max(self.tiles * self.chunks, math.ceil(self.capacity / self.scan) + SCAN_OVERHEAD)
+        """The NPU's initiation interval. Two logits buffers alternate, so image n+2 starts once image n's buffer
+        has been scanned and sent (schedule + scan steps + SCAN_OVERHEAD after image n started), and image n+1
+        one schedule after image n; the hardware spaces starts evenly by the larger of the two rates."""
+        sched = self.tiles * self.chunks
+        return max(sched, -(-(sched + math.ceil(self.capacity / self.scan) + SCAN_OVERHEAD) // 2))
 
     @property
     def memory_bits(self) -> int:
@@ -138,8 +141,8 @@ class NpuConfig:
 
 def choose_array(in_features: int, capacity: int, target_ii: int) -> tuple[int, int]:
     """The sizing pass: the fewest multipliers (lanes x width) whose schedule ceil(capacity/lanes) *
-    ceil(in_features/width) fits ``target_ii`` cycles; ties go to the shorter schedule. A target below one
-    cycle per output tile is met as closely as possible (one MAC per output and input)."""
+    ceil(in_features/width) fits ``target_ii`` cycles (always possible: lanes = capacity is one tile); ties go
+    to the shorter schedule."""
     if target_ii < 1:
         raise NpuError(f"target_ii: expected >= 1, found {target_ii}")
     best = None
@@ -151,13 +154,12 @@ def choose_array(in_features: int, capacity: int, target_ii: int) -> tuple[int, 
         chunks = math.ceil(in_features / width)
         cand = (lanes * width, tiles * chunks, lanes, width)
         best = cand if best is None or cand < best else best
-    if best is None:
-        return capacity, in_features
     return best[2], best[3]
 
 
 def choose_scan(capacity: int, schedule: int) -> int:
-    """Logits per cycle the top-k unit must insert so that it never sets the pace (1 when it can)."""
+    """Logits per cycle the top-k unit must insert so that it never sets the pace (1 when it can; with a
+    schedule under SCAN_OVERHEAD + 1 cycles nothing can, and the most parallel scan is the best)."""
     for scan in range(1, capacity + 1):
         if math.ceil(capacity / scan) + SCAN_OVERHEAD <= schedule:
             return scan

@@ -173,7 +173,7 @@ def validate_design(d: dict) -> Graph:
     try:
         g = graph_from_design(d)
         want = design_from_graph(g, d["hardware"]["adder_levels_per_stage"], d["hardware"].get("target_ii"),
-                                 _npu_of(d))
+                                 _npu_of(d, g))
     except DesignValidationError:
         raise
     except ValueError as e:  # IRError from annotate: shapes that do not chain
@@ -182,12 +182,17 @@ def validate_design(d: dict) -> Graph:
     return g
 
 
-def _npu_of(d: dict):
-    """The (config, boot head) of a schema-valid document's ``npu`` section, or None."""
+def _npu_of(d: dict, g: Graph):
+    """The (config, boot head) of a schema-valid document's ``npu`` section, or None. ``g``: its backbone."""
     from .. import npu
 
     if "npu" not in d:
         return None
+    last = annotate(g)[-1]
+    if last.out_shape[1:] != (1, 1) or last.out_shape[0] != d["npu"]["in_features"]:
+        raise DesignValidationError(f"design.npu.in_features: expected the backbone to end in a vector of "
+                                    f"{d['npu']['in_features']} features, found {list(last.out_shape)} from "
+                                    f"{last.name!r}")
     try:
         return npu.from_design(d)
     except ValueError as e:

@@ -113,6 +113,7 @@ class StreamSim:
         import pyverilator
 
         rtl_dir = Path(rtl_dir).resolve()
+        self.rtl_dir = rtl_dir
         top_sv = rtl_dir / hw_params["verilog"]
         digest = hashlib.sha256(top_sv.read_bytes() + verilator_version().encode()).hexdigest()[:16]
         build_root = Path(build_root).resolve() if build_root else default_cache()

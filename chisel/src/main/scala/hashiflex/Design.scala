@@ -263,7 +263,7 @@ object Design {
       bb, aw, n.field("out_bits").intIn(2, 32), aw - 1, n.field("top_k").intIn(1, cap), n.field("scan").intIn(1, cap))
     val cyc = n.field("cycles_per_image")
     if (cyc.int != spec.cyclesPerImage)
-      throw DesignError(s"${cyc.path}: expected ${spec.cyclesPerImage} (max(tiles x chunks = ${spec.schedule}, ceil(capacity / scan) + ${NpuSpec.ScanOverhead})), found ${cyc.int}")
+      throw DesignError(s"${cyc.path}: expected ${spec.cyclesPerImage} (max(S, ceil((S + ceil(capacity / scan) + ${NpuSpec.ScanOverhead}) / 2)), S = tiles x chunks = ${spec.schedule}), found ${cyc.int}")
     spec
   }
 

@@ -18,7 +18,11 @@ final case class NpuSpec(inFeatures: Int, inFmt: NumFmt, capacity: Int, lanes: I
   /** Cycles of the MAC schedule for one image. */
   def schedule: Int = tiles * chunks
   def macs: Int = lanes * width
-  def cyclesPerImage: Int = math.max(schedule, (capacity + scan - 1) / scan + NpuSpec.ScanOverhead)
+  /** Cycles per image. Two logits buffers alternate, so image n + 2 may start once image n's buffer has been
+    * scanned and sent: s(n+2) >= s(n) + schedule + scanSteps + ScanOverhead, besides s(n+1) >= s(n) + schedule.
+    * Starts are spaced evenly at this many cycles (a throttle when the scan, not the MACs, sets the pace). */
+  def cyclesPerImage: Int =
+    math.max(schedule, (schedule + (capacity + scan - 1) / scan + NpuSpec.ScanOverhead + 1) / 2)
   def shiftBits: Int = math.max(1, BigInt(maxShift).bitLength)
   def indexBits: Int = math.max(1, BigInt(capacity - 1).bitLength)
   def moduleName: String =
@@ -28,9 +32,8 @@ final case class NpuSpec(inFeatures: Int, inFmt: NumFmt, capacity: Int, lanes: I
 }
 
 object NpuSpec {
-  /** Cycles a logits buffer needs beyond its ceil(capacity / scan) top-k steps before the next image but one may
-    * start in it: issue -> memory -> dot -> write (2), output beat (1), free seen by the issue stage (1)
-    * (hashiflex.npu.SCAN_OVERHEAD). */
+  /** Cycles from an image's last issue to its logits buffer being free, beyond the ceil(capacity / scan) top-k
+    * steps: memory + dot product (2), output beat (1), free seen by the issue stage (1) (hashiflex.npu.SCAN_OVERHEAD). */
   val ScanOverhead = 4
 
   /** The accumulator width: any sum of inFeatures products of a `bits`-wide weight and an input in `in`, plus a
@@ -329,13 +332,21 @@ class Npu(val p: NpuSpec) extends Module {
 
   // ---- issue (stage A): one memory word per cycle
   private val lastIssue = busy && step === (S - 1).U
-  private val start = xFull && (activeValid || pending) && bufState(nextBuf) === B.free && (!busy || lastIssue)
+  // starts are at least cyclesPerImage apart: a no-op unless the top-k scan sets the pace
+  private val paced = if (p.cyclesPerImage > S) {
+    val wait = RegInit(0.U(BigInt(p.cyclesPerImage).bitLength.W))
+    when(wait =/= 0.U) { wait := wait - 1.U }
+    (wait === 0.U, () => wait := (p.cyclesPerImage - 1).U)
+  } else (true.B, () => ())
+  private val start =
+    xFull && (activeValid || pending) && bufState(nextBuf) === B.free && (!busy || lastIssue) && paced._1
   private val startBank = Mux(pending, shadow, active)
   when(pending && (start || !(busy || vB || vC))) { // swap between images
     active := shadow; activeValid := true.B; pending := false.B
   }
   in.ready := !xFull || start
   when(start) {
+    paced._2()
     xWork := xBuf
     xFull := false.B
     busy := true.B
