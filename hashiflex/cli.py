@@ -114,6 +114,26 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("out", type=Path, nargs="?", default=Path("build/vectors"), help="(default: %(default)s)")
     p.add_argument("--images", type=int, default=4, help="images per case (default: %(default)s)")
 
+    p = sub.add_parser("finetune", help="retrain the NPU head on new data, reload it into the running RTL, verify",
+                       description="Export WORK's network with its classification layer on the programmable NPU "
+                                   "(WORK/npu), elaborate it once, then: accuracy of the new task before, retrain "
+                                   "only the head on the frozen backbone's features, quantize, load it through the "
+                                   "NPU's load port into the running simulation, verify bit for bit, accuracy "
+                                   "after. Writes WORK/finetune/{finetune.json,head.json,head.bin}.")
+    _work(p)
+    _progress(p)
+    p.add_argument("--task", default="shift", choices=["shift", "noise", "blur", "invert", "none"],
+                   help="how the deployment data differs from the training data (default: %(default)s)")
+    p.add_argument("--labels", default=None, metavar="L0,L1,...",
+                   help="relabel: new class of each old class, e.g. 0,1,0,1,0,1,0,1,0,1 for parity")
+    p.add_argument("--epochs", type=int, default=300, help="full-batch Adam steps for the head (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=1e-2, help="learning rate (default: %(default)s)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N test images")
+    p.add_argument("--capacity", type=int, default=None,
+                   help="classes the NPU can hold (default: the network's); leave room for new classes")
+    p.add_argument("--top-k", type=int, default=1, help="indices the NPU reports per image (default: %(default)s)")
+    p.add_argument("--npu-weight-bits", type=int, default=8, help="NPU weight bits (default: %(default)s)")
+
     p = sub.add_parser("demo", help="all of the above on the embedded default, then print the table",
                        description="Train, quantize, export, elaborate, co-simulate and report.")
     _work(p)
@@ -175,6 +195,14 @@ def main(argv: list[str] | None = None) -> int:
             for folder in write_vectors(args.out, args.images):
                 print(folder)
             return 0
+        elif args.cmd == "finetune":
+            from .finetune import finetune, format_finetune
+
+            labels = [int(v) for v in args.labels.split(",")] if args.labels else None
+            r = finetune(args.work, args.task, labels, args.epochs, args.lr, args.limit, args.capacity, args.top_k,
+                         args.npu_weight_bits, progress)
+            print(format_finetune(r))
+            return 0 if r["before"]["mismatches"] == 0 and r["after"]["mismatches"] == 0 else 1
         elif args.cmd == "demo":
             r = flow.demo(args.work, progress=progress, netlist=not args.no_netlist)
             print(flow.format_table(r))
@@ -183,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "cosim" and r["mismatches"]:
             return 1
         return 0
-    except (DesignValidationError, ElaborationError, HwMismatchError, IRError, FileNotFoundError, ValueError) as e:
+    except (DesignValidationError, ElaborationError, HwMismatchError, IRError, FileNotFoundError, ValueError,
+            RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
 
