@@ -5,7 +5,7 @@ import pytest
 
 from hashiflex.cli import main
 
-STEPS = ["train", "quantize", "export", "elaborate", "cosim", "sweep", "report", "demo"]
+STEPS = ["train", "quantize", "export", "elaborate", "cosim", "sweep", "report", "finetune", "demo"]
 
 
 @pytest.mark.parametrize("step", STEPS)

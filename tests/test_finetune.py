@@ -1,0 +1,65 @@
+"""The fine-tune flow on the embedded default: NPU design of the trained net, head retrained on new data, loaded
+into the running co-simulation (no re-elaboration), bit-exact before and after."""
+import json
+
+import numpy as np
+import pytest
+
+from hashiflex import finetune as ft
+from hashiflex.data import digits
+
+pytestmark = [pytest.mark.slow, pytest.mark.mill, pytest.mark.verilator]
+
+
+@pytest.fixture(scope="module")
+def tuned(default_flow):
+    work, _ = default_flow
+    r = ft.finetune(work, "shift", epochs=150, limit=120, progress=False)
+    return work, r
+
+
+def test_shifted_digits_recover_after_fine_tuning_the_head(tuned):
+    work, r = tuned
+    b, a = r["before"], r["after"]
+    assert b["mismatches"] == 0 and a["mismatches"] == 0  # RTL == golden with each head, bit for bit
+    assert b["rtl_accuracy"] == b["golden_accuracy"] and a["rtl_accuracy"] == a["golden_accuracy"]
+    assert a["rtl_accuracy"] > b["rtl_accuracy"] + 0.4  # ~20 % -> ~90 % (a one-pixel camera shift)
+    assert r["load_status"] == "OK" and r["tag"] == b["tag"] + 1 == a["tag"]
+    assert a["cycles_per_image"] == r["ii_cycles_per_image"] == r["fully_hardened"]["ii_cycles_per_image"]
+    saved = json.loads((work / "finetune" / "finetune.json").read_text())
+    assert saved["after"] == a
+    words = np.fromfile(work / "finetune" / "head.bin", dtype="<u4")
+    assert len(words) == r["load_words"]
+
+
+def test_relabelled_task_runs_on_the_same_npu_without_re_elaborating(tuned):
+    work, _ = tuned
+    rtl = work / "npu" / "rtl" / "hw_params.json"
+    stamp = rtl.stat().st_mtime_ns
+    parity = [d % 2 for d in range(10)]
+    r = ft.finetune(work, "none", parity, epochs=150, limit=80, progress=False)
+    assert rtl.stat().st_mtime_ns == stamp  # the design was not elaborated again
+    assert r["classes"] == 2 and r["after"]["mismatches"] == 0
+    assert r["after"]["rtl_accuracy"] > 0.85
+    # logits beyond the loaded head's 2 classes are zero (checked in _evaluate); the NPU keeps its capacity
+    assert r["npu"]["capacity"] == 10
+
+
+def test_a_task_with_more_classes_than_the_npu_holds_is_refused(default_flow):
+    work, _ = default_flow
+    with pytest.raises(ValueError, match="has 11 classes, but the NPU was built for at most 10"):
+        ft.finetune(work, "none", list(range(1, 11)), epochs=1, limit=4, progress=False)
+
+
+def test_task_arguments_are_checked():
+    ds = digits()
+    with pytest.raises(ValueError, match="task: expected one of"):
+        ft.make_task(ds, "rotate")
+    with pytest.raises(ValueError, match="labels: expected 10 non-negative class numbers"):
+        ft.make_task(ds, "none", [0, 1])
+    t = ft.make_task(ds, "shift")
+    assert t.x_train.shape == ds.x_train.shape and (t.x_train[:, :, 0, :] == 0).all()
+    lo, hi = ds.input.type.range
+    for name in ft.TASKS:
+        x = ft.make_task(ds, name).x_test
+        assert x.min() >= lo and x.max() <= hi, name
