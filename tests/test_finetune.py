@@ -63,3 +63,25 @@ def test_task_arguments_are_checked():
     for name in ft.TASKS:
         x = ft.make_task(ds, name).x_test
         assert x.min() >= lo and x.max() <= hi, name
+
+
+def test_report_splits_backbone_and_npu(tuned):
+    from hashiflex.report.report import build_report, format_report
+
+    work, r = tuned
+    rep = build_report(work / "npu", area=False, progress=False)
+    assert rep["npu"]["macs"] == r["npu"]["macs"] and rep["npu"]["cycles_per_image"] == r["npu"]["cycles_per_image"]
+    assert rep["ii_cycles_per_image"] == max(rep["backbone_ii_cycles"], rep["npu"]["cycles_per_image"])
+    assert 0 < rep["npu"]["energy_pj"] < rep["energy_pj_per_image"]
+    assert "NPU head (programmable)" in format_report(rep)
+
+
+def test_npu_energy_follows_the_schedule():
+    from hashiflex.report.energy import npu_energy_pj
+
+    n = dict(capacity=10, lanes=5, in_features=32, width=1, weight_bits=8, in_width=13, in_signed=False,
+             acc_width=26)
+    e = npu_energy_pj(n)
+    assert e > 0
+    assert npu_energy_pj(dict(n, capacity=20)) == pytest.approx(2 * e)  # twice the MAC slots
+    assert npu_energy_pj(dict(n, lanes=10)) == pytest.approx(e)          # same work, fewer cycles

@@ -9,6 +9,11 @@ stream (a beat carries P pixels and the layer has P lanes, so each lane's adders
 the width of the layer's accumulator (an upper bound: inner nodes are narrower); a requant rounding adder once
 per beat; every flip-flop bit is clocked every cycle (no clock gating) and costs as much as one added bit.
 Wires, control and leakage are not counted.
+
+The NPU head (when there is one): Horowitz's 8-bit multiply (0.2 pJ at 45 nm) scaled by the product of the operand
+widths over 8 x 8 (array multipliers grow with both widths), plus an accumulator-wide add, for every MAC slot of the
+schedule (tiles x chunks x lanes x width per image, padding included: the array always runs); and every weight bit
+read once per image at Horowitz's 8 KB SRAM read (10 pJ per 64 bits at 45 nm), both scaled to 7 nm like the adders.
 """
 from __future__ import annotations
 
@@ -18,16 +23,29 @@ ADD_FJ_PER_BIT_45NM = 100.0 / 32          # Horowitz 2014: 32-bit add 0.1 pJ
 SCALE_45_TO_7 = (7 / 45) * (0.7 / 0.9) ** 2
 ADD_FJ_PER_BIT = ADD_FJ_PER_BIT_45NM * SCALE_45_TO_7
 FF_FJ_PER_BIT_CYCLE = ADD_FJ_PER_BIT
+MUL8_FJ = 200.0 * SCALE_45_TO_7                # Horowitz 2014: 8-bit multiply 0.2 pJ
+SRAM_FJ_PER_BIT = 10_000.0 / 64 * SCALE_45_TO_7  # Horowitz 2014: 8 KB SRAM, 64-bit read 10 pJ
 
 
 @dataclass(frozen=True)
 class Energy:
     adders_pj: float
     registers_pj: float
+    npu_pj: float = 0.0
 
     @property
     def total_pj(self) -> float:
-        return self.adders_pj + self.registers_pj
+        return self.adders_pj + self.registers_pj + self.npu_pj
+
+
+def npu_energy_pj(n: dict) -> float:
+    """Energy per image of the NPU's MACs and weight reads (design.json ``npu`` section)."""
+    tiles = -(-n["capacity"] // n["lanes"])
+    chunks = -(-n["in_features"] // n["width"])
+    slots = tiles * chunks * n["lanes"] * n["width"]
+    mac_fj = MUL8_FJ * n["weight_bits"] * (n["in_width"] + (0 if n["in_signed"] else 1)) / 64 \
+        + n["acc_width"] * ADD_FJ_PER_BIT
+    return (slots * mac_fj + slots * n["weight_bits"] * SRAM_FJ_PER_BIT) / 1000
 
 
 def modelled_flip_flop_bits(hw_params: dict) -> int:
@@ -45,4 +63,4 @@ def energy_per_image(design: dict, hw_params: dict, flip_flop_bits: int | None =
         beats = hw["beats_in"] if hw["op"] == "sum_pool" else hw["beats_out"]
         add_fj += hw["adders"] * hw["out_width"] * beats * ADD_FJ_PER_BIT
     reg_fj = flip_flop_bits * hw_params["ii_cycles_per_image"] * FF_FJ_PER_BIT_CYCLE
-    return Energy(add_fj / 1000, reg_fj / 1000)
+    return Energy(add_fj / 1000, reg_fj / 1000, npu_energy_pj(design["npu"]) if design.get("npu") else 0.0)

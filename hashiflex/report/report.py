@@ -56,11 +56,19 @@ def build_report(work: Path, clock_ghz: float = 1.0, area: bool = True, progress
     e = energy_per_image(design, params, ff)
     r.update(energy_pj_per_image=e.total_pj, energy_adders_pj=e.adders_pj, energy_registers_pj=e.registers_pj,
              add_fj_per_bit=ADD_FJ_PER_BIT)
+    if params.get("npu"):  # hardened backbone + programmable head: the paper's main configuration
+        n = params["npu"]
+        r["npu"] = {k: n[k] for k in ("module", "lanes", "width", "macs", "cycles_per_image", "memory_bits")}
+        r["npu"]["energy_pj"] = e.npu_pj
+        r["backbone_ii_cycles"] = params["backbone_ii_cycles"]
     if area:
         a = synthesize(sv, params["top"], log=work / "report" / "yosys")
         r["area_um2"] = a.top_um2
         r["area_breakdown"] = [{"module": m, "instances": n, "um2": um2, "logic_depth": a.max_depth(m)}
                                for m, n, um2 in a.breakdown()]
+        if "npu" in r:
+            r["npu"]["area_um2"] = sum(p["um2"] for p in r["area_breakdown"] if p["module"] == r["npu"]["module"])
+            r["backbone_area_um2"] = r["area_um2"] - r["npu"]["area_um2"]
         steps.update()
     elif area_model is not None:
         from . import area_model as am
@@ -100,8 +108,17 @@ def _rows(r: dict) -> list[tuple[str, str]]:
         err = r.get("area_model_held_out_error")
         rows.append(("area, ASAP7 7 nm (area model" + (f", held-out error {100 * err:.1f} %" if err is not None else "")
                      + ", modelled)", f"{r['area_model_um2'] / 1e6:,.2f} mm^2"))
+    if "npu" in r:
+        n = r["npu"]
+        rows.append(("NPU head (programmable)", f"{n['lanes']} lanes x {n['width']} = {n['macs']:,} MACs, "
+                     f"{n['cycles_per_image']} cycles/image (backbone {r['backbone_ii_cycles']}), "
+                     f"{n['memory_bits']:,.0f} weight+bias bits"))
+        if "area_um2" in n:
+            rows.append(("area: hardened backbone / NPU (Yosys synthesis, measured)",
+                         f"{r['backbone_area_um2']:,.1f} / {n['area_um2']:,.1f} um^2"))
     rows.append(("energy per image (modelled)", f"{r['energy_pj_per_image']:.1f} pJ "
-                 f"(adders {r['energy_adders_pj']:.1f}, registers {r['energy_registers_pj']:.1f})"))
+                 f"(adders {r['energy_adders_pj']:.1f}, registers {r['energy_registers_pj']:.1f}"
+                 + (f", NPU {r['npu']['energy_pj']:.1f}" if "npu" in r else "") + ")"))
     if "baseline" in r:
         b = r["baseline"]
         rows.append((f"torch baseline ({b['file']}, {b['device']})", f"{b['best_images_per_second']:,.0f} images/s "
