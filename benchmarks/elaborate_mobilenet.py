@@ -8,6 +8,9 @@ wall time and the peak resident memory of the whole process tree (Mill, the gene
 /proc. hw_params.json gives cycles/image, adders, registers; the Verilog size shows that hierarchy keeps it
 proportional to unique weights, not to the unroll. Ratios are against the smallest width in the same run.
 Writes benchmarks/results/elaborate_mobilenet_v2.{json,png}.
+
+``--npu``: the paper's main configuration instead, the classifier on the programmable NPU sized for the backbone's
+II (hashiflex.npu.size_npu); writes elaborate_mobilenet_v2_npu.{json,png} with the NPU's MACs and memory.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ import torch
 
 from hashiflex.export import design_from_graph, write_design
 from hashiflex.flow import quantize_ptq
-from hashiflex.hw import check_hw_params, project_root, read_hw_params
+from hashiflex.hw import check_design_hw, project_root, read_hw_params
 from hashiflex.ir import Input, TensorType
 from hashiflex.models import mobilenet_v2
 from hashiflex.quant.prune import weight_sparsity
@@ -77,7 +80,8 @@ def main(argv=None):
     ap.add_argument("--levels-per-stage", type=int, default=4)
     ap.add_argument("--timing", action="store_true", help="firtool pass timings into WORK/<design>/elaborate.log")
     ap.add_argument("--work", default="build/bench_elab")
-    ap.add_argument("--out", default=str(RESULTS / "elaborate_mobilenet_v2"))
+    ap.add_argument("--npu", action="store_true", help="classifier on the programmable NPU (hardened + NPU)")
+    ap.add_argument("--out", default=None, help="default: results/elaborate_mobilenet_v2[_npu]")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
     root = project_root()
@@ -91,7 +95,15 @@ def main(argv=None):
         t0 = time.perf_counter()
         g = quantize_ptq(mobilenet_v2(width, args.classes), inp, f"mnv2_w{str(width).replace('.', '')}", calib,
                          weight_bits=args.bits)
-        d = design_from_graph(g, args.levels_per_stage, args.target_ii)
+        if args.npu:
+            from hashiflex import npu
+
+            d = npu.npu_design(g, args.levels_per_stage, args.target_ii, np.rint(calib * 2 ** 8).astype(np.int64))
+            g = npu.split_head(g)[0]
+            g.name += "_npu"
+            d["name"] = g.name
+        else:
+            d = design_from_graph(g, args.levels_per_stage, args.target_ii)
         base = work / g.name
         write_design(d, base / "design.json", tables=True)
         t_export = time.perf_counter() - t0
@@ -107,7 +119,7 @@ def main(argv=None):
                "elaborate_s": round(wall, 1), "peak_rss_gib": round(peak / 2 ** 30, 2)}
         if rc == 0:
             p = read_hw_params(base / "rtl")
-            check_hw_params(g, p, args.levels_per_stage, args.target_ii)
+            check_design_hw(d, g, p)
             sv = base / "rtl" / p["verilog"]
             row.update(ii_cycles_per_image=p["ii_cycles_per_image"], adders=p["adders"],
                        adders_unshared=p["adders_unshared"],
@@ -116,6 +128,10 @@ def main(argv=None):
                        latency_stages=p["latency_stages"], verilog_mib=round(sv.stat().st_size / 2 ** 20, 1),
                        images_per_s_at_1ghz=round(1e9 / p["ii_cycles_per_image"]),
                        max_parallelism=max(l["parallelism"] for l in p["layers"]))
+            if p.get("npu"):
+                row["npu"] = {k: p["npu"][k] for k in ("module", "lanes", "width", "macs", "cycles_per_image",
+                                                       "memory_bits", "weight_memory_words", "weight_memory_word_bits")}
+                row["backbone_ii_cycles"] = p["backbone_ii_cycles"]
         else:
             row["error"] = (base / "elaborate.log").read_text()[-2000:]
         rows.append(row)
@@ -128,7 +144,7 @@ def main(argv=None):
     result = {"command": " ".join([sys.argv[0]] + (argv if argv is not None else sys.argv[1:])),
               "machine": f"{os.cpu_count()} cores", "target_ii": args.target_ii, "size": args.size,
               "baseline": f"width {base_row['width']} in the same run", "rows": rows}
-    out = Path(args.out)
+    out = Path(args.out or RESULTS / ("elaborate_mobilenet_v2" + ("_npu" if args.npu else "")))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     _plot(rows, out.with_suffix(".png"))
