@@ -35,7 +35,7 @@ deps-apt:
 deps-pip: $(STAMPS)/pip
 $(STAMPS)/pip: pyproject.toml
 	@mkdir -p $(STAMPS)
-	@if $(PYTHON) -c "import hashiflex, torch, pyverilator, hypothesis, nbmake, ipywidgets" 2>/dev/null \
+	@if $(PYTHON) -c "import hashiflex, torch, pyverilator, hypothesis, nbmake, ipywidgets, vcd, pyverilog" 2>/dev/null \
 	    && $(PYTHON) -m pip show hashiflex 2>/dev/null | grep -q "Editable project location: $(CURDIR)$$"; then \
 	  echo "make deps: Python packages present"; \
 	else \

@@ -68,6 +68,9 @@ class _Port:
         return int(self.fn(self.model))
 
 
+VCD_CYCLE = 40  # VCD time units per simulated cycle
+
+
 def _to_raw(v: np.ndarray, width: int) -> np.ndarray:
     return np.asarray(v, dtype=np.int64) & ((1 << width) - 1)
 
@@ -168,13 +171,18 @@ class StreamSim:
             self.status_code, self.status_tag = p("status_code", False), p("status_tag", False)
         self.cycle = 0
         self._tracing = False
+        self._window = (0, 0)
+        self._phase = 0
         self.do_reset()
 
     # -- clocking
     def _eval(self) -> None:
         self.sim.eval()
-        if self._tracing:
+        if self._tracing and self._window[0] <= self.cycle < self._window[1]:
+            # VCD time = 40 units per cycle, whatever the window: evaluations within a cycle at +5/+10, +15/+20...
+            self.sim.curr_time = VCD_CYCLE * self.cycle + 10 * min(self._phase, 3)
             self.sim.add_to_vcd_trace()
+        self._phase += 1
 
     def step(self) -> None:
         self.clock.set(1)
@@ -182,6 +190,7 @@ class StreamSim:
         self.clock.set(0)
         self._eval()
         self.cycle += 1
+        self._phase = 0
 
     def do_reset(self, cycles: int = 2) -> None:
         self.reset.set(1)
@@ -242,11 +251,15 @@ class StreamSim:
 
     # -- streaming
     def run(self, images: np.ndarray, vcd: str | Path | None = None, backpressure: np.ndarray | None = None,
-            progress: bool = True, max_cycles: int | None = None, load: np.ndarray | None = None) -> SimResult:
+            progress: bool = True, max_cycles: int | None = None, load: np.ndarray | None = None,
+            vcd_window: tuple[int, int] | None = None) -> SimResult:
         """Stream integer images (N, C, H, W) through the design; return outputs and cycle counts.
 
         ``backpressure``: optional boolean pattern, out_ready is low on cycles where it is True (cycled).
-        ``vcd``: write a VCD trace of the whole run.
+        ``vcd``: write a VCD trace (every signal of the hierarchy) of the run, or of the cycles
+        ``vcd_window`` = (first, stop) counted from the start of this run: a whole trace of a big design is huge.
+        VCD time is ``VCD_CYCLE`` units per simulated cycle, counted from the model's reset, so a window's
+        times are its cycles; :mod:`hashiflex.sim.vcd` reads it back and samples at the clock's rising edges.
         ``load``: an NPU load image streamed into the load port while the images flow (from the first cycle);
         the new head serves from the first image that starts after it is committed.
         """
@@ -269,6 +282,8 @@ class StreamSim:
         if vcd is not None:
             self.sim.start_vcd_trace(str(vcd), auto_tracing=False)
             self._tracing = True
+            w = vcd_window or (0, 1 << 62)
+            self._window = (self.cycle + w[0], self.cycle + w[1])
         outputs: list[list[int]] = []   # one entry per output beat (pixel), out_c values
         out_per_image = self.out_h * self.out_w // self.out_par  # output beats per image
         in_cycles: list[int] = []

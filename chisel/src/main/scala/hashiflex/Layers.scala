@@ -41,7 +41,7 @@ object Conv2dLayer {
   def apply(s: Conv2dSpec, in: NumFmt, levelsPerStage: Int, x: DecoupledIO[Vec[UInt]],
             windows: mutable.Map[WindowParams, Definition[WindowGen]]): DecoupledIO[Vec[UInt]] = {
     val (win, pe) = params(s, in, levelsPerStage)
-    ShiftAddLayer(pe, win.map(WindowGen(_, x, windows)).getOrElse(x))
+    ShiftAddLayer(pe, win.map(WindowGen(_, x, windows, s"${s.name}_window")).getOrElse(x))
   }
 }
 
@@ -89,7 +89,7 @@ class Requant(val p: RequantParams) extends Module {
 
 object Requant {
   def apply(s: RequantSpec, in: NumFmt, x: DecoupledIO[Vec[UInt]]): DecoupledIO[Vec[UInt]] = {
-    val m = Module(new Requant(RequantParams(s.inShape.c * s.par, in, s.shift, s.clamp, s.outFmt)))
+    val m = Module(new Requant(RequantParams(s.inShape.c * s.par, in, s.shift, s.clamp, s.outFmt))).suggestName(s.name)
     m.in <> x
     m.out
   }
@@ -120,6 +120,7 @@ class ResidualAdd(val p: AddParams) extends Module {
 object ResidualAdd {
   def apply(s: AddSpec, a: DecoupledIO[Vec[UInt]], aFmt: NumFmt, b: DecoupledIO[Vec[UInt]], bFmt: NumFmt): DecoupledIO[Vec[UInt]] = {
     val m = Module(new ResidualAdd(AddParams(s.inShape.c * s.par, aFmt, s.srcShift, bFmt, s.skipShift, s.shift, s.clamp, s.outFmt)))
+      .suggestName(s.name)
     m.a <> a
     m.b <> b
     m.out
@@ -139,8 +140,9 @@ class Fork(val n: Int, val lanes: Int, val width: Int) extends Module {
 }
 
 object Fork {
-  def apply(n: Int, x: DecoupledIO[Vec[UInt]]): Seq[DecoupledIO[Vec[UInt]]] = {
-    val m = Module(new Fork(n, x.bits.length, x.bits.head.getWidth))
+  /** `name`: the tensor forked (the instance is `<name>_fork`). */
+  def apply(n: Int, x: DecoupledIO[Vec[UInt]], name: String): Seq[DecoupledIO[Vec[UInt]]] = {
+    val m = Module(new Fork(n, x.bits.length, x.bits.head.getWidth)).suggestName(s"${name}_fork")
     m.in <> x
     m.out
   }
@@ -181,7 +183,7 @@ class SumPool(val p: SumPoolParams) extends Module {
 
 object SumPool {
   def apply(s: SumPoolSpec, in: NumFmt, x: DecoupledIO[Vec[UInt]]): DecoupledIO[Vec[UInt]] = {
-    val m = Module(new SumPool(SumPoolParams(s.inShape.c, s.inShape.pixels, in, s.outFmt, s.inPar)))
+    val m = Module(new SumPool(SumPoolParams(s.inShape.c, s.inShape.pixels, in, s.outFmt, s.inPar))).suggestName(s.name)
     m.in <> x
     m.out
   }

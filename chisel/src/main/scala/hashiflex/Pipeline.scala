@@ -23,7 +23,7 @@ class Pipeline(val d: DesignSpec) extends Module {
   private val streams = mutable.Map.empty[String, mutable.Queue[DecoupledIO[Vec[UInt]]]]
   private def produce(name: String, s: DecoupledIO[Vec[UInt]]): Unit = {
     val n = uses.getOrElse(name, 0)
-    streams(name) = mutable.Queue.from(if (n > 1) Fork(n, s) else Seq(s))
+    streams(name) = mutable.Queue.from(if (n > 1) Fork(n, s, name) else Seq(s))
   }
   private def take(name: String): DecoupledIO[Vec[UInt]] = streams(name).dequeue()
 
@@ -32,7 +32,7 @@ class Pipeline(val d: DesignSpec) extends Module {
   for ((layer, h) <- d.layers.zip(hw)) {
     val x = take(layer.src)
     val fmt = d.fmtOf(layer.src)
-    val y = layer match {
+    val y = chisel3.experimental.noPrefix { layer match { // instances are named after their layers
       case s: Conv2dSpec  => Conv2dLayer(s, fmt, d.levelsPerStage, x, windows)
       case s: LinearSpec  => ShiftAddLayer(LinearLayer.params(s, fmt, d.levelsPerStage), x)
       case s: RequantSpec => Requant(s, fmt, x)
@@ -40,7 +40,7 @@ class Pipeline(val d: DesignSpec) extends Module {
       case s: AddSpec     =>
         def buffered(v: DecoupledIO[Vec[UInt]], depth: Int) = if (depth > 0) Queue(v, depth) else v
         ResidualAdd(s, buffered(x, h.fifos._1), fmt, buffered(take(s.skip), h.fifos._2), d.fmtOf(s.skip))
-    }
+    }}
     produce(layer.name, y)
   }
   out <> take(last.name)

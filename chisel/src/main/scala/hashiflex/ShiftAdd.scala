@@ -215,7 +215,7 @@ class ShiftAddLayer(val p: ShiftAddLayerParams) extends Module {
 
 object ShiftAddLayer {
   def apply(p: ShiftAddLayerParams, in: DecoupledIO[Vec[UInt]]): DecoupledIO[Vec[UInt]] = {
-    val m = Module(new ShiftAddLayer(p))
+    val m = Module(new ShiftAddLayer(p)).suggestName(p.name)
     m.in <> in
     m.out
   }

@@ -111,8 +111,10 @@ object WindowGen {
   /** An instance of the one Definition per distinct parameter set in `defs` (layers with equal shapes, like
     * MobileNetV2's repeated blocks, share one elaborated line buffer).
     */
-  def apply(p: WindowParams, in: DecoupledIO[Vec[UInt]], defs: mutable.Map[WindowParams, Definition[WindowGen]]): DecoupledIO[Vec[UInt]] = {
+  def apply(p: WindowParams, in: DecoupledIO[Vec[UInt]], defs: mutable.Map[WindowParams, Definition[WindowGen]],
+            name: String): DecoupledIO[Vec[UInt]] = {
     val m = Instance(defs.getOrElseUpdate(p, Definition(new WindowGen(p))))
+    m.suggestName(name)
     m.in <> in
     m.out
   }
