@@ -30,6 +30,8 @@ class SimResult:
     out_cycles: list[int] = field(default_factory=list)  # cycle each image's last output beat was taken
     topk: np.ndarray | None = None      # NPU designs: (N, top_k) indices, largest logit first
     load_status: int | None = None      # NPU designs: the status code after a load streamed during the run
+    input_waits: int = 0                # cycles a beat was offered but the design was not ready (its back-pressure)
+    output_stalls: int = 0              # cycles the design offered a result the harness did not take
 
     @property
     def cycles_per_image(self) -> float:
@@ -289,7 +291,7 @@ class StreamSim:
         in_cycles: list[int] = []
         out_cycles: list[int] = []
         start = self.cycle
-        sent = 0
+        sent = input_waits = output_stalls = 0
         bar = tqdm(total=n, desc="co-simulation", unit="img", disable=not progress, leave=False)
         try:
             while len(outputs) < n * out_per_image:
@@ -309,11 +311,16 @@ class StreamSim:
                 self._eval()
                 if loaded < len(words) and self.load_ready.get():
                     loaded += 1
-                if sent < total and self.in_ready.get():
-                    if sent % per_image == 0:
-                        in_cycles.append(self.cycle)
-                    sent += 1
-                if ready and self.out_valid.get():
+                if sent < total:
+                    if self.in_ready.get():
+                        if sent % per_image == 0:
+                            in_cycles.append(self.cycle)
+                        sent += 1
+                    else:
+                        input_waits += 1
+                if not ready and self.out_valid.get():
+                    output_stalls += 1
+                elif ready and self.out_valid.get():
                     outputs.append([p.get() for p in self.out_bits + self.topk_bits])
                     if len(outputs) % out_per_image == 0:
                         out_cycles.append(self.cycle)
@@ -340,4 +347,5 @@ class StreamSim:
         y = from_beats(raw[:, :lanes], (self.out_c, self.out_h, self.out_w), self.out_par, self.out_width,
                        self.out_signed)
         topk = raw[:, lanes:] if self.topk_bits else None
-        return SimResult(y.reshape(n, self.features), self.cycle - start, in_cycles, out_cycles, topk, status)
+        return SimResult(y.reshape(n, self.features), self.cycle - start, in_cycles, out_cycles, topk, status,
+                         input_waits, output_stalls)
