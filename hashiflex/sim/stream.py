@@ -63,6 +63,10 @@ class _Port:
             self.fn.restype = ctype
         self.width = width
 
+    @property
+    def address(self) -> int:
+        return ctypes.cast(self.fn, ctypes.c_void_p).value
+
     def set(self, v: int) -> None:
         self.fn(self.model, v)
 
@@ -71,6 +75,10 @@ class _Port:
 
 
 VCD_CYCLE = 40  # VCD time units per simulated cycle
+# how models are verilated and compiled (the co-simulation benchmark builds its bare harness the same way);
+# -O1 for the C++: big adder graphs take minutes to compile at -O2 for little gain
+VERILATOR_ARGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast", "-Wno-WIDTH", "--output-split", "20000"]
+VERILATOR_CFLAGS = "-O1"
 
 
 def _to_raw(v: np.ndarray, width: int) -> np.ndarray:
@@ -93,6 +101,47 @@ def from_beats(beats: np.ndarray, shape: tuple[int, int, int], par: int, width: 
     if signed:
         v = np.where(v >> (width - 1) & 1, v - (1 << width), v)
     return v.reshape(-1, h, w, c).transpose(0, 3, 1, 2)
+
+
+class _Ports(ctypes.Structure):
+    """hfx_ports of driver.c."""
+    _fields_ = [("model", ctypes.c_void_p), ("eval", ctypes.c_void_p), ("clock", ctypes.c_void_p),
+                ("in_valid", ctypes.c_void_p), ("out_ready", ctypes.c_void_p), ("in_ready", ctypes.c_void_p),
+                ("out_valid", ctypes.c_void_p), ("n_in", ctypes.c_int64), ("n_out", ctypes.c_int64),
+                ("in_bits", ctypes.POINTER(ctypes.c_void_p)), ("out_bits", ctypes.POINTER(ctypes.c_void_p)),
+                ("out_masks", ctypes.POINTER(ctypes.c_uint64))]
+
+
+_DRIVER: list = []
+
+
+def stream_driver():
+    """The compiled C stream loop (driver.c, built once per content with the system C compiler and cached like
+    the models); None where no C compiler is found (StreamSim then runs its Python loop)."""
+    import subprocess
+
+    if _DRIVER:
+        return _DRIVER[0]
+    src = Path(__file__).with_name("driver.c")
+    cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    lib = None
+    if cc is not None:
+        so = default_cache() / f"driver-{hashlib.sha256(src.read_bytes()).hexdigest()[:16]}.so"
+        if not so.exists():
+            so.parent.mkdir(parents=True, exist_ok=True)
+            tmp = so.with_suffix(f".{os.getpid()}.tmp")
+            r = subprocess.run([cc, "-O2", "-shared", "-fPIC", str(src), "-o", str(tmp)], capture_output=True,
+                               text=True)
+            if r.returncode == 0:
+                tmp.rename(so)
+        if so.exists():
+            lib = ctypes.CDLL(str(so))
+            i64, vp = ctypes.c_int64, ctypes.c_void_p
+            lib.hfx_stream.restype = i64
+            lib.hfx_stream.argtypes = [ctypes.POINTER(_Ports), vp, i64, i64, vp, i64, i64, vp, i64, i64, i64, vp, vp,
+                                       vp]
+    _DRIVER.append(lib)
+    return lib
 
 
 def verilator_version() -> str:
@@ -133,9 +182,7 @@ class StreamSim:
             tmp.mkdir(parents=True)
             shutil.copy(top_sv, src)
             pyverilator.PyVerilator.build(str(src), build_dir=str(tmp), quiet=quiet,
-                                          args=["-O3", "--x-assign", "fast", "--x-initial", "fast",
-                                                "-Wno-WIDTH", "--output-split", "20000"],
-                                          cargs="-O1")
+                                          args=VERILATOR_ARGS, cargs=VERILATOR_CFLAGS)
             shutil.rmtree(build_dir, ignore_errors=True)
             tmp.rename(build_dir)
             self.sim = pyverilator.PyVerilator(str(so))
@@ -205,6 +252,43 @@ class StreamSim:
         self.reset.set(0)
         self._eval()
 
+    def _run_fast(self, images, beats, per_image, limit, backpressure, progress) -> SimResult:
+        lib = stream_driver()
+        if lib is None:
+            raise RuntimeError("fast: no C compiler found for the stream driver (set CC), use fast=False")
+        n = len(images)
+        out_per_image = self.out_h * self.out_w // self.out_par
+        outs = self.out_bits + self.topk_bits
+        addr = lambda ports: (ctypes.c_void_p * max(1, len(ports)))(*[q.address for q in ports])  # noqa: E731
+        ports = _Ports(self.sim.model, ctypes.cast(self.sim.lib.eval, ctypes.c_void_p).value, self.clock.address,
+                       self.in_valid.address, self.out_ready.address, self.in_ready.address, self.out_valid.address,
+                       len(self.in_bits), len(outs), addr(self.in_bits), addr(outs),
+                       (ctypes.c_uint64 * len(outs))(*[(1 << q.width) - 1 for q in outs]))
+        beats = np.ascontiguousarray(beats, dtype=np.uint64)
+        out = np.zeros((n * out_per_image, len(outs)), dtype=np.uint64)
+        in_cycles = np.zeros(n, dtype=np.int64)
+        out_cycles = np.zeros(n, dtype=np.int64)
+        counters = np.zeros(2, dtype=np.int64)
+        bp = None if backpressure is None else np.ascontiguousarray(backpressure, dtype=np.uint8)
+        ptr = lambda a: None if a is None else a.ctypes.data  # noqa: E731
+        bar = tqdm(total=n, desc="co-simulation", unit="img", disable=not progress, leave=False)
+        cycles = lib.hfx_stream(ctypes.byref(ports), ptr(beats), len(beats), per_image, ptr(out), len(out),
+                                out_per_image, ptr(bp), 0 if bp is None else len(bp), self.cycle, limit,
+                                ptr(in_cycles), ptr(out_cycles), ptr(counters))
+        bar.update(n)
+        bar.close()
+        if cycles < 0:
+            raise TimeoutError(f"co-simulation: not every output after {limit} cycles (deadlock?)")
+        self.cycle += int(cycles)
+        self.in_valid.set(0)
+        self.out_ready.set(0)
+        raw = out.astype(np.int64)
+        lanes = self.out_c * self.out_par
+        y = from_beats(raw[:, :lanes], (self.out_c, self.out_h, self.out_w), self.out_par, self.out_width,
+                       self.out_signed)
+        return SimResult(y.reshape(n, self.features), int(cycles), in_cycles.tolist(), out_cycles.tolist(),
+                         raw[:, lanes:] if self.topk_bits else None, None, int(counters[0]), int(counters[1]))
+
     # -- the NPU's load and status ports
     def status(self):
         """(status code, tag of the active weights) of the NPU's load port."""
@@ -254,7 +338,7 @@ class StreamSim:
     # -- streaming
     def run(self, images: np.ndarray, vcd: str | Path | None = None, backpressure: np.ndarray | None = None,
             progress: bool = True, max_cycles: int | None = None, load: np.ndarray | None = None,
-            vcd_window: tuple[int, int] | None = None) -> SimResult:
+            vcd_window: tuple[int, int] | None = None, fast: bool | None = None) -> SimResult:
         """Stream integer images (N, C, H, W) through the design; return outputs and cycle counts.
 
         ``backpressure``: optional boolean pattern, out_ready is low on cycles where it is True (cycled).
@@ -264,6 +348,8 @@ class StreamSim:
         times are its cycles; :mod:`hashiflex.sim.vcd` reads it back and samples at the clock's rising edges.
         ``load``: an NPU load image streamed into the load port while the images flow (from the first cycle);
         the new head serves from the first image that starts after it is committed.
+        ``fast``: run the cycle loop in C (:func:`stream_driver`; the same cycles, results and counts as the Python
+        loop, without a Python call per cycle). Default: whenever there is no trace, no load and a C compiler.
         """
         from ..npu import NpuError, Status
 
@@ -277,10 +363,17 @@ class StreamSim:
         n = len(images)
         if images.shape[1:] != (self.in_c, self.in_h, self.in_w):
             raise ValueError(f"images: expected shape (N, {self.in_c}, {self.in_h}, {self.in_w}), found {images.shape}")
-        beats = to_beats(images, self.in_par, self.in_width).tolist()
+        raw_beats = to_beats(images, self.in_par, self.in_width)
         per_image = self.in_h * self.in_w // self.in_par
-        total = len(beats)
+        total = len(raw_beats)
         limit = max_cycles or (total + 1000) * 4 + 10_000
+        if fast is None:
+            fast = vcd is None and load is None and stream_driver() is not None
+        if fast:
+            if vcd is not None or load is not None:
+                raise ValueError("fast: the C loop neither traces nor loads; use fast=False")
+            return self._run_fast(images, raw_beats, per_image, limit, backpressure, progress)
+        beats = raw_beats.tolist()
         if vcd is not None:
             self.sim.start_vcd_trace(str(vcd), auto_tracing=False)
             self._tracing = True
