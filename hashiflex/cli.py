@@ -108,6 +108,13 @@ def parser() -> argparse.ArgumentParser:
                    help="estimate the area with a fitted model (benchmarks/area_model.py writes "
                         "benchmarks/results/area_model.json) where it is not synthesized")
 
+    p = sub.add_parser("netlist", help="pyverilog: module hierarchy, adders and registers, checked against hw_params",
+                       description="Parse WORK/rtl's Verilog with pyverilog, print the module hierarchy with instance "
+                                   "counts, adders and register bits, and cross-check every layer against "
+                                   "hw_params.json (a difference is an error).")
+    _work(p)
+    p.add_argument("--depth", type=int, default=3, help="hierarchy levels to print (default: %(default)s)")
+
     p = sub.add_parser("vectors", help="golden vectors for the generator's ChiselSim specs (make vectors)",
                        description="Write small designs covering every layer type and the unroll, with input beats "
                                    "and the golden model's output beats, to OUT/<case>/{design,vectors}.json.")
@@ -188,6 +195,18 @@ def main(argv: list[str] | None = None) -> int:
                              netlist=not args.no_netlist, area_model=args.area_model)
             print(format_report(r))
             print(f"-> {args.work / 'report' / 'report.html'}")
+            return 0
+        elif args.cmd == "netlist":
+            from .report.hierarchy import check_netlist, cross_check, format_hierarchy, instance_counts
+
+            p = hw.read_hw_params(args.work / "rtl")
+            mods = check_netlist(args.work / "rtl" / p["verilog"], p)
+            print(format_hierarchy(mods, p["top"], args.depth))
+            n = instance_counts(mods, p["top"])
+            folded = cross_check(mods, p)[1]
+            print("\n".join(folded))
+            print(f"{len(mods)} modules, {sum(n.values())} instances; no layer has more than hw_params.json models"
+                  + ("" if folded else ", and every figure agrees exactly"))
             return 0
         elif args.cmd == "vectors":
             from .vectors import write_vectors
