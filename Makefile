@@ -7,7 +7,7 @@ SHELL       := /bin/bash
 PYTHON      ?= python3
 WORK        ?= build
 STAMPS      := .stamps
-APT_TOOLS   := verilator iverilog yosys
+APT_TOOLS   := verilator iverilog yosys chromium
 PYTEST_ARGS ?=
 
 .PHONY: all demo test test-python test-scala vectors deps deps-apt deps-pip deps-mill clean help
@@ -22,7 +22,8 @@ help:
 
 deps: deps-apt deps-pip deps-mill
 
-# Debian packages: verilator (co-simulation), iverilog (pyverilog), yosys (netlist counts). Skipped when present.
+# Debian packages: verilator (co-simulation), iverilog (pyverilog), yosys (netlist counts, area), chromium (the
+# browser test drives it with Playwright: no browser download). Skipped when present.
 deps-apt:
 	@missing=""; for t in $(APT_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
 	if [ -n "$$missing" ]; then \
@@ -35,7 +36,7 @@ deps-apt:
 deps-pip: $(STAMPS)/pip
 $(STAMPS)/pip: pyproject.toml
 	@mkdir -p $(STAMPS)
-	@if $(PYTHON) -c "import hashiflex, torch, pyverilator, hypothesis, nbmake, ipywidgets, vcd, pyverilog" 2>/dev/null \
+	@if $(PYTHON) -c "import hashiflex, torch, pyverilator, hypothesis, nbmake, ipywidgets, vcd, pyverilog, playwright" 2>/dev/null \
 	    && $(PYTHON) -m pip show hashiflex 2>/dev/null | grep -q "Editable project location: $(CURDIR)$$"; then \
 	  echo "make deps: Python packages present"; \
 	else \
