@@ -83,7 +83,10 @@ def parser() -> argparse.ArgumentParser:
     _work(p)
     _progress(p)
     p.add_argument("--limit", type=int, default=None, help="only the first N test images")
-    p.add_argument("--vcd", type=str, default=None, help="write a VCD trace to this file")
+    p.add_argument("--vcd", type=str, default=None,
+                   help="write a VCD trace to this file (opens in GTKWave and hashiflex.sim.widgets.WaveViewer)")
+    p.add_argument("--vcd-window", type=str, default=None, metavar="FIRST:STOP",
+                   help="trace only cycles [FIRST, STOP) of the run (whole traces of big designs are huge)")
 
     p = sub.add_parser("sweep", help="accuracy and adders vs weight bits and sparsity (CSV + PNG)",
                        description="Sweep Po2 weight bits x sparsity on WORK/float.pt (trains it if missing).")
@@ -180,7 +183,10 @@ def main(argv: list[str] | None = None) -> int:
             print(hw.format_hw_params(p))
             r = {k: p[k] for k in ("top", "adders", "adders_unshared", "ii_cycles_per_image", "latency_stages")}
         elif args.cmd == "cosim":
-            r = flow.step_cosim(args.work, args.limit, args.vcd, progress)
+            window = tuple(int(v) for v in args.vcd_window.split(":")) if args.vcd_window else None
+            if window is not None and (len(window) != 2 or window[0] >= window[1]):
+                raise ValueError(f"--vcd-window: expected FIRST:STOP with FIRST < STOP, found {args.vcd_window}")
+            r = flow.step_cosim(args.work, args.limit, args.vcd, progress, vcd_window=window)
         elif args.cmd == "sweep":
             if not (args.work / "float.pt").exists():
                 flow.step_train(args.work, flow.Config(), progress)

@@ -202,7 +202,7 @@ def step_elaborate(work: Path) -> dict:
 
 
 def step_cosim(work: Path, limit: int | None = None, vcd: str | None = None, progress: bool = True,
-               quiet: bool = True) -> dict:
+               quiet: bool = True, vcd_window: tuple[int, int] | None = None) -> dict:
     from .sim import StreamSim
 
     d, g = load_design(work / "design.json")
@@ -212,7 +212,7 @@ def step_cosim(work: Path, limit: int | None = None, vcd: str | None = None, pro
     ds = _ds(Config(**meta["config"]))
     x, y = ds.x_test[:limit], ds.y_test[:limit]
     sim = StreamSim(work / "rtl", params, d, quiet=quiet)
-    res = sim.run(x, vcd=vcd, progress=progress)
+    res = sim.run(x, vcd=vcd, progress=progress, vcd_window=vcd_window)
     gold = ref.run(g, x)
     mismatches = int((res.outputs != gold).any(axis=1).sum())
     out = {"images": int(len(x)), "mismatches": mismatches,

@@ -249,8 +249,8 @@ def main(argv=None) -> int:
     ap.add_argument("--match", default=None, help="only streams whose name matches this regular expression")
     args = ap.parse_args(argv)
     t = read_vcd(args.vcd)
-    print(f"{len(t.signals)} signals, {len(t.edges)} clock edges (cycles {t.cycles.min(initial=0)}.."
-          f"{t.cycles.max(initial=0)})")
+    span = f"cycles {t.cycles.min()}..{t.cycles.max()}" if len(t.cycles) else "no clock edges"
+    print(f"{len(t.signals)} signals, {len(t.edges)} clock edges ({span})")
     print(format_stats(stream_stats(t, pattern=args.match)))
     return 0
 
