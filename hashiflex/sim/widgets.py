@@ -3,7 +3,7 @@
 ``WaveViewer(read_vcd("trace.vcd"), design)`` shows: a signal picker (hierarchy drop-down and a regex search), a
 cycle-window slider with zoom buttons, the waveforms (bits as steps, buses as labelled segments), a cursor with the
 value of every picked signal, and the ready/valid decoder (transfers, stalls, starved cycles per stream in the
-window, and pixels per layer when the design is given). Everything it draws is also callable without a browser:
+window, pixels per layer and images in flight when the design is given). Everything it draws is also callable without a browser:
 :meth:`WaveViewer.render` returns the figure, :meth:`WaveViewer.values_at` the cursor table.
 """
 from __future__ import annotations
@@ -95,6 +95,21 @@ class WaveViewer:
             return {}
         return {n: int(self.trace.sampled(n)[idx[0]]) for n in self.picker.value}
 
+    def images_in_flight_at(self, cycle: int | None = None) -> int | None:
+        """Whole images inside the design at a cycle (default: the cursor), counted from the trace's start."""
+        from .vcd import images_in_flight
+
+        cycle = self.cursor.value if cycle is None else cycle
+        if "_flight" not in self.__dict__:
+            try:
+                self._flight = images_in_flight(self.trace, self.design)
+            except KeyError:  # not a hashiflex top
+                self._flight = None
+        if self._flight is None:
+            return None
+        idx = np.nonzero(self._flight[0] == cycle)[0]
+        return int(self._flight[1][idx[0]]) if len(idx) else None
+
     # -- drawing
     def render(self):
         """The waveform figure of the picked signals over the window, with the cursor."""
@@ -157,7 +172,11 @@ class WaveViewer:
         if not a <= self.cursor.value <= b:
             self.cursor.value = a
         vals = self.values_at()
-        self.table.value = ("<b>cursor, cycle %d</b><table>" % self.cursor.value + "".join(
+        flight = ""
+        if self.design is not None:
+            n = self.images_in_flight_at()
+            flight = "" if n is None else f"<br>images in flight: {n}"
+        self.table.value = ("<b>cursor, cycle %d</b>%s<table>" % (self.cursor.value, flight) + "".join(
             f"<tr><td>{html.escape(n.split('.', 1)[-1])}</td><td>{_fmt(v, self.trace.signals[n].width)}</td></tr>"
             for n, v in vals.items()) + "</table>")
         rows = self.decoder_rows()

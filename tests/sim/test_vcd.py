@@ -72,6 +72,9 @@ def test_wave_viewer(traced):
     assert v.values_at() == {n: int(t.sampled(n)[i]) for n in names}
     fig = v.render()
     assert [lab.get_text() for lab in fig.axes[0].get_yticklabels()] == [n.split(".", 1)[1] for n in names]
+    cycles, inside = images_in_flight(t, d)
+    assert v.images_in_flight_at() == int(inside[cycles == c0 + 5][0])
+    assert "images in flight" in v.table.value
     v.zoom(0.5)
     assert v.window.value[1] - v.window.value[0] <= 21
     rows = v.decoder_rows()
