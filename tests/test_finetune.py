@@ -74,6 +74,13 @@ def test_report_splits_backbone_and_npu(tuned):
     assert rep["ii_cycles_per_image"] == max(rep["backbone_ii_cycles"], rep["npu"]["cycles_per_image"])
     assert 0 < rep["npu"]["energy_pj"] < rep["energy_pj_per_image"]
     assert "NPU head (programmable)" in format_report(rep)
+    from tests.conftest import ROOT
+
+    modelled = build_report(work / "npu", area=False, progress=False, netlist=False,
+                            area_model=ROOT / "benchmarks" / "results" / "area_model.json")
+    assert modelled["area_model_um2"] > 0  # the backbone's layers
+    assert modelled["area_model_unmodelled"] == [rep["npu"]["module"]]
+    assert "the backbone, not the NPU" in format_report(modelled)
 
 
 def test_npu_energy_follows_the_schedule():

@@ -133,10 +133,19 @@ def estimate(model: AreaModel, verilog: str | Path, hw_params: dict) -> dict:
     """Area of a design from its hw_params.json and the module instances in its Verilog (no synthesis)."""
     top = hw_params["top"]
     text = Path(verilog).read_text()
-    body = text[text.index(f"module {top}("):]
-    body = body[:body.index("endmodule")]
-    insts = re.findall(r"^\s+(\w+)\s+\w+\s*\(", body, flags=re.M)
+
+    def instances(module: str) -> list[tuple[str, str]]:
+        body = text[text.index(f"module {module}("):]
+        body = body[:body.index("endmodule")]
+        return re.findall(r"^\s+(\w+)\s+(\w+)\s*\(", body, flags=re.M)
+
+    insts = [m for m, _ in instances(top)]
     total, unknown, parts = 0.0, [], {}
+    if hw_params.get("npu"):  # hardened backbone + NPU: the model covers the backbone's layers; the NPU's MAC
+        # array and weight memory (an SRAM in silicon) are not in its calibration set
+        inner = dict((i, m) for m, i in instances(top))
+        insts = [m for m, _ in instances(inner["backbone"])]
+        unknown.append(inner["npu"])
     for name in insts:
         f = module_features(name, hw_params)
         if f is None:
