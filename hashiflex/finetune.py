@@ -130,8 +130,7 @@ def step_npu_elaborate(work: Path) -> dict:
     return params
 
 
-def prepare(work: Path, capacity: int | None = None, top_k: int = 1, weight_bits: int = 8,
-            progress: bool = True) -> dict:
+def prepare(work: Path, capacity: int | None = None, top_k: int = 1, weight_bits: int = 8) -> dict:
     """Export and elaborate the NPU design of WORK, each redone only when its inputs changed."""
     from .flow import _PKG, _cached, _digest
 
@@ -179,7 +178,7 @@ def finetune(work: Path = Path("build"), task: str = "shift", labels: list[int] 
     t0 = time.perf_counter()
     steps = tqdm(total=6, desc="fine-tune", disable=not progress)
     _, meta = load_quantized(work)
-    prep = prepare(work, capacity, top_k, weight_bits, progress)
+    prep = prepare(work, capacity, top_k, weight_bits)
     steps.update()
     d, g = load_design(work / NPU_DIR / "design.json")
     cfg, boot = npu.from_design(d)

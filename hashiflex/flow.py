@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from . import data as datasets
-from . import hw, passes, ref
+from . import hw, npu, passes, ref
 from .export import design_from_graph, load_design, write_design
 from .ir import Graph, Input
 from .models import DigitsCNN
@@ -208,16 +208,28 @@ def step_cosim(work: Path, limit: int | None = None, vcd: str | None = None, pro
     d, g = load_design(work / "design.json")
     params = hw.read_hw_params(work / "rtl")
     hw.check_design_hw(d, g, params)
-    _, meta = load_quantized(work) if (work / "po2.pkl").exists() else (None, {"config": asdict(Config())})
+    owner = next((w for w in (work, work.parent) if (w / "po2.pkl").exists()), None)  # WORK/npu: its parent's
+    meta = load_quantized(owner)[1] if owner else {"config": asdict(Config())}
     ds = _ds(Config(**meta["config"]))
     x, y = ds.x_test[:limit], ds.y_test[:limit]
     sim = StreamSim(work / "rtl", params, d, quiet=quiet)
+    head = npu.from_design(d)
+    if head is not None:  # hardened backbone + NPU: boot it with the design's head through the load port
+        status = sim.load(npu.encode(head[1], head[0]))
+        if status != npu.Status.OK:
+            raise RuntimeError(f"the NPU's load port refused the design's head: {status.name}")
     res = sim.run(x, vcd=vcd, progress=progress, vcd_window=vcd_window)
-    gold = ref.run(g, x)
-    mismatches = int((res.outputs != gold).any(axis=1).sum())
+    if head is None:
+        gold = ref.run(g, x)
+        mismatches = int((res.outputs != gold).any(axis=1).sum())
+    else:
+        logits, top = npu.golden(g, head[0], head[1], x)
+        o = head[1].out_features
+        gold = np.pad(logits, ((0, 0), (0, res.outputs.shape[1] - o)))
+        mismatches = int(((res.outputs != gold).any(axis=1) | (res.topk != top).any(axis=1)).sum())
     out = {"images": int(len(x)), "mismatches": mismatches,
-           "rtl_accuracy": float((res.outputs.argmax(1) == y).mean()),
-           "golden_accuracy": float((gold.argmax(1) == y).mean()),
+           "rtl_accuracy": float(((res.topk[:, 0] if head else res.outputs.argmax(1)) == y).mean()),
+           "golden_accuracy": float(((top[:, 0] if head else gold.argmax(1)) == y).mean()),
            "cycles_per_image": res.cycles_per_image, "latency_cycles": res.latency, "cycles": res.cycles}
     (work / "cosim.json").write_text(json.dumps(out, indent=2) + "\n")
     return out

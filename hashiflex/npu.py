@@ -27,7 +27,7 @@ from __future__ import annotations
 import enum
 import math
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -186,7 +186,6 @@ class Head:
     w_exp: int
     shift: int
     tag: int = 1
-    classes: list[str] | None = field(default=None, compare=False)
 
     @property
     def out_features(self) -> int:

@@ -92,3 +92,14 @@ def test_npu_energy_follows_the_schedule():
     assert e > 0
     assert npu_energy_pj(dict(n, capacity=20)) == pytest.approx(2 * e)  # twice the MAC slots
     assert npu_energy_pj(dict(n, lanes=10)) == pytest.approx(e)          # same work, fewer cycles
+
+
+def test_cosim_step_boots_an_npu_design_and_checks_logits_and_top_k(tuned):
+    from hashiflex import flow
+
+    work, _ = tuned
+    r = flow.step_cosim(work / "npu", limit=30, progress=False)
+    assert r["mismatches"] == 0 and r["images"] == 30
+    d = json.loads((work / "npu" / "design.json").read_text())
+    assert r["cycles_per_image"] == d["hardware"]["ii_cycles_per_image"]
+    assert r["rtl_accuracy"] == r["golden_accuracy"] > 0.5
