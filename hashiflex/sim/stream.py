@@ -32,6 +32,7 @@ class SimResult:
     load_status: int | None = None      # NPU designs: the status code after a load streamed during the run
     input_waits: int = 0                # cycles a beat was offered but the design was not ready (its back-pressure)
     output_stalls: int = 0              # cycles the design offered a result the harness did not take
+    layers: list[dict] | None = None    # with layer_stats: per layer beats, pixels, stalled and starved cycles
 
     @property
     def cycles_per_image(self) -> float:
@@ -168,6 +169,7 @@ class StreamSim:
 
         rtl_dir = Path(rtl_dir).resolve()
         self.rtl_dir = rtl_dir
+        self.design = design
         top_sv = rtl_dir / hw_params["verilog"]
         digest = hashlib.sha256(top_sv.read_bytes() + verilator_version().encode()).hexdigest()[:16]
         build_root = Path(build_root).resolve() if build_root else default_cache()
@@ -338,7 +340,8 @@ class StreamSim:
     # -- streaming
     def run(self, images: np.ndarray, vcd: str | Path | None = None, backpressure: np.ndarray | None = None,
             progress: bool = True, max_cycles: int | None = None, load: np.ndarray | None = None,
-            vcd_window: tuple[int, int] | None = None, fast: bool | None = None) -> SimResult:
+            vcd_window: tuple[int, int] | None = None, fast: bool | None = None,
+            layer_stats: bool = False) -> SimResult:
         """Stream integer images (N, C, H, W) through the design; return outputs and cycle counts.
 
         ``backpressure``: optional boolean pattern, out_ready is low on cycles where it is True (cycled).
@@ -348,10 +351,23 @@ class StreamSim:
         times are its cycles; :mod:`hashiflex.sim.vcd` reads it back and samples at the clock's rising edges.
         ``load``: an NPU load image streamed into the load port while the images flow (from the first cycle);
         the new head serves from the first image that starts after it is committed.
+        ``layer_stats``: also count, per layer, the beats and pixels it emitted and the cycles its output stalled
+        or starved (``SimResult.layers``), decoded from a trace of the run (to ``vcd``, or a temporary file).
         ``fast``: run the cycle loop in C (:func:`stream_driver`; the same cycles, results and counts as the Python
         loop, without a Python call per cycle). Default: whenever there is no trace, no load and a C compiler.
         """
         from ..npu import NpuError, Status
+
+        if layer_stats:
+            import tempfile
+
+            from .vcd import layer_activity, read_vcd
+
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(vcd) if vcd is not None else Path(tmp) / "run.vcd"
+                res = self.run(images, path, backpressure, progress, max_cycles, load, vcd_window, fast=False)
+                res.layers = layer_activity(read_vcd(path), self.design)
+            return res
 
         if self.npu is not None and self.status()[0] == Status.EMPTY and load is None:
             raise NpuError("the NPU holds no weights yet: load a head first (StreamSim.load(hashiflex.npu.encode(...)))")

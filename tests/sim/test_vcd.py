@@ -83,3 +83,13 @@ def test_wave_viewer(traced):
     assert v.picker.options and all("conv2." in n for n in v.picker.options)
     with pytest.raises(KeyError):
         v.select(["TOP.nope"])
+
+
+def test_layer_stats_from_the_run(default_flow):
+    work, _ = default_flow
+    d = json.loads((work / "design.json").read_text())
+    sim = StreamSim(work / "rtl", hw.read_hw_params(work / "rtl"), d)
+    res = sim.run(digits().x_test[:3], progress=False, layer_stats=True, backpressure=np.array([0, 1]))
+    by = {r["layer"]: r for r in res.layers}
+    assert by["conv1"]["pixels"] == 3 * 64 and by["conv2"]["pixels"] == 3 * 16 and by["fc"]["beats"] == 3
+    assert by["fc"]["stalls"] == res.output_stalls  # the last layer's stalls are the harness's
