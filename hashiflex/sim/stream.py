@@ -161,17 +161,26 @@ def default_cache() -> Path:
 
 
 class StreamSim:
-    """A Verilator model of an elaborated design, built once per RTL content (cached by hash)."""
+    """A Verilator model of an elaborated design, built once per RTL content (cached by hash).
+
+    ``trace_depth``: trace only the top ``trace_depth`` levels of the hierarchy (Verilator's --trace-depth; 1: the
+    ports, 2: also the layers' ports...); a separate cached model. With ``vcd_window`` in :meth:`run` it keeps the
+    traces of big designs small.
+    """
 
     def __init__(self, rtl_dir: str | Path, hw_params: dict, design: dict, build_root: str | Path | None = None,
-                 quiet: bool = True):
+                 quiet: bool = True, trace_depth: int | None = None):
         import pyverilator
 
         rtl_dir = Path(rtl_dir).resolve()
         self.rtl_dir = rtl_dir
         self.design = design
         top_sv = rtl_dir / hw_params["verilog"]
-        digest = hashlib.sha256(top_sv.read_bytes() + verilator_version().encode()).hexdigest()[:16]
+        if trace_depth is not None and trace_depth < 1:
+            raise ValueError(f"trace_depth: expected >= 1 levels, found {trace_depth}")
+        args = VERILATOR_ARGS + (["--trace-depth", str(trace_depth)] if trace_depth else [])
+        digest = hashlib.sha256(top_sv.read_bytes() + verilator_version().encode()
+                                + (" ".join(args[len(VERILATOR_ARGS):])).encode()).hexdigest()[:16]
         build_root = Path(build_root).resolve() if build_root else default_cache()
         build_dir = build_root / f"{hw_params['top']}-{digest}"
         so = build_dir / f"V{hw_params['top']}"
@@ -184,7 +193,7 @@ class StreamSim:
             tmp.mkdir(parents=True)
             shutil.copy(top_sv, src)
             pyverilator.PyVerilator.build(str(src), build_dir=str(tmp), quiet=quiet,
-                                          args=VERILATOR_ARGS, cargs=VERILATOR_CFLAGS)
+                                          args=args, cargs=VERILATOR_CFLAGS)
             shutil.rmtree(build_dir, ignore_errors=True)
             tmp.rename(build_dir)
             self.sim = pyverilator.PyVerilator(str(so))

@@ -93,3 +93,16 @@ def test_layer_stats_from_the_run(default_flow):
     by = {r["layer"]: r for r in res.layers}
     assert by["conv1"]["pixels"] == 3 * 64 and by["conv2"]["pixels"] == 3 * 16 and by["fc"]["beats"] == 3
     assert by["fc"]["stalls"] == res.output_stalls  # the last layer's stalls are the harness's
+
+
+def test_a_shallow_trace_keeps_the_layers_and_drops_their_insides(default_flow, tmp_path):
+    """trace_depth=2: the top's and the layers' ports, not the adder-graph lanes inside them."""
+    work, _ = default_flow
+    d = json.loads((work / "design.json").read_text())
+    sim = StreamSim(work / "rtl", hw.read_hw_params(work / "rtl"), d, trace_depth=2)
+    sim.run(digits().x_test[:2], vcd=tmp_path / "shallow.vcd", progress=False)
+    t = read_vcd(tmp_path / "shallow.vcd")
+    assert not [s for s in t.scopes() if s.endswith(".l")] and "TOP.Hashiflex_digits_cnn.conv2" in t.scopes()
+    assert [r["pixels"] for r in layer_activity(t, d)][:3] == [128, 128, 32]
+    with pytest.raises(ValueError, match="trace_depth"):
+        StreamSim(work / "rtl", hw.read_hw_params(work / "rtl"), d, trace_depth=0)
