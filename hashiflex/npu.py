@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .numfmt import int_range, requant, width_for
+from .passes import _round_half_up
 
 MAGIC = 0x48464E31          # "HFN1"
 IMAGE_VERSION = 1
@@ -231,10 +232,6 @@ class Head:
                     d["shift"], d["tag"])
 
 
-def _round_half_up(x: np.ndarray) -> np.ndarray:
-    return np.floor(np.asarray(x, dtype=np.float64) + 0.5).astype(np.int64)
-
-
 def quantize_head(weight: np.ndarray, bias: np.ndarray, in_exp: int, cfg: NpuConfig,
                   calib: np.ndarray | None = None, tag: int = 1) -> Head:
     """Float head (out, in) on inputs x_int * 2**in_exp -> integer Head for ``cfg``: the weights' exponent makes the
@@ -246,9 +243,9 @@ def quantize_head(weight: np.ndarray, bias: np.ndarray, in_exp: int, cfg: NpuCon
     wmax = float(np.abs(weight).max(initial=0.0))
     qmax = (1 << (cfg.weight_bits - 1)) - 1
     w_exp = math.ceil(math.log2(wmax / qmax)) if wmax > 0 else 0
-    wint = np.clip(_round_half_up(weight / 2.0 ** w_exp), -qmax - 1, qmax)
+    wint = np.clip(_round_half_up(weight / 2.0 ** w_exp, "head.weights"), -qmax - 1, qmax)
     acc_exp = in_exp + w_exp
-    bint = _round_half_up(bias / 2.0 ** acc_exp)
+    bint = _round_half_up(bias / 2.0 ** acc_exp, "head.bias")
     blo, bhi = int_range(cfg.bias_bits, True)
     if bint.size and (bint.min() < blo or bint.max() > bhi):
         raise NpuError(f"head.bias: {int(np.abs(bint).max())} accumulator units (2**{acc_exp}) does not fit "
@@ -271,12 +268,11 @@ def quantize_head(weight: np.ndarray, bias: np.ndarray, in_exp: int, cfg: NpuCon
 # ------------------------------------------------------------------------------------------------ golden model
 def accumulate(head: Head, x: np.ndarray) -> np.ndarray:
     """Exact accumulators (N, out) for integer vectors x (N, in)."""
-    from .ref import exact_matmul
+    from .ref import _guard, exact_matmul
 
     x = np.asarray(x, dtype=np.int64).reshape(len(x), -1)
     w = np.asarray(head.weights, dtype=np.int64)
-    guard = int(np.abs(x).max(initial=0)) * int(np.abs(w).sum(axis=1).max(initial=0))
-    return exact_matmul(x, w.T, guard) + np.asarray(head.bias, dtype=np.int64)
+    return exact_matmul(x, w.T, _guard(x, w)) + np.asarray(head.bias, dtype=np.int64)
 
 
 def run_head(head: Head, cfg: NpuConfig, x: np.ndarray) -> np.ndarray:
@@ -294,6 +290,14 @@ def run_head(head: Head, cfg: NpuConfig, x: np.ndarray) -> np.ndarray:
 def top_k(logits: np.ndarray, k: int) -> np.ndarray:
     """Indices of the k largest logits per row, largest first; ties go to the lower index."""
     return np.argsort(-np.asarray(logits, dtype=np.int64), axis=1, kind="stable")[:, :k]
+
+
+def mismatches(outputs: np.ndarray, topk: np.ndarray, logits: np.ndarray, top: np.ndarray) -> int:
+    """Images where the NPU's result beat (all ``capacity`` logits, then top-k) differs from the golden logits
+    (N, out_features; the outputs past them must be 0) and top-k."""
+    o = logits.shape[1]
+    return int(((outputs[:, :o] != logits).any(axis=1) | outputs[:, o:].any(axis=1)
+                | (topk != top).any(axis=1)).sum())
 
 
 def golden(g, cfg: NpuConfig, head: Head, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

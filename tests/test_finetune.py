@@ -84,10 +84,10 @@ def test_report_splits_backbone_and_npu(tuned):
 
 
 def test_npu_energy_follows_the_schedule():
+    from hashiflex.npu import NpuConfig
     from hashiflex.report.energy import npu_energy_pj
 
-    n = dict(capacity=10, lanes=5, in_features=32, width=1, weight_bits=8, in_width=13, in_signed=False,
-             acc_width=26)
+    n = NpuConfig(32, (0, 4080), 10, lanes=5, width=1, weight_bits=8).to_json()  # 13-bit unsigned inputs
     e = npu_energy_pj(n)
     assert e > 0
     assert npu_energy_pj(dict(n, capacity=20)) == pytest.approx(2 * e)  # twice the MAC slots

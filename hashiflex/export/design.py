@@ -87,10 +87,7 @@ def design_from_graph(g: Graph, levels_per_stage: int = DEFAULT_LEVELS_PER_STAGE
     }
     if npu is not None:
         cfg, head = npu
-        if last.out_shape[1:] != (1, 1) or last.out_shape[0] != cfg.in_features:
-            raise DesignValidationError(f"design.npu.in_features: expected the backbone to end in a vector of "
-                                        f"{cfg.in_features} features, found {list(last.out_shape)} from "
-                                        f"{last.name!r}")
+        _check_npu_input(last, cfg.in_features)
         if tuple(last.out_bounds) != tuple(cfg.in_bounds):
             raise DesignValidationError(f"design.npu.in_bounds: expected {list(last.out_bounds)} (the out_bounds "
                                         f"of {last.name!r}), found {list(cfg.in_bounds)}")
@@ -182,17 +179,20 @@ def validate_design(d: dict) -> Graph:
     return g
 
 
+def _check_npu_input(last, in_features: int) -> None:
+    """The NPU reads one vector of ``in_features`` per image: the backbone's last layer (LayerInfo) must give it."""
+    if last.out_shape[1:] != (1, 1) or last.out_shape[0] != in_features:
+        raise DesignValidationError(f"design.npu.in_features: expected the backbone to end in a vector of "
+                                    f"{in_features} features, found {list(last.out_shape)} from {last.name!r}")
+
+
 def _npu_of(d: dict, g: Graph):
     """The (config, boot head) of a schema-valid document's ``npu`` section, or None. ``g``: its backbone."""
     from .. import npu
 
     if "npu" not in d:
         return None
-    last = annotate(g)[-1]
-    if last.out_shape[1:] != (1, 1) or last.out_shape[0] != d["npu"]["in_features"]:
-        raise DesignValidationError(f"design.npu.in_features: expected the backbone to end in a vector of "
-                                    f"{d['npu']['in_features']} features, found {list(last.out_shape)} from "
-                                    f"{last.name!r}")
+    _check_npu_input(annotate(g)[-1], d["npu"]["in_features"])
     try:
         return npu.from_design(d)
     except ValueError as e:

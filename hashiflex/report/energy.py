@@ -40,12 +40,13 @@ class Energy:
 
 def npu_energy_pj(n: dict) -> float:
     """Energy per image of the NPU's MACs and weight reads (design.json ``npu`` section)."""
-    tiles = -(-n["capacity"] // n["lanes"])
-    chunks = -(-n["in_features"] // n["width"])
-    slots = tiles * chunks * n["lanes"] * n["width"]
-    mac_fj = MUL8_FJ * n["weight_bits"] * (n["in_width"] + (0 if n["in_signed"] else 1)) / 64 \
-        + n["acc_width"] * ADD_FJ_PER_BIT
-    return (slots * mac_fj + slots * n["weight_bits"] * SRAM_FJ_PER_BIT) / 1000
+    from ..npu import NpuConfig
+
+    cfg = NpuConfig.from_json(n)
+    slots = cfg.tiles * cfg.chunks * cfg.macs
+    in_width, in_signed = cfg.in_format
+    mac_fj = MUL8_FJ * cfg.weight_bits * (in_width + (0 if in_signed else 1)) / 64 + cfg.acc_width * ADD_FJ_PER_BIT
+    return (slots * mac_fj + slots * cfg.weight_bits * SRAM_FJ_PER_BIT) / 1000
 
 
 def modelled_flip_flop_bits(hw_params: dict) -> int:

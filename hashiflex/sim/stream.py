@@ -293,12 +293,17 @@ class StreamSim:
         self.cycle += int(cycles)
         self.in_valid.set(0)
         self.out_ready.set(0)
-        raw = out.astype(np.int64)
+        y, topk = self._decode(out.astype(np.int64), n)
+        return SimResult(y, int(cycles), in_cycles.tolist(), out_cycles.tolist(), topk, None, int(counters[0]),
+                         int(counters[1]))
+
+    def _decode(self, raw: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Raw output beats (one row per beat: the output lanes, then the top-k ports) -> (outputs (n, features),
+        top-k indices or None)."""
         lanes = self.out_c * self.out_par
         y = from_beats(raw[:, :lanes], (self.out_c, self.out_h, self.out_w), self.out_par, self.out_width,
                        self.out_signed)
-        return SimResult(y.reshape(n, self.features), int(cycles), in_cycles.tolist(), out_cycles.tolist(),
-                         raw[:, lanes:] if self.topk_bits else None, None, int(counters[0]), int(counters[1]))
+        return y.reshape(n, self.features), (raw[:, lanes:] if self.topk_bits else None)
 
     # -- the NPU's load and status ports
     def status(self):
@@ -460,10 +465,5 @@ class StreamSim:
                 self.step()
             self.load_valid.set(0)
             status = self.status()[0]
-        raw = np.asarray(outputs, dtype=np.int64).reshape(len(outputs), -1)
-        lanes = self.out_c * self.out_par
-        y = from_beats(raw[:, :lanes], (self.out_c, self.out_h, self.out_w), self.out_par, self.out_width,
-                       self.out_signed)
-        topk = raw[:, lanes:] if self.topk_bits else None
-        return SimResult(y.reshape(n, self.features), self.cycle - start, in_cycles, out_cycles, topk, status,
-                         input_waits, output_stalls)
+        y, topk = self._decode(np.asarray(outputs, dtype=np.int64).reshape(len(outputs), -1), n)
+        return SimResult(y, self.cycle - start, in_cycles, out_cycles, topk, status, input_waits, output_stalls)
