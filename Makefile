@@ -10,7 +10,7 @@ STAMPS      := .stamps
 APT_TOOLS   := verilator iverilog yosys chromium
 PYTEST_ARGS ?=
 
-.PHONY: all demo test test-python test-scala vectors deps deps-apt deps-pip deps-mill clean help
+.PHONY: all demo test test-deps test-python test-scala vectors deps deps-apt deps-pip deps-mill clean help
 
 all: demo
 
@@ -36,7 +36,7 @@ deps-apt:
 deps-pip: $(STAMPS)/pip
 $(STAMPS)/pip: pyproject.toml
 	@mkdir -p $(STAMPS)
-	@if $(PYTHON) -c "import hashiflex, torch, pyverilator, hypothesis, nbmake, ipywidgets, vcd, pyverilog, playwright" 2>/dev/null \
+	@if $(PYTHON) -c "import hashiflex, torch, torchvision, scipy, IPython, pyverilator, hypothesis, nbmake, ipywidgets, vcd, pyverilog, playwright, deptry" 2>/dev/null \
 	    && $(PYTHON) -m pip show hashiflex 2>/dev/null | grep -q "Editable project location: $(CURDIR)$$"; then \
 	  echo "make deps: Python packages present"; \
 	else \
@@ -54,7 +54,12 @@ $(STAMPS)/mill: build.sc .mill-version
 demo: deps
 	$(PYTHON) -m hashiflex demo --work $(WORK)
 
-test: deps test-python test-scala
+test: deps test-deps test-python test-scala
+
+# every third-party import in the package, tests, benchmarks and notebooks is declared in pyproject.toml
+# (config: [tool.deptry]); an undeclared one fails the test run, as it would fail on a fresh machine
+test-deps: deps-pip
+	$(PYTHON) -m deptry hashiflex tests benchmarks notebooks
 
 test-python:
 	@mkdir -p $(WORK)/test-results

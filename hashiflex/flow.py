@@ -26,6 +26,10 @@ from .quant.prune import weight_sparsity
 from .train import accuracy_torch, seed_everything, train_float, train_qat
 
 
+class GoldenMismatchError(RuntimeError):
+    """Two rungs of the golden ladder that must agree exactly (fake-quant torch, integer golden model) differ."""
+
+
 @dataclass
 class Config:
     """Defaults reproduce the README's figures (the digits CNN)."""
@@ -184,13 +188,16 @@ def step_export(work: Path, levels_per_stage: int | None = None, target_ii: int 
     g, meta = load_quantized(work)
     cfg = Config(**meta["config"])
     d = design_from_graph(g, levels_per_stage or cfg.levels_per_stage, target_ii or cfg.target_ii)
-    write_design(d, work / "design.json")
     ds = _ds(cfg)
-    # rung check: fake-quant torch (float64) == integer golden model, exactly
+    # rung check before anything is written: fake-quant torch (float64) == integer golden model, exactly
     gold = ref.run(g, ds.x_test)
     fq = fake_quant_int_outputs(g, ds.x_test, ref.output_exp(g))
     if not np.array_equal(gold, fq):
-        raise AssertionError(f"fake-quant torch and the golden model differ on {(gold != fq).any(1).sum()} images")
+        bad = (gold != fq).any(1)
+        raise GoldenMismatchError(f"export {work / 'design.json'}: fake-quant torch and the golden model differ on "
+                                  f"{int(bad.sum())} of {len(bad)} test images (first: image {int(np.argmax(bad))}); "
+                                  "nothing was written")
+    write_design(d, work / "design.json")
     return {"design": str(work / "design.json"), "ii_cycles_per_image": d["hardware"]["ii_cycles_per_image"]}
 
 

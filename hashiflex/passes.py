@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .ir import Add, Conv2d, Graph, Input, IRError, Linear, Po2Weights, Requant, SumPool, TensorType
-from .numfmt import codes_to_int_weights, requant as _rq, width_for
+from .numfmt import codes_to_int_weights, width_for
 from .quant.po2 import quantize_po2
 
 
@@ -57,6 +57,19 @@ def import_torch(model, input: Input, name: str = "net") -> Graph:
     def users(node):
         return list(node.users)
 
+    calls: dict[str, int] = {}   # module target -> call sites seen so far
+
+    def layer_name(target: str) -> str:
+        """A module called more than once (a stateless ReLU reused in a block, say) gets one IR layer per call
+        site: the first keeps the module's name, later ones ``<name>_1``, ``<name>_2``, ... (never a name in use)."""
+        k = calls.get(target, 0)
+        name = target if k == 0 else f"{target}_{k}"
+        while name in by_name or (k and name in modules):
+            k += 1
+            name = f"{target}_{k}"
+        calls[target] = k + 1
+        return name
+
     for node in traced.graph.nodes:
         if node.op == "placeholder":
             produced[node] = "input"
@@ -77,7 +90,7 @@ def import_torch(model, input: Input, name: str = "net") -> Graph:
                 if m.groups != 1 and not (m.groups == m.in_channels == m.out_channels):
                     raise IRError(f"{where}: expected groups=1 or depthwise (groups=in=out), found groups={m.groups}")
                 bias = m.bias.detach().double().numpy() if m.bias is not None else np.zeros(m.out_channels)
-                conv = Conv2d(node.target, m.weight.detach().double().numpy().copy(), bias.copy(),
+                conv = Conv2d(layer_name(node.target), m.weight.detach().double().numpy().copy(), bias.copy(),
                               stride=m.stride[0], padding=m.padding[0], groups=m.groups, src=src)
                 oh = (h + 2 * conv.padding - conv.kernel) // conv.stride + 1
                 ow = (w + 2 * conv.padding - conv.kernel) // conv.stride + 1
@@ -92,12 +105,14 @@ def import_torch(model, input: Input, name: str = "net") -> Graph:
                                                  m.eps)
                 produced[node] = src
             elif isinstance(m, (nn.ReLU, nn.ReLU6)) or (isinstance(m, nn.Hardtanh) and (m.min_val, m.max_val) == (0, 6)):
-                add(Requant(node.target, "relu" if isinstance(m, nn.ReLU) else "relu6", src=src), (c, h, w), node)
+                add(Requant(layer_name(node.target), "relu" if isinstance(m, nn.ReLU) else "relu6", src=src), (c, h, w),
+                    node)
             elif isinstance(m, nn.AdaptiveAvgPool2d):
                 if m.output_size not in (1, (1, 1)):
                     raise IRError(f"{where}: expected output_size 1 (global pool), found {m.output_size}")
-                add(SumPool(node.target, src=src), (c, 1, 1), node)
-                pool_n[node.target] = h * w
+                pool = SumPool(layer_name(node.target), src=src)
+                add(pool, (c, 1, 1), node)
+                pool_n[pool.name] = h * w
             elif isinstance(m, (nn.Flatten, nn.Dropout, nn.Identity)):
                 produced[node] = src
             elif isinstance(m, nn.Linear):
@@ -105,7 +120,7 @@ def import_torch(model, input: Input, name: str = "net") -> Graph:
                 if src in pool_n:  # fold the average's 1/N: sum pool then (W / N)
                     weight = weight / pool_n.pop(src)
                 bias = m.bias.detach().double().numpy() if m.bias is not None else np.zeros(m.out_features)
-                add(Linear(node.target, weight, bias.copy(), src=src), (m.out_features, 1, 1), node)
+                add(Linear(layer_name(node.target), weight, bias.copy(), src=src), (m.out_features, 1, 1), node)
             else:
                 raise IRError(f"{where}: op {type(m).__name__} is not supported by the hardware")
         elif node.op == "call_function":
@@ -140,9 +155,24 @@ def import_torch(model, input: Input, name: str = "net") -> Graph:
     if pool_n:
         raise IRError(f"global average pool {next(iter(pool_n))!r} must be followed by a Linear layer "
                       "(its 1/N is folded into it)")
+    for layer in layers:  # after BN folding: a NaN/Inf must not reach the quantizer as a silent zero
+        if isinstance(layer, (Conv2d, Linear)):
+            check_finite(layer.weight, f"layer {layer.name!r}: field 'weight'")
+            check_finite(layer.bias, f"layer {layer.name!r}: field 'bias'")
     g = insert_requant_points(Graph(name, input, layers))
     annotate(g, require_quantized=False)  # shape check
     return g
+
+
+def check_finite(a, what: str) -> None:
+    """Raise :class:`IRError` naming ``what``, the count and the first index when ``a`` holds a NaN or an Inf."""
+    a = np.asarray(a, dtype=np.float64)
+    bad = ~np.isfinite(a)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        kind = "NaN" if np.isnan(a[first]) else ("+Inf" if a[first] > 0 else "-Inf")
+        raise IRError(f"{what}: expected finite values, found {int(bad.sum())} of {a.size} not finite "
+                      f"({kind} at index {list(first)})")
 
 
 def insert_requant_points(g: Graph) -> Graph:
@@ -201,9 +231,23 @@ def _dot_bounds(wint: np.ndarray, bias: np.ndarray, lo: int, hi: int) -> tuple[i
     return int(min(los)), int(max(his))
 
 
+MAX_SHIFT = 62  # the largest requantizing shift (either way) the integer model and the generator take
+
+
+def _shift_in_range(layer, shift: int) -> int:
+    if not -MAX_SHIFT <= shift <= MAX_SHIFT:
+        raise IRError(f"layer {layer.name!r}: field 'shift': expected a requantizing shift in [-{MAX_SHIFT}, "
+                      f"{MAX_SHIFT}] (out exponent - accumulator exponent), found {shift}: the exponents of this "
+                      f"layer and its input (weights.e_min, out_exp) are inconsistent")
+    return shift
+
+
 def _requant_bounds(bounds: tuple[int, int], shift: int, clamp: tuple[int, int]) -> tuple[int, int]:
-    """Requantization is monotone: it maps the interval's ends to the output interval's ends."""
-    return tuple(int(_rq(np.array([b]), shift, *clamp)[0]) for b in bounds)
+    """Requantization is monotone: it maps the interval's ends to the output interval's ends (exact, Python ints)."""
+    def rq(v: int) -> int:
+        y = (v + (1 << (shift - 1))) >> shift if shift > 0 else v << -shift
+        return min(max(y, clamp[0]), clamp[1])
+    return rq(int(bounds[0])), rq(int(bounds[1]))
 
 
 def annotate(g: Graph, require_quantized: bool = True) -> list[LayerInfo]:
@@ -225,15 +269,18 @@ def annotate(g: Graph, require_quantized: bool = True) -> list[LayerInfo]:
             have = c if isinstance(layer, Conv2d) else c * h * w
             if isinstance(layer, Conv2d) and is_vector:
                 raise IRError(f"layer {layer.name!r}: conv2d after a global pool is not supported")
+            if isinstance(layer, Linear) and h * w != 1:  # the generator's rule too (Design.scala)
+                raise IRError(f"layer {layer.name!r}: field 'src': a linear layer reads a vector (one pixel), found "
+                              f"the {h}x{w} map of {srcs[0]!r} (pool it first: AdaptiveAvgPool2d(1))")
             if want != have:
                 raise IRError(f"layer {layer.name!r}: field 'in_channels': expected {have}, found {want}")
             if isinstance(layer, Conv2d):
                 k, s, p = layer.kernel, layer.stride, layer.padding
                 if s < 1 or p < 0 or k < 1 or h + 2 * p < k or w + 2 * p < k:
                     raise IRError(f"layer {layer.name!r}: kernel {k}, stride {s}, padding {p} do not fit {h}x{w}")
-                if layer.out_channels % layer.groups or c % layer.groups:
-                    raise IRError(f"layer {layer.name!r}: field 'groups': {layer.groups} does not divide "
-                                  f"{c} inputs and {layer.out_channels} outputs")
+                if layer.groups != 1 and not layer.groups == c == layer.out_channels:
+                    raise IRError(f"layer {layer.name!r}: field 'groups': expected 1 or {c} (depthwise: groups = in = "
+                                  f"out channels), found {layer.groups}")
                 h, w = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
                 c = layer.out_channels
             else:
@@ -253,7 +300,7 @@ def annotate(g: Graph, require_quantized: bool = True) -> list[LayerInfo]:
                 exp = bounds = None
         elif isinstance(layer, Requant):
             if layer.out is not None and exp is not None:
-                shift = layer.out.exp - exp
+                shift = _shift_in_range(layer, layer.out.exp - exp)
                 bounds = _requant_bounds(bounds, shift, layer.clamp())
                 exp = layer.out.exp
             elif require_quantized:
@@ -269,7 +316,7 @@ def annotate(g: Graph, require_quantized: bool = True) -> list[LayerInfo]:
                 e = min(exp, exp2)
                 lo = (bounds[0] << (exp - e)) + (bounds2[0] << (exp2 - e))
                 hi = (bounds[1] << (exp - e)) + (bounds2[1] << (exp2 - e))
-                acc_exp, shift = e, layer.out.exp - e
+                acc_exp, shift = e, _shift_in_range(layer, layer.out.exp - e)
                 bounds = _requant_bounds((lo, hi), shift, layer.clamp())
                 exp = layer.out.exp
             elif require_quantized:
@@ -312,6 +359,7 @@ def calibrate_activations(g: Graph, activations: dict[str, np.ndarray], bits: in
             if layer.name not in activations:
                 raise IRError(f"layer {layer.name!r}: no calibration activations recorded")
             a = activations[layer.name]
+            check_finite(a, f"layer {layer.name!r}: calibration activations")
             signed = not (isinstance(layer, Requant) and layer.act in ("relu", "relu6"))
             m = float(np.max(np.abs(a))) if signed else float(np.max(a))
             if isinstance(layer, Requant) and layer.act == "relu6":
@@ -334,6 +382,8 @@ def quantize_weights(g: Graph, bits: int | dict[str, int]) -> Graph:
         exp = exps[srcs[0]]
         if isinstance(layer, (Conv2d, Linear)):
             b = bits[layer.name] if isinstance(bits, dict) else bits
+            check_finite(layer.weight, f"layer {layer.name!r}: field 'weight'")
+            check_finite(layer.bias, f"layer {layer.name!r}: field 'bias'")
             codes, e_min = quantize_po2(layer.weight, b)
             acc_exp = exp + e_min
             out.layers[i] = replace(layer, q=Po2Weights(codes, e_min, b),

@@ -48,8 +48,12 @@ def design_from_graph(g: Graph, levels_per_stage: int = DEFAULT_LEVELS_PER_STAGE
     infos = annotate(g)
     par = choose_parallelism(g, target_ii)
     layers = []
-    for layer, info, srcs in zip(g.layers, infos, g.sources()):
-        width, signed = width_for(*info.out_bounds)
+    for k, (layer, info, srcs) in enumerate(zip(g.layers, infos, g.sources())):
+        try:
+            width, signed = width_for(*info.out_bounds)
+        except ValueError as e:
+            raise DesignValidationError(f"design.layers[{k}].out_bounds: layer {layer.name!r}: {e} "
+                                        f"(its clamp or exponents are inconsistent)") from e
         d = {"name": layer.name, "src": srcs[0], "in_shape": list(info.in_shape), "out_shape": list(info.out_shape),
              "in_bounds": list(info.in_bounds), "out_bounds": list(info.out_bounds),
              "out_width": width, "out_signed": signed, "out_exp": info.out_exp, "parallelism": par[layer.name]}
@@ -125,9 +129,11 @@ def graph_from_design(d: dict) -> Graph:
                 raise DesignValidationError(f"{where}.weights.codes: expected {int(np.prod(shape))} entries "
                                             f"(shape {list(shape)}), found {codes.size}")
             limit = (1 << (wq["bits"] - 1)) - 1
-            if codes.size and np.abs(codes).max() > limit:
-                raise DesignValidationError(f"{where}.weights.codes: expected codes in [-{limit}, {limit}] for "
-                                            f"{wq['bits']}-bit weights, found {int(np.abs(codes).max())}")
+            bad = np.flatnonzero(np.abs(codes) > limit)
+            if bad.size:
+                raise DesignValidationError(f"{where}.weights.codes[{int(bad[0])}]: expected a code in [-{limit}, "
+                                            f"{limit}] for {wq['bits']}-bit weights, found {int(codes[bad[0]])}"
+                                            + (f" ({bad.size} codes out of range)" if bad.size > 1 else ""))
             codes = codes.reshape(shape)
             bias = np.asarray(l["bias"], dtype=np.int64)
             if bias.shape != (shape[0],):
@@ -148,8 +154,11 @@ def graph_from_design(d: dict) -> Graph:
             layer = Requant(l["name"], l["act"], TensorType(l["bits"], l["signed"], l["out_exp"]), src=l["src"])
         elif l["op"] == "add":
             layer = Add(l["name"], l["skip"], TensorType(l["bits"], l["signed"], l["out_exp"]), src=l["src"])
-        else:
+        elif l["op"] == "sum_pool":
             layer = SumPool(l["name"], src=l["src"])
+        else:
+            raise DesignValidationError(f"{where}.op: expected one of 'conv2d', 'linear', 'requant', 'sum_pool', "
+                                        f"'add', found {l['op']!r}")
         g.layers.append(layer)
     return g
 
@@ -220,9 +229,20 @@ def _compare(want, have, path) -> None:
 TABLE_THRESHOLD = 1 << 16  # weight codes above which write_design moves them into a binary table
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _tmp(path: Path) -> Path:
+    """A temporary file beside ``path`` with the mode a plain ``open(path, "w")`` would give (0666 & ~umask;
+    mkstemp's own 0600 would survive the rename)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+    finally:
+        os.close(fd)
     return Path(tmp)
 
 

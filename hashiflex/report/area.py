@@ -106,24 +106,44 @@ def parse_stat(text: str, top: str) -> AreaReport:
     return AreaReport(top, modules, top_area)
 
 
-def synthesize(verilog: str | Path, top: str, liberty: Path | None = None, log: Path | None = None) -> AreaReport:
-    """``synth`` (hierarchy kept) -> ``dfflibmap`` + ``abc`` on ASAP7 -> ``stat -liberty``."""
+_UNMAPPED = re.compile(r"^\s+(\$_\w+_)\s+(\d+)\s*$", re.M)
+
+
+def synthesis_script(verilog: str | Path, top: str, lib: Path, stat: Path, ltp: Path, flat: bool = False) -> str:
+    """The Yosys script: generic synthesis, every flip-flop legalized to a plain D flip-flop (its enable and
+    reset become logic), all logic mapped onto ASAP7 cells by ABC (so the enable/reset multiplexers are counted),
+    the register-to-register depth measured while the flip-flops are still Yosys's own (``ltp -noff``), then the
+    flip-flops mapped onto the library's and ABC run once more for what that adds (ASAP7's DFFHQN has an
+    inverted output), and the area counted. ``flat``: flatten the hierarchy first (the reference check)."""
+    v = Path(verilog).resolve()
+    return (f"read_liberty -lib {lib}; read_verilog -sv {v}; synth -top {top}{' -flatten' if flat else ''}; "
+            f"dfflegalize -cell $_DFF_P_ 01; abc -liberty {lib}; opt_clean; tee -q -o {ltp} ltp -noff; "
+            f"dfflibmap -liberty {lib}; abc -liberty {lib}; opt_clean; tee -q -o {stat} stat -liberty {lib}")
+
+
+def synthesize(verilog: str | Path, top: str, liberty: Path | None = None, log: Path | None = None,
+               flat: bool = False) -> AreaReport:
+    """Synthesize with Yosys onto ASAP7 (hierarchy kept, or ``flat``) and read the area per module.
+
+    Raises when any cell is left unmapped (a Yosys-internal ``$_..._`` cell has no area, so it would be missing
+    from the figure)."""
     if shutil.which("yosys") is None:
         raise FileNotFoundError("yosys is not installed (apt-get install yosys; `make deps` does it)")
     lib = liberty or merged_liberty()
-    stat = Path(str(log or Path(verilog).with_suffix(".yosys")) + ".stat")
+    stat = Path(str(log or Path(verilog).with_suffix(".yosys")) + (".flat" if flat else "") + ".stat")
     ltp = stat.with_suffix(".ltp")
     stat.parent.mkdir(parents=True, exist_ok=True)
-    # combinational logic is mapped first, so that `ltp -noff` still sees Yosys's own flip-flops and measures
-    # register-to-register depth in ASAP7 cells; then the flip-flops are mapped and the area counted
-    script = (f"read_liberty -lib {lib}; read_verilog -sv {Path(verilog).resolve()}; synth -top {top}; "
-              f"abc -liberty {lib}; opt_clean; tee -q -o {ltp} ltp -noff; dfflibmap -liberty {lib}; opt_clean; "
-              f"tee -q -o {stat} stat -liberty {lib}")
+    script = synthesis_script(verilog, top, lib, stat, ltp, flat)
     proc = subprocess.run(["yosys", "-q", "-p", script], capture_output=True, text=True)
     if proc.returncode != 0:
         errs = [l for l in proc.stderr.splitlines() if "unsupported expression" not in l]  # scan flops: harmless
         raise RuntimeError(f"yosys failed on {verilog}:\n" + "\n".join(errs)[-2000:])
-    report = parse_stat(stat.read_text(), top)
+    text = stat.read_text()
+    unmapped = sorted({m.group(1) for m in _UNMAPPED.finditer(text)})
+    if unmapped:
+        raise RuntimeError(f"yosys left cells unmapped on ASAP7 in {verilog} ({', '.join(unmapped)}): their area "
+                           f"would be missing; see {stat}")
+    report = parse_stat(text, top)
     for name, depth in re.findall(r"Longest topological path in (\S+) \(length=(\d+)\)", ltp.read_text()):
         if name.lstrip("\\") in report.modules:
             report.modules[name.lstrip("\\")].depth = int(depth)

@@ -325,6 +325,8 @@ class StreamSim:
 
         self._need_npu()
         words = [int(w) for w in np.asarray(words, dtype=np.uint64)]
+        if not words:  # nothing crosses the port (a load ends with a word flagged `last`): refused, as the reference
+            return Status.TOO_SHORT  # says; the active head and the port's status register are unchanged
         self.in_valid.set(0)
         self.out_ready.set(0)
         limit = max_cycles or 4 * len(words) + 10_000
