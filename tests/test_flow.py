@@ -53,3 +53,28 @@ def test_training_can_start_from_a_state_dict_file(tmp_path):
     torch.save(mobilenet_v2(0.35, 10).state_dict(), tmp_path / "m.pt")
     with pytest.raises(ValueError, match="keys not in the model"):
         flow.load_state_dict_file(dst, str(tmp_path / "m.pt"))
+
+
+def test_export_checks_the_ladder_before_writing_and_the_cli_names_it(default_flow, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from hashiflex import cli, flow
+
+    work, _ = default_flow
+    w = tmp_path / "w"
+    w.mkdir()
+    shutil.copy(work / "po2.pkl", w / "po2.pkl")
+    real = flow.fake_quant_int_outputs
+
+    def off_by_one(g, x, e):
+        y = real(g, x, e)
+        y[2, 1] += 1
+        return y
+
+    monkeypatch.setattr(flow, "fake_quant_int_outputs", off_by_one)
+    with pytest.raises(flow.GoldenMismatchError, match=r"differ on 1 of 360 test images \(first: image 2\); "
+                                                       r"nothing was written"):
+        flow.step_export(w)
+    assert not (w / "design.json").exists()
+    assert cli.main(["export", "--work", str(w)]) == 1
+    assert "error: export" in capsys.readouterr().err and not (w / "design.json").exists()

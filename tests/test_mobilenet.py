@@ -71,7 +71,7 @@ def test_golden_equals_fake_quant_on_mobilenet_v2_035(mnv2):
     x[1] = 255
     gold = ref.run(q, x)
     assert np.array_equal(gold, fake_quant_int_outputs(q, x, ref.output_exp(q)))
-    assert len(np.unique(gold.argmax(1))) >= 1 and np.abs(gold).max() > 0
+    assert np.abs(gold).max() > 0  # not a network that outputs zeros whatever it sees
 
 
 @pytest.mark.slow

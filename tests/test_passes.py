@@ -121,3 +121,115 @@ def test_signed_width_of_an_interval(lo, hi, bits):
     assert all(-(1 << (bits - 1)) <= v < (1 << (bits - 1)) for v in (lo, hi))
     if bits > 1:  # minimal: one bit fewer does not hold both ends
         assert not all(-(1 << (bits - 2)) <= v < (1 << (bits - 2)) for v in (lo, hi))
+
+
+# ------------------------------------------------------------------------------------------ bad input
+class _Small(nn.Module):
+    """conv -> ReLU -> (pool) -> linear; ``pool=False`` gives a linear layer reading the 8x8 map."""
+
+    def __init__(self, pool: bool = True):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1) if pool else nn.Identity()
+        self.flat = nn.Flatten()
+        self.fc = nn.Linear(2 if pool else 2 * 8 * 8, 3)
+
+    def forward(self, x):
+        return self.fc(self.flat(self.pool(self.relu(self.conv(x)))))
+
+
+_IN = Input(1, 8, 8, TensorType(5, False, -4))
+
+
+@pytest.mark.parametrize("where, value, message", [
+    ("conv.weight", float("nan"), r"layer 'conv': field 'weight': expected finite values, found 1 of 18 not finite "
+                                  r"\(NaN at index \[1, 0, 2, 0\]\)"),
+    ("conv.bias", float("inf"), r"layer 'conv': field 'bias': expected finite values, found 1 of 2 not finite "
+                                r"\(\+Inf at index \[1\]\)"),
+    ("fc.weight", -float("inf"), r"layer 'fc': field 'weight': .*\(-Inf at index \[1, 0\]\)"),
+])
+def test_a_nan_or_inf_parameter_is_refused_naming_the_layer_and_the_tensor(where, value, message):
+    import torch
+
+    m = _Small()
+    with torch.no_grad():
+        t = m.get_parameter(where)
+        t[(1, 0, 2, 0)[:t.dim()]] = value
+    with pytest.raises(IRError, match=message):
+        import_torch(m, _IN)
+    # the API path that skips the importer: quantize_weights refuses it too (no code 0, no NumPy warning)
+    g = import_torch(_Small(), _IN)
+    g = calibrate_activations(g, record_activations(g, np.random.default_rng(0).random((4, 1, 8, 8))))
+    layer = g.layer(where.split(".")[0])
+    arr = layer.weight if where.endswith("weight") else layer.bias
+    arr[(1, 0, 2, 0)[:arr.ndim]] = value
+    with pytest.raises(IRError, match=message):
+        quantize_weights(g, 5)
+
+
+def test_nan_calibration_activations_are_refused_naming_the_layer():
+    g = import_torch(_Small(), _IN)
+    acts = record_activations(g, np.random.default_rng(0).random((4, 1, 8, 8)))
+    name = next(iter(acts))
+    acts[name] = acts[name].copy()
+    acts[name].flat[3] = np.nan
+    with pytest.raises(IRError, match=rf"layer '{name}': calibration activations: expected finite values"):
+        calibrate_activations(g, acts)
+
+
+def test_a_linear_layer_reading_a_map_is_refused_as_the_generator_would():
+    with pytest.raises(IRError, match=r"layer 'fc': field 'src': a linear layer reads a vector \(one pixel\), found "
+                                      r"the 8x8 map of 'relu'"):
+        import_torch(_Small(pool=False), _IN)
+
+
+def test_a_grouped_conv_that_is_not_depthwise_is_refused():
+    from hashiflex.ir import Graph
+
+    g = Graph("g", Input(4, 8, 8, TensorType(5, False, -4)),
+              [Conv2d("conv", np.zeros((8, 2, 3, 3)), np.zeros(8), 1, 1, groups=2)])  # 2 groups of 2 inputs
+    with pytest.raises(IRError, match=r"layer 'conv': field 'groups': expected 1 or 4 \(depthwise: groups = in = "
+                                      r"out channels\), found 2"):
+        annotate(g, require_quantized=False)
+
+
+class _Reused(nn.Module):
+    """ResNet's idiom: one stateless ReLU module called at two sites."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 2, 3, padding=1)
+        self.conv2 = nn.Conv2d(2, 2, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flat = nn.Flatten()
+        self.fc = nn.Linear(2, 3)
+
+    def forward(self, x):
+        x = self.relu(self.conv1(x))
+        x = self.relu(self.conv2(x) + x)
+        return self.fc(self.flat(self.pool(x)))
+
+
+def test_a_module_called_twice_imports_as_one_layer_per_call_site():
+    import torch
+
+    from hashiflex import ref
+    from hashiflex.quant.fakequant import FakeQuantNet, fake_quant_int_outputs
+
+    m = _Reused().eval()
+    g = import_torch(m, _IN)
+    names = [l.name for l in g.layers]
+    assert names.count("relu") == 1 and "relu_1" in names
+    assert [l.act for l in g.layers if isinstance(l, Requant) and l.name.startswith("relu")] == ["relu", "relu"]
+    # the imported graph computes what the module does (float), and quantizes bit-exact through the ladder
+    x = np.random.default_rng(1).random((6, 1, 8, 8))
+    with torch.no_grad():
+        want = m(torch.tensor(x, dtype=torch.float32)).double().numpy()
+    with torch.no_grad():
+        have = FakeQuantNet(g, quantize=False).double().eval()(torch.tensor(x)).numpy()
+    assert np.allclose(have, want, atol=1e-5)
+    q = quantize_weights(calibrate_activations(g, record_activations(g, x)), 5)
+    xi = np.round(x * 16).astype(np.int64)
+    assert np.array_equal(ref.run(q, xi), fake_quant_int_outputs(q, xi, ref.output_exp(q)))

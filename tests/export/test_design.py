@@ -32,7 +32,14 @@ BAD = [
     (lambda d: d["layers"][0]["weights"]["codes"].append(1),
      r"design.layers\[0\].weights.codes: expected \d+ entries \(shape \[.*\]\), found \d+"),
     (lambda d: d["layers"][0]["weights"].update(codes=[99] * len(d["layers"][0]["weights"]["codes"])),
-     r"design.layers\[0\].weights.codes: expected codes in \[-\d+, \d+\]"),
+     r"design.layers\[0\].weights.codes\[0\]: expected a code in \[-\d+, \d+\] for \d-bit weights, found 99 "
+     r"\(\d+ codes out of range\)"),
+    (lambda d: d["layers"][0]["weights"]["codes"].__setitem__(-1, -16),  # the index and the sign are named
+     r"design.layers\[0\].weights.codes\[\d+\]: expected a code in \[-\d+, \d+\] for \d-bit weights, found -16$"),
+    (lambda d: d["layers"][0]["weights"].update(e_min=-120),  # the requant after it would shift by > 62
+     r"layer 'act0': field 'shift': expected a requantizing shift in \[-62, 62\] .*, found \d+"),
+    (lambda d: d["layers"][0].update(out_exp=5000), r"design.layers\[0\].out_exp: 5000 is greater than the maximum of 1024"),
+    (lambda d: d["input"].update(shape=[1, 2 ** 21, 4]), r"design.input.shape\[1\]: 2097152 is greater than the maximum"),
     (lambda d: d["layers"][0].update(out_bounds=[d["layers"][0]["out_bounds"][0], d["layers"][0]["out_bounds"][1] + 1]),
      r"design.layers\[0\].out_bounds: expected \[.*\] \(derived from the weights and shapes\), found"),
     (lambda d: d["layers"][0].update(out_width=d["layers"][0]["out_width"] + 1), r"design.layers\[0\].out_width: expected"),
@@ -113,3 +120,15 @@ def test_dag_designs_with_a_target_round_trip(tmp_path):
     add["skip"] = "nope"
     with pytest.raises(DesignValidationError, match="'nope' is not an earlier layer"):
         validate_design(bad)
+
+
+def test_written_files_get_the_mode_the_umask_gives(tmp_path, doc):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        write_design(doc, tmp_path / "d.json", tables=True)
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert modes == {"d.json": 0o644, "d.weights.bin": 0o644}

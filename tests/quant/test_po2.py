@@ -16,7 +16,8 @@ def test_every_nonzero_weight_is_a_signed_power_of_two_in_range(w, bits):
     q = codes_to_float(codes, e_min)
     nz = q != 0
     e = np.log2(np.abs(q[nz]))
-    assert np.all(e == np.round(e))
+    # each kept weight is its own exponent rounded in the log domain (not only some power of two)
+    assert np.array_equal(e, np.floor(np.log2(np.abs(w[nz]).astype(np.float64)) + 0.5))
     assert np.all((e >= e_min) & (e <= e_min + span(bits) - 1))
     assert np.all(np.sign(q[nz]) == np.sign(w[nz]))
     # the range covers the layer's weights: the largest weight keeps its (rounded) exponent as the top code

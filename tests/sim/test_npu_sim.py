@@ -162,3 +162,15 @@ def test_an_npu_without_weights_says_so(npu_sims):
     assert other.status() == (Status.EMPTY, 0)
     with pytest.raises(NpuError, match="load a head first"):
         other.run(random_inputs(bb, 1, 0), progress=False)
+
+
+def test_an_empty_load_image_is_too_short_and_changes_nothing(npu_sims):
+    bb, cfg, d, sim, _ = npu_sims["scan_bound"]
+    good = random_head(cfg, np.random.default_rng(5), 91)
+    assert sim.load(encode(good, cfg)) == Status.OK
+    x = random_inputs(bb, 2, 3)
+    before = _check(npu_sims["scan_bound"], good, x).outputs
+    assert expected_status(np.zeros(0, dtype=np.uint64), cfg) == Status.TOO_SHORT
+    assert sim.load([]) == Status.TOO_SHORT  # not the previous load's status
+    assert sim.status() == (Status.OK, 91)   # nothing crossed the port: the head keeps serving
+    assert np.array_equal(_check(npu_sims["scan_bound"], good, x).outputs, before)
