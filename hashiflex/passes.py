@@ -34,6 +34,13 @@ def import_torch(model, input: Input, name: str = "net") -> Graph:
     from .quant.fold import fold_bn
 
     model = model.eval()
+    for mname, m in model.named_modules():  # fx traces forward() only: a hook would silently drop out of the IR
+        hooks = [kind for kind, d in (("forward pre-hook", m._forward_pre_hooks), ("forward hook", m._forward_hooks))
+                 if d]
+        if hooks:
+            raise IRError(f"module {mname or '<root>'!r} ({type(m).__name__}): has a {' and a '.join(hooks)}, which "
+                          "torch.fx does not trace (the imported network would differ); remove it and express its "
+                          "effect as a module (e.g. nn.ZeroPad2d for TF-style padding)")
     traced = fx.symbolic_trace(model)
     modules = dict(traced.named_modules())
     layers: list = []

@@ -233,3 +233,18 @@ def test_a_module_called_twice_imports_as_one_layer_per_call_site():
     q = quantize_weights(calibrate_activations(g, record_activations(g, x)), 5)
     xi = np.round(x * 16).astype(np.int64)
     assert np.array_equal(ref.run(q, xi), fake_quant_int_outputs(q, xi, ref.output_exp(q)))
+
+
+@pytest.mark.parametrize("kind", ["pre", "post"])
+def test_a_module_with_hooks_is_refused_naming_it(kind):
+    import torch.nn.functional as F
+
+    m = _Small()
+    if kind == "pre":  # the usual way to add TF 'SAME' padding to a torchvision model
+        m.conv.register_forward_pre_hook(lambda mod, args: (F.pad(args[0], (0, 1, 0, 1)),))
+        want = r"module 'conv' \(Conv2d\): has a forward pre-hook, which torch.fx does not trace"
+    else:
+        m.relu.register_forward_hook(lambda mod, args, out: out * 2)
+        want = r"module 'relu' \(ReLU\): has a forward hook, which torch.fx does not trace"
+    with pytest.raises(IRError, match=want):
+        import_torch(m, _IN)
