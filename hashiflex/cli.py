@@ -62,6 +62,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--prune-scope", choices=["layer", "global"], default=None)
     p.add_argument("--qat-epochs", type=int, default=None)
 
+    p = sub.add_parser("fidelity", help="per-layer SQNR/cosine of the Po2 network vs its float original",
+                       description="Where a quantized network loses its accuracy: at every requantize point and "
+                       "residual add, SQNR and cosine of the fake-quant Po2 activations against the float model's "
+                       "on calibration images (errors accumulate through the network), and for each conv/linear "
+                       "layer alone the output's SQNR and top-1 agreement when only its weights are Po2. Needs "
+                       "WORK/float.pt and WORK/po2.pkl.")
+    _work(p)
+    _progress(p)
+    p.add_argument("--limit", type=int, default=512, help="calibration images (training split; default: %(default)s)")
+    p.add_argument("--json", type=Path, default=None, help="also write the tables as JSON to this file")
+
     p = sub.add_parser("export", help="write the schema-validated WORK/design.json",
                        description="Write WORK/design.json from WORK/po2.pkl and check fake-quant == golden.")
     _work(p)
@@ -178,6 +189,17 @@ def main(argv: list[str] | None = None) -> int:
                     raise ValueError(f"--target-ips {args.target_ips:g}: more than one image per cycle at "
                                      f"{args.clock_ghz:g} GHz")
             r = flow.step_export(args.work, args.levels_per_stage, target)
+        elif args.cmd == "fidelity":
+            from .quant.fidelity import format_fidelity
+
+            r = flow.step_fidelity(args.work, args.limit, progress)
+            print(format_fidelity(r["through"], "through the network (float vs Po2 fake-quant, errors accumulate)"))
+            print()
+            print(format_fidelity(r["alone"], "one layer's weights Po2 at a time (output vs float)"))
+            if args.json:
+                args.json.parent.mkdir(parents=True, exist_ok=True)
+                args.json.write_text(json.dumps({k: [x.to_json() for x in v] for k, v in r.items()}, indent=2) + "\n")
+            return 0
         elif args.cmd == "elaborate":
             p = flow.step_elaborate(args.work)
             print(hw.format_hw_params(p))

@@ -201,6 +201,19 @@ def step_export(work: Path, levels_per_stage: int | None = None, target_ii: int 
     return {"design": str(work / "design.json"), "ii_cycles_per_image": d["hardware"]["ii_cycles_per_image"]}
 
 
+def step_fidelity(work: Path, limit: int = 512, progress: bool = True) -> dict:
+    """Per-layer fidelity of WORK/po2.pkl against the float model WORK/float.pt on ``limit`` training images
+    (:mod:`hashiflex.quant.fidelity`): {"through": [...], "alone": [...]}."""
+    from .quant.fidelity import layer_fidelity, weight_sensitivity
+
+    model, cfg, _ = load_float(work)
+    q, _ = load_quantized(work)
+    ds = _ds(cfg)
+    g = passes.import_torch(model, ds.input, name=q.name)
+    x = ds.value(ds.x_train[:limit])
+    return {"through": layer_fidelity(g, q, x, progress=progress), "alone": weight_sensitivity(g, q, x, progress=progress)}
+
+
 def step_elaborate(work: Path) -> dict:
     d, g = load_design(work / "design.json")
     params = hw.elaborate(work / "design.json", work / "rtl")

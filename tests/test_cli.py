@@ -5,7 +5,7 @@ import pytest
 
 from hashiflex.cli import main
 
-STEPS = ["train", "quantize", "export", "elaborate", "cosim", "sweep", "report", "finetune", "netlist", "demo"]
+STEPS = ["train", "quantize", "fidelity", "export", "elaborate", "cosim", "sweep", "report", "finetune", "netlist", "demo"]
 
 
 @pytest.mark.parametrize("step", STEPS)
