@@ -57,7 +57,7 @@ def main() -> None:
     from hashiflex.flow import Config, layer_bits
     from hashiflex.ir import Input, TensorType
     from hashiflex.passes import calibrate_activations, import_torch, quantize_weights
-    from hashiflex.quant.fakequant import record_activations
+    from hashiflex.quant.fakequant import activation_ranges
     from hashiflex.quant.fidelity import format_fidelity, layer_fidelity, weight_sensitivity
 
     t0 = time.perf_counter()
@@ -66,7 +66,7 @@ def main() -> None:
     x = load_images(args.data, args.calib + args.images)
     calib, test = x[:args.calib], x[args.calib:]
     g = import_torch(model.eval(), Input(3, 224, 224, TensorType(8, True, -7)), name="mobilenet_v2")
-    g = calibrate_activations(g, record_activations(g, calib, batch=4))
+    g = calibrate_activations(g, activation_ranges(g, calib, batch=4, progress=True))
     q = quantize_weights(g, layer_bits(g, Config(weight_bits=args.bits, edge_bits=args.edge_bits)))
     through = layer_fidelity(g, q, test, batch=4, progress=True)
     alone = weight_sensitivity(g, q, test, batch=4, progress=True)

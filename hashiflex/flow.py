@@ -21,7 +21,7 @@ from . import hw, npu, passes, ref
 from .export import design_from_graph, load_design, write_design
 from .ir import Graph, Input
 from .models import DigitsCNN
-from .quant.fakequant import fake_quant_int_outputs, record_activations
+from .quant.fakequant import activation_ranges, fake_quant_int_outputs
 from .quant.prune import weight_sparsity
 from .train import accuracy_torch, seed_everything, train_float, train_qat
 
@@ -146,7 +146,7 @@ def quantize_ptq(model, input: Input, name: str, calib_values: np.ndarray, weigh
     (float images), quantize weights (``edge_bits`` for the first and last layer). No training: for generator
     benchmarks and co-simulation of networks whose accuracy is not the point."""
     g = passes.import_torch(model.eval(), input, name=name)
-    g = passes.calibrate_activations(g, record_activations(g, calib_values), act_bits)
+    g = passes.calibrate_activations(g, activation_ranges(g, calib_values), act_bits)
     return passes.quantize_weights(g, layer_bits(g, Config(weight_bits=weight_bits, edge_bits=edge_bits)))
 
 
@@ -161,7 +161,7 @@ def step_quantize(work: Path, weight_bits: int | None = None, progress: bool = T
             setattr(cfg, k, v)
     ds = _ds(cfg)
     g = passes.import_torch(model, ds.input, name=graph_name(cfg))
-    g = passes.calibrate_activations(g, record_activations(g, ds.value(ds.x_train[:2048])), cfg.act_bits)
+    g = passes.calibrate_activations(g, activation_ranges(g, ds.value(ds.x_train[:2048])), cfg.act_bits)
     bits = layer_bits(g, cfg)
     ptq = passes.quantize_weights(g, bits)
     names = list(bits)
@@ -374,7 +374,7 @@ def step_sweep(work: Path, bits: list[int], sparsities: list[float], finetune_ep
     model, cfg, ck = load_float(work)
     ds = _ds(cfg)
     g = passes.import_torch(model, ds.input, name=graph_name(cfg))
-    g = passes.calibrate_activations(g, record_activations(g, ds.value(ds.x_train[:2048])), cfg.act_bits)
+    g = passes.calibrate_activations(g, activation_ranges(g, ds.value(ds.x_train[:2048])), cfg.act_bits)
     points = sweep(g, ds, bits, sparsities, finetune_epochs, levels_per_stage=cfg.levels_per_stage,
                    progress=progress)
     out = Path(out or work / "sweep")

@@ -1,5 +1,6 @@
 """Rung two of the ladder: the fake-quant torch model equals the integer golden model exactly."""
 import numpy as np
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from hashiflex import ref
@@ -23,3 +24,29 @@ def test_fake_quant_equals_golden_on_the_default(default_flow):
     g, _ = load_quantized(work)
     ds = digits()
     assert np.array_equal(fake_quant_int_outputs(g, ds.x_test, ref.output_exp(g)), ref.run(g, ds.x_test))
+
+
+def test_running_activation_ranges_calibrate_exactly_like_the_recorded_activations():
+    import torch
+
+    from hashiflex.ir import Input, IRError, TensorType
+    from hashiflex.models import DigitsCNN
+    from hashiflex.passes import calibrate_activations, import_torch
+    from hashiflex.quant.fakequant import activation_ranges, record_activations
+
+    torch.manual_seed(3)
+    g = import_torch(DigitsCNN(4, 8, 10), Input(1, 8, 8, TensorType(5, False, -4)))
+    x = np.random.default_rng(2).normal(size=(50, 1, 8, 8))
+    full = record_activations(g, x)
+    for batch in (7, 50):
+        r = activation_ranges(g, x, batch=batch)
+        assert set(r) == set(full)
+        for k in full:
+            assert list(r[k]) == [full[k].min(), full[k].max()]
+        assert calibrate_activations(g, r).layers == calibrate_activations(g, full).layers
+    # batches from an iterable (a DataLoader) work the same; a NaN anywhere is kept and named by calibration
+    bad = x.copy()
+    bad[31, 0, 2, 2] = np.nan
+    r = activation_ranges(g, iter([bad[:20], bad[20:40], bad[40:]]))
+    with pytest.raises(IRError, match="calibration activations: expected finite values"):
+        calibrate_activations(g, r)
