@@ -68,10 +68,15 @@ def main() -> None:
     g = import_torch(model.eval(), Input(3, 224, 224, TensorType(8, True, -7)), name="mobilenet_v2")
     g = calibrate_activations(g, activation_ranges(g, calib, batch=4, progress=True))
     q = quantize_weights(g, layer_bits(g, Config(weight_bits=args.bits, edge_bits=args.edge_bits)))
+    from hashiflex.quant.biascorr import bias_correction
+
     through = layer_fidelity(g, q, test, batch=4, progress=True)
+    corrected = layer_fidelity(g, bias_correction(g, q, calib, batch=4), test, batch=4, progress=True)[-1]
     alone = weight_sensitivity(g, q, test, batch=4, progress=True)
     print(format_fidelity(through, "through the network"))
     print(format_fidelity(alone, "one layer's weights Po2 at a time"))
+    print(f"with bias correction: output SQNR {corrected.sqnr_db:.2f} dB, top-1 agreement "
+          f"{100 * corrected.agreement:.1f} %")
     worst = sorted(alone, key=lambda r: r.sqnr_db)[:5]
     res = {"model": str(args.weights.name), "images": {"calibration": args.calib, "report": args.images,
                                                        "folder": str(args.data.name)},
@@ -80,6 +85,7 @@ def main() -> None:
            "command": f"python benchmarks/fidelity_mobilenet.py --calib {args.calib} --images {args.images} "
                       f"--bits {args.bits}",
            "worst_alone": [r.layer for r in worst],
+           "output_with_bias_correction": corrected.to_json(),
            "through": [r.to_json() for r in through], "alone": [r.to_json() for r in alone]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2) + "\n")

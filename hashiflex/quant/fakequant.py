@@ -115,6 +115,10 @@ class FakeQuantNet(nn.Module):
             elif isinstance(layer, SumPool):
                 x = x.sum(dim=(2, 3))
             vals[layer.name], exps[layer.name] = x, exp
+        keep = getattr(self, "keep", None)
+        if keep is not None:  # every tensor of this pass by layer name (bias correction reads layer inputs)
+            keep.clear()
+            keep.update({k: v.detach() for k, v in vals.items()})
         return vals[self.graph.layers[-1].name].flatten(1)
 
     def to_graph(self) -> Graph:
