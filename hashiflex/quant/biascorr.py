@@ -23,7 +23,7 @@ from .fakequant import FakeQuantNet
 @torch.no_grad()
 def bias_correction(float_g: Graph, quant_g: Graph, x_value: np.ndarray, batch: int = 64) -> Graph:
     """``quant_g`` with every conv/linear bias corrected for the mean error its Po2 weights cause (see module)."""
-    from ..passes import _round_half_up
+    from ..passes import _round_half_up, annotate
 
     if [l.name for l in float_g.layers] != [l.name for l in quant_g.layers] or not quant_g.quantized:
         raise IRError("bias_correction: expects the float graph and its quantized version (same layers)")
@@ -47,15 +47,10 @@ def bias_correction(float_g: Graph, quant_g: Graph, x_value: np.ndarray, batch: 
                 delta[l.name] += F.linear(xin.flatten(1), dw).sum(dim=0).numpy()
         count += len(x)
     out = quant_g.copy()
-    exps = {"input": quant_g.input.type.exp}
-    for k, (layer, srcs) in enumerate(zip(quant_g.layers, quant_g.sources())):
-        exp = exps[srcs[0]]
+    for k, info in enumerate(annotate(quant_g)):
+        layer = out.layers[k]
         if isinstance(layer, (Conv2d, Linear)):
-            exp = exp + layer.q.e_min
             bias = float_g.layer(layer.name).bias - delta[layer.name] / max(count, 1)
             out.layers[k] = replace(layer, bias=bias, bias_int=_round_half_up(
-                bias / 2.0 ** exp, f"layer {layer.name!r}: corrected bias"))
-        elif layer.__class__.__name__ in ("Requant", "Add"):
-            exp = layer.out.exp
-        exps[layer.name] = exp
+                bias / 2.0 ** info.acc_exp, f"layer {layer.name!r}: corrected bias"))
     return out

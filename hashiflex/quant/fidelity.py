@@ -105,20 +105,15 @@ def weight_sensitivity(float_g: Graph, quant_g: Graph, x_value: np.ndarray, batc
     ref_net = FakeQuantNet(float_g, quantize=False).double().eval()
     xs = list(_batches(x_value, batch, False, ""))
     ref_out = [ref_net(x) for x in xs]
-    exps = {"input": quant_g.input.type.exp}
-    results = []
     from tqdm.auto import tqdm
 
+    from ..passes import annotate
+
+    acc_exps = {info.name: info.acc_exp for info in annotate(quant_g)}
+    results = []
     weight_layers = [(i, l) for i, l in enumerate(quant_g.layers) if isinstance(l, (Conv2d, Linear))]
-    for layer, srcs in zip(quant_g.layers, quant_g.sources()):
-        exp = exps[srcs[0]]
-        if isinstance(layer, (Conv2d, Linear)):
-            exp = exp + layer.q.e_min
-        elif isinstance(layer, (Requant, Add)):
-            exp = layer.out.exp
-        exps[layer.name] = exp
     for i, layer in tqdm(weight_layers, desc="sensitivity", disable=not progress, leave=False):
-        acc_exp = exps[layer.name]
+        acc_exp = acc_exps[layer.name]
         g = float_g.copy()
         g.layers[i] = replace(g.layers[i], weight=codes_to_float(layer.q.codes, layer.q.e_min),
                               bias=layer.bias_int.astype(np.float64) * 2.0 ** acc_exp)
