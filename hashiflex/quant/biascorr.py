@@ -31,6 +31,8 @@ def bias_correction(float_g: Graph, quant_g: Graph, x_value: np.ndarray, batch: 
     inputs: dict[str, str] = {l.name: s[0] for l, s in zip(float_g.layers, float_g.sources())}
     weight_layers = [(i, l) for i, l in enumerate(quant_g.layers) if isinstance(l, (Conv2d, Linear))]
     delta = {l.name: np.zeros(l.q.codes.shape[0]) for _, l in weight_layers}
+    dws = {l.name: torch.as_tensor(codes_to_float(l.q.codes, l.q.e_min) - float_g.layers[i].weight)
+           for i, l in weight_layers}  # the weights' rounding error, once
     count = 0
     vals: dict[str, torch.Tensor] = {}
     net.keep = vals  # every tensor of the forward pass, by layer name
@@ -39,7 +41,7 @@ def bias_correction(float_g: Graph, quant_g: Graph, x_value: np.ndarray, batch: 
         net(x)
         for _, l in weight_layers:
             xin = vals[inputs[l.name]]
-            dw = torch.as_tensor(codes_to_float(l.q.codes, l.q.e_min) - float_g.layer(l.name).weight)
+            dw = dws[l.name]
             if isinstance(l, Conv2d):
                 err = F.conv2d(xin, dw, None, stride=l.stride, padding=l.padding, groups=l.groups)
                 delta[l.name] += err.sum(dim=(0, 2, 3)).numpy() / (err.shape[2] * err.shape[3])
