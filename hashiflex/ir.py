@@ -13,7 +13,7 @@ from typing import Union
 
 import numpy as np
 
-from .numfmt import int_range
+from .numfmt import codes_to_int_weights, int_range
 
 
 class IRError(ValueError):
@@ -40,12 +40,55 @@ class Input:
     type: TensorType
 
 
+MAX_TERMS = 4  # signed powers of two per weight at most (the term table of quant.po2 grows as span**terms)
+
+
 @dataclass(frozen=True)
 class Po2Weights:
-    """Po2 weight codes (see :mod:`hashiflex.numfmt`): int array of the layer's weight shape."""
+    """Po2 weight codes (see :mod:`hashiflex.numfmt`).
+
+    One term (``terms == 1``): ``codes`` has the layer's weight shape and each weight is one code.
+    Multi-term (``terms == k > 1``): ``codes`` has shape ``(k, *weight shape)`` and weight i is the sum of the k
+    codes ``codes[:, i]`` (each a signed power of two or zero, all with the layer's ``e_min``); in hardware each
+    nonzero term is one operand of the adder tree.
+    """
     codes: np.ndarray
     e_min: int
     bits: int
+    terms: int = 1
+
+    def __post_init__(self):
+        if not 1 <= self.terms <= MAX_TERMS:
+            raise IRError(f"field 'weights.terms': expected 1 to {MAX_TERMS} terms per weight, found {self.terms}")
+        if self.terms > 1 and (np.ndim(self.codes) < 2 or np.shape(self.codes)[0] != self.terms):
+            raise IRError(f"field 'weights.codes': expected shape ({self.terms}, *weight shape) for {self.terms} "
+                          f"terms, found {tuple(np.shape(self.codes))}")
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The weight shape (out, in, k, k) or (out, in)."""
+        s = tuple(np.shape(self.codes))
+        return s[1:] if self.terms > 1 else s
+
+    @property
+    def term_codes(self) -> np.ndarray:
+        """Codes of shape (terms, *weight shape), also for one term."""
+        return np.asarray(self.codes) if self.terms > 1 else np.asarray(self.codes)[None]
+
+    def int_weights(self) -> np.ndarray:
+        """Integer weights in units of 2**e_min (the sum of the terms), of the weight shape."""
+        tc = self.term_codes
+        if self.terms > 1 and tc.size and np.abs(tc).max() > 60:  # k <= 4 terms of 2**59 sum below 2**63
+            raise OverflowError(f"weight code {int(np.abs(tc).max())}: {self.terms} terms of more than 2**59 do not "
+                                "fit the integer model (int64)")
+        return codes_to_int_weights(tc).sum(axis=0)
+
+    def float_weights(self) -> np.ndarray:
+        return self.int_weights().astype(np.float64) * 2.0 ** self.e_min
+
+    def nonzero_terms(self) -> int:
+        """Operands the adder trees sum (nonzero terms over all weights)."""
+        return int(np.count_nonzero(self.term_codes))
 
 
 @dataclass

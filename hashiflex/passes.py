@@ -9,9 +9,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .ir import Add, Conv2d, Graph, Input, IRError, Linear, Po2Weights, Requant, SumPool, TensorType
-from .numfmt import codes_to_int_weights, width_for
-from .quant.po2 import quantize_po2
+from .ir import MAX_TERMS, Add, Conv2d, Graph, Input, IRError, Linear, Po2Weights, Requant, SumPool, TensorType
+from .numfmt import width_for
+from .quant.po2 import quantize_po2, quantize_po2_terms
 
 
 # --------------------------------------------------------------------------------------------- import
@@ -299,7 +299,7 @@ def annotate(g: Graph, require_quantized: bool = True) -> list[LayerInfo]:
                 lo, hi = bounds
                 if isinstance(layer, Conv2d) and layer.padding > 0:  # padding feeds zeros into the windows
                     lo, hi = min(lo, 0), max(hi, 0)
-                bounds = _dot_bounds(codes_to_int_weights(layer.q.codes), bias_int, lo, hi)
+                bounds = _dot_bounds(layer.q.int_weights(), bias_int, lo, hi)
                 exp = acc_exp
             elif require_quantized:
                 raise IRError(f"layer {layer.name!r}: field 'weights': expected Po2 codes, found float weights")
@@ -378,22 +378,40 @@ def calibrate_activations(g: Graph, activations: dict[str, np.ndarray], bits: in
     return out
 
 
-def quantize_weights(g: Graph, bits: int | dict[str, int]) -> Graph:
+def _per_layer(v, layer, what: str):
+    if not isinstance(v, dict):
+        return v
+    if layer.name not in v:
+        raise IRError(f"layer {layer.name!r}: field {what!r}: no value given for this layer (have {sorted(v)[:4]}...)")
+    return v[layer.name]
+
+
+def quantize_weights(g: Graph, bits: int | dict[str, int], terms: int | dict[str, int] = 1) -> Graph:
     """Po2-quantize conv/linear weights (per-layer exponent range) and quantize biases to the accumulator.
 
     ``bits``: one width for every layer, or a dict layer name -> width (first/last layer precision).
+    ``terms``: signed powers of two per weight, one count or a dict layer name -> count. One term is the
+    paper's Po2 rule (:func:`~hashiflex.quant.po2.quantize_po2`); more terms round each weight to the nearest
+    sum of that many (:func:`~hashiflex.quant.po2.quantize_po2_terms`).
     """
     out = g.copy()
     exps = {"input": out.input.type.exp}
     for i, (layer, srcs) in enumerate(zip(out.layers, out.sources())):
         exp = exps[srcs[0]]
         if isinstance(layer, (Conv2d, Linear)):
-            b = bits[layer.name] if isinstance(bits, dict) else bits
+            b = _per_layer(bits, layer, "bits")
+            k = _per_layer(terms, layer, "terms")
+            if not isinstance(k, (int, np.integer)) or not 1 <= k <= MAX_TERMS:
+                raise IRError(f"layer {layer.name!r}: field 'terms': expected 1 to {MAX_TERMS} terms per weight, "
+                              f"found {k!r}")
             check_finite(layer.weight, f"layer {layer.name!r}: field 'weight'")
             check_finite(layer.bias, f"layer {layer.name!r}: field 'bias'")
-            codes, e_min = quantize_po2(layer.weight, b)
+            if k == 1:
+                codes, e_min = quantize_po2(layer.weight, b)
+            else:
+                codes, e_min = quantize_po2_terms(layer.weight, b, int(k))
             acc_exp = exp + e_min
-            out.layers[i] = replace(layer, q=Po2Weights(codes, e_min, b),
+            out.layers[i] = replace(layer, q=Po2Weights(codes, e_min, b, int(k)),
                                     bias_int=_round_half_up(layer.bias / 2.0 ** acc_exp, f"layer {layer.name!r}: bias"))
             exp = acc_exp
         elif isinstance(layer, (Requant, Add)):
@@ -461,7 +479,7 @@ def _sint_width(lo: int, hi: int) -> int:
 
 
 def shared_adder_graph(codes: np.ndarray, bias_int: np.ndarray, depthwise: bool = False,
-                       share: bool = True, in_bounds: tuple[int, int] | None = None) -> AdderGraph:
+                       share: bool = True, in_bounds: tuple[int, int] | None = None, terms: int = 1) -> AdderGraph:
     """The generator's adder graph (chisel ShiftAdd.scala, SharedPlan), counted the same way.
 
     Each output channel is a balanced tree over its input slots (a kxk window of all input channels, or of its
@@ -470,12 +488,17 @@ def shared_adder_graph(codes: np.ndarray, bias_int: np.ndarray, depthwise: bool 
     to a common shift and sign are one node (hash-consing = common-subexpression elimination across channels).
     Node ids: inputs, then sums in creation order (level, channel, pair). The root then meets the bias: one
     adder for root + bias, bias - root or 0 - root.
+
+    ``codes``: of the weight shape (``terms`` 1), or (terms, *weight shape): a channel's slots are then its taps
+    in order, each tap's terms one after another (Design.scala's ``Po2Weights.slots``).
     """
-    flat = codes.reshape(codes.shape[0], -1)
+    tc = np.asarray(codes) if terms > 1 else np.asarray(codes)[None]
+    k, o_ch = tc.shape[0], tc.shape[1]
+    flat = np.moveaxis(tc.reshape(k, o_ch, -1), 0, -1)  # (out, taps, terms)
     taps = flat.shape[1]
-    n_in = taps * (flat.shape[0] if depthwise else 1)
-    slots = [[(o * taps * depthwise + t, abs(int(c)) - 1, bool(c < 0)) if c else None for t, c in enumerate(row)]
-             for o, row in enumerate(flat)]
+    n_in = taps * (o_ch if depthwise else 1)
+    slots = [[(o * taps * depthwise + t, abs(int(c)) - 1, bool(c < 0)) if c else None
+              for t, cs in enumerate(row) for c in cs] for o, row in enumerate(flat)]
     memo: dict[tuple, int] = {}
     sums = unshared = levels = 0
     bounds: list[tuple[int, int]] = []          # of each sum node, when in_bounds is given
@@ -540,7 +563,7 @@ def hw_model(g: Graph, levels_per_stage: int, target_ii: int | None = None) -> l
             if isinstance(layer, Conv2d) and layer.padding > 0:  # padding feeds zeros into the windows
                 lo, hi = min(lo, 0), max(hi, 0)
             ag = shared_adder_graph(layer.q.codes, layer.bias_int, isinstance(layer, Conv2d) and layer.depthwise,
-                                    in_bounds=(lo, hi))
+                                    in_bounds=(lo, hi), terms=layer.q.terms)
             stages = max(1, math.ceil(ag.depth / levels_per_stage))
             hw.append(LayerHw(layer.name, "conv2d" if isinstance(layer, Conv2d) else "linear",
                               width_for(*info.out_bounds)[0], ag.adders * p_out, stages, **beats,

@@ -9,7 +9,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .ir import Add, Conv2d, Graph, Linear, Requant, SumPool
-from .numfmt import codes_to_int_weights, requant
+from .numfmt import requant
 from .passes import annotate
 
 _INT64_SAFE = 1 << 62
@@ -88,10 +88,10 @@ def run(g: Graph, x: np.ndarray, trace: bool = False):
     for i, (layer, info, srcs) in enumerate(zip(g.layers, infos, sources)):
         y = acts[srcs[0]]
         if isinstance(layer, Conv2d):
-            y = conv2d_int(y, codes_to_int_weights(layer.q.codes), layer.bias_int, layer.stride, layer.padding,
+            y = conv2d_int(y, layer.q.int_weights(), layer.bias_int, layer.stride, layer.padding,
                            layer.groups)
         elif isinstance(layer, Linear):
-            wint = codes_to_int_weights(layer.q.codes)
+            wint = layer.q.int_weights()
             y = exact_matmul(y.reshape(y.shape[0], -1), wint.T, _guard(y, wint)) + layer.bias_int
         elif isinstance(layer, Requant):
             y = requant(y, info.shift, *layer.clamp())

@@ -63,8 +63,8 @@ def design_from_graph(g: Graph, levels_per_stage: int = DEFAULT_LEVELS_PER_STAGE
                          groups=layer.groups)
             else:
                 d.update(op="linear")
-            d["weights"] = {"bits": layer.q.bits, "e_min": layer.q.e_min, "shape": list(layer.q.codes.shape),
-                            "codes": _ints(layer.q.codes)}
+            d["weights"] = {"bits": layer.q.bits, "e_min": layer.q.e_min, "terms": layer.q.terms,
+                            "shape": list(layer.q.shape), "codes": _ints(layer.q.codes)}
             d["bias"] = _ints(layer.bias_int)
         elif isinstance(layer, Requant):
             d.update(op="requant", shift=info.shift, act=layer.act, bits=layer.out.bits, signed=layer.out.signed,
@@ -124,21 +124,22 @@ def graph_from_design(d: dict) -> Graph:
         if l["op"] in ("conv2d", "linear"):
             wq = l["weights"]
             codes = np.asarray(wq["codes"], dtype=np.int64)
-            shape = tuple(wq["shape"])
-            if codes.size != int(np.prod(shape)):
-                raise DesignValidationError(f"{where}.weights.codes: expected {int(np.prod(shape))} entries "
-                                            f"(shape {list(shape)}), found {codes.size}")
+            shape, terms = tuple(wq["shape"]), wq["terms"]
+            if codes.size != terms * int(np.prod(shape)):
+                raise DesignValidationError(f"{where}.weights.codes: expected {terms * int(np.prod(shape))} entries "
+                                            f"({terms} term{'s' * (terms > 1)} of shape {list(shape)}), "
+                                            f"found {codes.size}")
             limit = (1 << (wq["bits"] - 1)) - 1
             bad = np.flatnonzero(np.abs(codes) > limit)
             if bad.size:
                 raise DesignValidationError(f"{where}.weights.codes[{int(bad[0])}]: expected a code in [-{limit}, "
                                             f"{limit}] for {wq['bits']}-bit weights, found {int(codes[bad[0]])}"
                                             + (f" ({bad.size} codes out of range)" if bad.size > 1 else ""))
-            codes = codes.reshape(shape)
+            codes = codes.reshape((terms,) + shape if terms > 1 else shape)
             bias = np.asarray(l["bias"], dtype=np.int64)
             if bias.shape != (shape[0],):
                 raise DesignValidationError(f"{where}.bias: expected {shape[0]} entries, found {bias.size}")
-            q = Po2Weights(codes, wq["e_min"], wq["bits"])
+            q = Po2Weights(codes, wq["e_min"], wq["bits"], terms)
             zeros = np.zeros(shape)
             if l["op"] == "conv2d":
                 if len(shape) != 4 or shape[2] != shape[3] or shape[2] != l["kernel"]:

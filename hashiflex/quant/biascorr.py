@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 
 from ..ir import Conv2d, Graph, IRError, Linear
-from ..numfmt import codes_to_float
 from .fakequant import FakeQuantNet
 
 
@@ -30,8 +29,8 @@ def bias_correction(float_g: Graph, quant_g: Graph, x_value: np.ndarray, batch: 
     net = FakeQuantNet(float_g, quantize=False).double().eval()
     inputs: dict[str, str] = {l.name: s[0] for l, s in zip(float_g.layers, float_g.sources())}
     weight_layers = [(i, l) for i, l in enumerate(quant_g.layers) if isinstance(l, (Conv2d, Linear))]
-    delta = {l.name: np.zeros(l.q.codes.shape[0]) for _, l in weight_layers}
-    dws = {l.name: torch.as_tensor(codes_to_float(l.q.codes, l.q.e_min) - float_g.layers[i].weight)
+    delta = {l.name: np.zeros(l.q.shape[0]) for _, l in weight_layers}
+    dws = {l.name: torch.as_tensor(l.q.float_weights() - float_g.layers[i].weight)
            for i, l in weight_layers}  # the weights' rounding error, once
     count = 0
     vals: dict[str, torch.Tensor] = {}

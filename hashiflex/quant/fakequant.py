@@ -14,8 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..ir import Add, Conv2d, Graph, IRError, Linear, Requant, SumPool
-from ..numfmt import codes_to_float
-from .po2 import po2_fake_quant_torch
+from .po2 import po2_fake_quant_torch, po2_terms_fake_quant_torch
 
 
 def _ste(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -42,12 +41,14 @@ class FakeQuantNet(nn.Module):
     weights to Po2 (``wbits``), biases to the accumulator scale and activations at every Requant point.
     """
 
-    def __init__(self, g: Graph, wbits: int | dict[str, int] | None = None, quantize: bool = True):
+    def __init__(self, g: Graph, wbits: int | dict[str, int] | None = None, quantize: bool = True,
+                 terms: int | dict[str, int] | None = None):
         super().__init__()
         self.graph = g
         self.quantize = quantize
         self.wbits: dict[str, int] = {}   # per layer: a quantized graph may mix weight widths
         self.e_min: dict[str, int] = {}   # per layer, fixed when built from a quantized graph
+        self.terms: dict[str, int] = {}   # per layer: signed powers of two per weight (1 unless given)
         self.params = nn.ParameterDict()
         exps = {"input": g.input.type.exp}
         for layer, srcs in zip(g.layers, g.sources()):
@@ -56,14 +57,17 @@ class FakeQuantNet(nn.Module):
                 if layer.q is not None:
                     self.wbits[layer.name] = layer.q.bits
                     self.e_min[layer.name] = layer.q.e_min
+                    self.terms[layer.name] = layer.q.terms
                     acc_exp = exp + layer.q.e_min
-                    w = codes_to_float(layer.q.codes, layer.q.e_min)
+                    w = layer.q.float_weights()
                     b = layer.bias_int.astype(np.float64) * 2.0 ** acc_exp
                     exp = acc_exp
                 else:
                     if quantize and wbits is None:
                         raise IRError(f"layer {layer.name!r}: FakeQuantNet needs wbits for float weights")
                     self.wbits[layer.name] = wbits[layer.name] if isinstance(wbits, dict) else wbits
+                    if terms is not None:
+                        self.terms[layer.name] = terms[layer.name] if isinstance(terms, dict) else terms
                     w, b = layer.weight, layer.bias
                 self.params[f"{layer.name}__w".replace(".", "_")] = nn.Parameter(torch.tensor(w, dtype=torch.float64))
                 self.params[f"{layer.name}__b".replace(".", "_")] = nn.Parameter(torch.tensor(b, dtype=torch.float64))
@@ -89,7 +93,11 @@ class FakeQuantNet(nn.Module):
                 if layer.name in self.masks:
                     w = w * self.masks[layer.name]
                 if self.quantize:
-                    w, e_min = po2_fake_quant_torch(w, self.wbits[layer.name], self.e_min.get(layer.name))
+                    k = self.terms.get(layer.name, 1)
+                    if k == 1:
+                        w, e_min = po2_fake_quant_torch(w, self.wbits[layer.name], self.e_min.get(layer.name))
+                    else:
+                        w, e_min = po2_terms_fake_quant_torch(w, self.wbits[layer.name], k, self.e_min.get(layer.name))
                     exp = exp + int(e_min.item())
                     scale = 2.0 ** exp
                     b = round_half_up_ste(b / scale) * scale

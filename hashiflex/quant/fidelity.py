@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from ..ir import Add, Conv2d, Graph, IRError, Linear, Requant
-from ..numfmt import codes_to_float
 from .fakequant import FakeQuantNet
 
 
@@ -115,7 +114,7 @@ def weight_sensitivity(float_g: Graph, quant_g: Graph, x_value: np.ndarray, batc
     for i, layer in tqdm(weight_layers, desc="sensitivity", disable=not progress, leave=False):
         acc_exp = acc_exps[layer.name]
         g = float_g.copy()
-        g.layers[i] = replace(g.layers[i], weight=codes_to_float(layer.q.codes, layer.q.e_min),
+        g.layers[i] = replace(g.layers[i], weight=layer.q.float_weights(),
                               bias=layer.bias_int.astype(np.float64) * 2.0 ** acc_exp)
         net = FakeQuantNet(g, quantize=False).double().eval()
         acc, agree, n = _Acc(), 0, 0

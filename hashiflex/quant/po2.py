@@ -68,3 +68,113 @@ def po2_fake_quant_torch(w, bits: int, e_min: int | None = None):
     e = torch.clamp(e_hat, e_min, e_max)
     q = torch.where((a > 0) & (e_hat >= e_min), torch.sign(w.detach()) * torch.pow(2.0, e), torch.zeros_like(w))
     return w + (q - w).detach(), e_min
+
+
+# --------------------------------------------------------------------------------------- multi-term weights
+_TABLE_LIMIT = 1 << 25  # entries of the largest sum table built on the way (span * terms grows it)
+
+
+def term_values(span_: int, terms: int) -> list[np.ndarray]:
+    """``S[t]``: the sorted integers (units of 2**e_min) that t signed powers of two 2**j, j in [0, span), sum to,
+    zero terms allowed (so S[t-1] is a subset of S[t]); t = 0 .. terms."""
+    step = np.concatenate([[0], 1 << np.arange(span_, dtype=np.int64), -(1 << np.arange(span_, dtype=np.int64))])
+    levels = [np.zeros(1, dtype=np.int64)]
+    for t in range(1, terms + 1):
+        if levels[-1].size * step.size > _TABLE_LIMIT:
+            raise ValueError(f"weights.terms: {terms} terms over {span_} exponents make a table of more than "
+                             f"{_TABLE_LIMIT} sums; use fewer terms or fewer weight bits")
+        levels.append(np.unique((levels[-1][:, None] + step[None, :]).ravel()))
+    return levels
+
+
+def _nearest(v: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """The element of sorted ``v`` nearest to each ``a`` (a tie goes to the smaller one)."""
+    i = np.clip(np.searchsorted(v, a), 1, v.size - 1)
+    lo, hi = v[i - 1], v[i]
+    return np.where(hi - a < a - lo, hi, lo)
+
+
+def decompose(n: np.ndarray, levels: list[np.ndarray], span_: int) -> np.ndarray:
+    """Terms of each integer ``n`` (in S[len(levels)-1]) with the fewest nonzero terms: int array (terms, *n.shape)
+    of codes (sign * (j + 1) for a term sign * 2**j, 0 for an unused term), larger magnitudes first."""
+    terms = len(levels) - 1
+    n = np.asarray(n, dtype=np.int64)
+    uniq, inv = np.unique(n, return_inverse=True)
+
+    def need(x):  # fewest terms that sum to x (terms + 1: not representable)
+        k = np.full(x.shape, terms + 1, dtype=np.int64)
+        for t in range(terms, -1, -1):
+            pos = np.clip(np.searchsorted(levels[t], x), 0, levels[t].size - 1)
+            k = np.where(levels[t][pos] == x, t, k)
+        return k
+
+    out = np.zeros((terms, uniq.size), dtype=np.int64)
+    rest, k = uniq.copy(), need(uniq)
+    if (k > terms).any():
+        raise ValueError(f"decompose: {int(uniq[np.argmax(k > terms)])} is not a sum of {terms} terms")
+    for t in range(terms):
+        done = k == 0
+        for j in range(span_ - 1, -1, -1):  # the largest term that leaves a remainder of one term less
+            for s in (1, -1):
+                cand = rest - s * (np.int64(1) << j)
+                pick = ~done & (need(cand) == k - 1)
+                out[t] = np.where(pick, s * (j + 1), out[t])
+                rest = np.where(pick, cand, rest)
+                k = np.where(pick, k - 1, k)
+                done |= pick
+    return out[:, inv].reshape((terms,) + n.shape)
+
+
+def _round_terms(a: np.ndarray, e_min: int, levels: list[np.ndarray]) -> np.ndarray:
+    """Nearest representable magnitude (integer units of 2**e_min) to |w| = ``a``."""
+    v = levels[-1]
+    return _nearest(v[v >= 0], a / 2.0 ** e_min)
+
+
+def terms_range(w: np.ndarray, bits: int, terms: int, levels: list[np.ndarray] | None = None) -> int:
+    """e_min of a ``terms``-term layer: e_max is the Po2 rounding of max|w| or one either side, whichever gives the
+    smallest squared error once every weight is rounded to its nearest sum of terms; e_min = e_max - span + 1."""
+    a = np.abs(np.asarray(w, dtype=np.float64)).ravel()
+    sp = span(bits)
+    levels = levels or term_values(sp, terms)
+    if not (a > 0).any():
+        return -(sp - 1)
+    e0 = int(np.floor(np.log2(a.max()) + 0.5))
+    best = None
+    for e_max in (e0, e0 - 1, e0 + 1):
+        e_min = e_max - (sp - 1)
+        err = float(((_round_terms(a, e_min, levels) * 2.0 ** e_min - a) ** 2).sum())
+        if best is None or err < best[0]:
+            best = (err, e_min)
+    return best[1]
+
+
+def quantize_po2_terms(w: np.ndarray, bits: int, terms: int, e_min: int | None = None) -> tuple[np.ndarray, int]:
+    """Multi-term Po2: each weight the nearest sum of up to ``terms`` signed powers of two 2**e, e in
+    [e_min, e_min + span - 1] (a tie goes to the smaller magnitude), written with the fewest nonzero terms.
+    Returns (codes of shape (terms, *w.shape), e_min); ``terms == 1`` is plain nearest-value Po2 rounding."""
+    w = np.asarray(w, dtype=np.float64)
+    sp = span(bits)
+    levels = term_values(sp, terms)
+    if e_min is None:
+        e_min = terms_range(w, bits, terms, levels)
+    mag = _round_terms(np.abs(w), e_min, levels)
+    codes = decompose(mag, levels, sp) * np.sign(w).astype(np.int64)[None]
+    return codes.astype(np.int64), int(e_min)
+
+
+def po2_terms_fake_quant_torch(w, bits: int, terms: int, e_min: int | None = None):
+    """Straight-through fake quantization to ``terms``-term Po2 (the rule of :func:`quantize_po2_terms`)."""
+    import torch
+
+    sp = span(bits)
+    levels = term_values(sp, terms)
+    if e_min is None:
+        e_min = terms_range(w.detach().cpu().double().numpy(), bits, terms, levels)
+    v = levels[-1]
+    v = torch.as_tensor(v[v >= 0].astype(np.float64) * 2.0 ** e_min, dtype=w.dtype, device=w.device)
+    a = w.detach().abs()
+    i = torch.clamp(torch.bucketize(a, v), 1, v.numel() - 1)
+    lo, hi = v[i - 1], v[i]
+    q = torch.where(hi - a < a - lo, hi, lo) * torch.sign(w.detach())
+    return w + (q - w).detach(), torch.tensor(float(e_min), dtype=w.dtype)

@@ -71,7 +71,7 @@ def weight_sparsity(g: Graph) -> float:
     total = zeros = 0
     for l in g.layers:
         if isinstance(l, (Conv2d, Linear)):
-            w = l.q.codes if l.q is not None else l.weight
+            w = l.q.int_weights() if l.q is not None else l.weight
             total += w.size
             zeros += int((w == 0).sum())
     return zeros / max(total, 1)

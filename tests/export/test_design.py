@@ -30,7 +30,7 @@ BAD = [
     (lambda d: d["layers"][0].update(op="max_pool"), r"design.layers\[0\].op: 'max_pool' is not one of"),
     (lambda d: d["layers"][0].update(kernel=0), r"design.layers\[0\].kernel: 0 is less than the minimum of 1"),
     (lambda d: d["layers"][0]["weights"]["codes"].append(1),
-     r"design.layers\[0\].weights.codes: expected \d+ entries \(shape \[.*\]\), found \d+"),
+     r"design.layers\[0\].weights.codes: expected \d+ entries \(1 term of shape \[.*\]\), found \d+"),
     (lambda d: d["layers"][0]["weights"].update(codes=[99] * len(d["layers"][0]["weights"]["codes"])),
      r"design.layers\[0\].weights.codes\[0\]: expected a code in \[-\d+, \d+\] for \d-bit weights, found 99 "
      r"\(\d+ codes out of range\)"),

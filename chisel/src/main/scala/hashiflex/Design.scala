@@ -38,8 +38,21 @@ final case class Shape(c: Int, h: Int, w: Int) {
   override def toString = s"[$c, $h, $w]"
 }
 
-final case class Po2Weights(bits: Int, eMin: Int, codes: IndexedSeq[Int]) {
+/** Po2 weight codes of one layer (hashiflex.numfmt): `terms` signed powers of two per weight, each a code, stored
+  * term-major (all of term 0 in the weights' row-major order, then term 1, ...); a weight is the sum of its terms.
+  */
+final case class Po2Weights(bits: Int, eMin: Int, terms: Int, codes: IndexedSeq[Int]) {
   def maxCode: Int = (1 << (bits - 1)) - 1
+  /** Weights per term (the product of the weight shape). */
+  def count: Int = codes.length / terms
+  /** The slots of weights `first until first + taps` (one output channel): each tap's terms in turn, slot reading
+    * input `offset + tap` (the order hashiflex.passes.shared_adder_graph follows).
+    */
+  def slots(first: Int, taps: Int, offset: Int = 0): IndexedSeq[Option[Term]] =
+    for (i <- 0 until taps; t <- 0 until terms) yield {
+      val c = codes(t * count + first + i)
+      if (c == 0) None else Some(Term(offset + i, math.abs(c) - 1, c < 0))
+    }
 }
 
 final case class InputSpec(shape: Shape, fmt: NumFmt, exp: Int, par: Int) {
@@ -368,14 +381,16 @@ object Design {
     val sh = w.field("shape").arrOf(shape.length).map(_.int)
     if (sh != shape)
       throw DesignError(s"${w.path}.shape: expected ${shape.mkString("[", ", ", "]")}, found ${sh.mkString("[", ", ", "]")}")
+    val terms = w.field("terms").intIn(1, 4)
     val maxCode = (1 << (bits - 1)) - 1
+    val n = terms * shape.product
     val codes =
-      if (w.has("table")) table(w.field("table"), shape.product, base).zipWithIndex.map { case (c, i) =>
+      if (w.has("table")) table(w.field("table"), n, base).zipWithIndex.map { case (c, i) =>
         if (math.abs(c) > maxCode) throw DesignError(s"${w.path}.table: code $i is $c, expected an integer in [-$maxCode, $maxCode]")
         c
       }
-      else w.field("codes").arrOf(shape.product).map(_.intIn(-maxCode, maxCode))
-    Po2Weights(bits, eMin, codes)
+      else w.field("codes").arrOf(n).map(_.intIn(-maxCode, maxCode))
+    Po2Weights(bits, eMin, terms, codes)
   }
 
   /** Codes stored as int8 in a binary table beside design.json, checked against count and SHA-256. */

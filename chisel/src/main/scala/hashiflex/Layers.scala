@@ -26,7 +26,7 @@ object Conv2dLayer {
     val taps = (s.inShape.c / s.groups) * k * k
     val n = s.inShape.c * k * k
     val channels = (0 until s.outShape.c).map { o =>
-      (Term.slots(s.weights.codes.slice(o * taps, (o + 1) * taps), if (s.depthwise) o * k * k else 0), s.bias(o))
+      (s.weights.slots(o * taps, taps, if (s.depthwise) o * k * k else 0), s.bias(o))
     }
     val win =
       if (s.pointwise) None
@@ -48,7 +48,7 @@ object Conv2dLayer {
 object LinearLayer {
   def params(s: LinearSpec, in: NumFmt, levelsPerStage: Int): ShiftAddLayerParams = {
     val n = s.inShape.c
-    val channels = (0 until s.outShape.c).map(o => (Term.slots(s.weights.codes.slice(o * n, (o + 1) * n)), s.bias(o)))
+    val channels = (0 until s.outShape.c).map(o => (s.weights.slots(o * n, n), s.bias(o)))
     ShiftAddLayerParams(s.name, n, in, s.inBounds, channels, s.outFmt, s.outBounds, levelsPerStage)
   }
 }

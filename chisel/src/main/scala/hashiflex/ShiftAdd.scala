@@ -119,8 +119,17 @@ final case class ShiftAddLayerParams(name: String, nIn: Int, in: NumFmt, inBound
   val laneAdders: Int = plan.adders
   val adders: Int = laneAdders * par
   val addersUnshared: Int = plan.unsharedAdders * par
-  /** The exact output interval, from the weights and the input bounds. */
-  val value: Bounds = plan.value
+  /** The exact output interval, from the weights and the input bounds: per channel, each input's weight (the sum
+    * of its terms) times the input interval, plus the bias. With one term per weight every input appears once in
+    * the tree and this equals the plan's interval arithmetic; with more, the plan's node intervals (which size the
+    * wires) can be wider, never narrower.
+    */
+  val value: Bounds = channels.map { case (slots, bias) =>
+    val w = slots.flatten.groupMapReduce(_.index)(t => if (t.negative) -(BigInt(1) << t.shift) else BigInt(1) << t.shift)(_ + _)
+    w.values.foldLeft(Bounds(bias, bias)) { (acc, wi) =>
+      acc + (if (wi >= 0) Bounds(inBounds.lo * wi, inBounds.hi * wi) else Bounds(inBounds.hi * wi, inBounds.lo * wi))
+    }
+  }.reduce(_ union _)
   /** Pipeline register bits of the whole layer (all lanes). */
   val registerBits: Int = plan.registerBits(schedule) * par
   /** Adder bits of the whole layer (all lanes). */
