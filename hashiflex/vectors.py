@@ -27,8 +27,9 @@ class _Builder:
         self.exp = {"input": input.type.exp}
         self.last = "input"
 
-    def _codes(self, shape, bits: int, sparsity: float) -> np.ndarray:
+    def _codes(self, shape, bits: int, sparsity: float, terms: int = 1) -> np.ndarray:
         m = (1 << (bits - 1)) - 1
+        shape = (terms,) + tuple(shape) if terms > 1 else tuple(shape)
         codes = self.rng.integers(-m, m + 1, size=shape)
         codes[self.rng.random(shape) < sparsity] = 0
         return codes
@@ -39,17 +40,18 @@ class _Builder:
         self.last = layer.name
         return layer.name
 
-    def conv(self, name, c_in, c_out, k, stride=1, padding=0, groups=1, bits=4, e_min=-2, sparsity=0.3):
-        codes = self._codes((c_out, c_in // groups, k, k), bits, sparsity)
+    def conv(self, name, c_in, c_out, k, stride=1, padding=0, groups=1, bits=4, e_min=-2, sparsity=0.3, terms=1):
+        shape = (c_out, c_in // groups, k, k)
+        codes = self._codes(shape, bits, sparsity, terms)
         bias = self.rng.integers(-20, 21, size=c_out)
-        return self._add(Conv2d(name, np.zeros(codes.shape), np.zeros(c_out), stride, padding,
-                                Po2Weights(codes, e_min, bits), bias.astype(np.int64), groups=groups),
+        return self._add(Conv2d(name, np.zeros(shape), np.zeros(c_out), stride, padding,
+                                Po2Weights(codes, e_min, bits, terms), bias.astype(np.int64), groups=groups),
                          self.exp[self.last] + e_min)
 
-    def linear(self, name, n_in, n_out, bits=4, e_min=-3):
-        codes = self._codes((n_out, n_in), bits, 0.2)
+    def linear(self, name, n_in, n_out, bits=4, e_min=-3, terms=1):
+        codes = self._codes((n_out, n_in), bits, 0.2, terms)
         bias = self.rng.integers(-50, 51, size=n_out)
-        return self._add(Linear(name, np.zeros(codes.shape), np.zeros(n_out), Po2Weights(codes, e_min, bits),
+        return self._add(Linear(name, np.zeros((n_out, n_in)), np.zeros(n_out), Po2Weights(codes, e_min, bits, terms),
                                 bias.astype(np.int64)), self.exp[self.last] + e_min)
 
     def requant(self, name, act, bits=6, headroom=3):
@@ -70,8 +72,8 @@ class _Builder:
 
 def cases() -> dict[str, tuple[Graph, int | None]]:
     """name -> (graph, target_ii). Together they cover conv kxk (stride 1/2, padding), depthwise, pointwise,
-    requant (ReLU, ReLU6, none), residual add (fork + skip FIFO), global sum pool, linear, and pixel
-    parallelism (in != out across a strided window, several pixels per beat)."""
+    requant (ReLU, ReLU6, none), residual add (fork + skip FIFO), global sum pool, linear, pixel
+    parallelism (in != out across a strided window, several pixels per beat) and multi-term weights."""
     out = {}
     # an inverted residual block, unrolled to 2 pixels per beat on a 6x6 map
     b = _Builder("vec_block", Input(3, 6, 6, TensorType(5, False, -4)), seed=1)
@@ -100,6 +102,16 @@ def cases() -> dict[str, tuple[Graph, int | None]]:
     b.requant("act1", "none", bits=5, headroom=3)
     b.add("res", first, shortcut_first=True)
     out["serial"] = (b.g, None)
+    # multi-term weights (each weight a sum of 2 or 3 signed powers of two): dense, depthwise and linear trees
+    # whose slots repeat an input with different shifts and signs
+    b = _Builder("vec_terms", Input(2, 5, 5, TensorType(4, True, -3)), seed=4)
+    b.conv("conv", 2, 4, 3, padding=1, terms=2, sparsity=0.2)
+    b.requant("conv_act", "relu", bits=5, headroom=4)
+    b.conv("dw", 4, 4, 3, padding=1, groups=4, terms=3, sparsity=0.4)
+    b.requant("dw_act", "none", bits=6, headroom=4)
+    b.pool("pool")
+    b.linear("fc", 4, 3, terms=2)
+    out["multi_term"] = (b.g, None)
     for g, _ in out.values():
         annotate(g)
     return out

@@ -45,11 +45,13 @@ def require_tool(name: str) -> None:
 # chains one pixel per beat, and DAGs (depthwise, residual adds) unrolled to a target II.
 RANDOM_DESIGN_SEEDS = [11, 23, 37, 41]
 DAG_DESIGNS = [(2, 9), (4, 4), (0, None)]  # (seed, target_ii)
+MULTI_TERM_DESIGNS = [(5, None), (6, 4)]  # (seed, target_ii): DAGs whose weights have 1 to 3 terms
 
 
 @pytest.fixture(scope="session")
 def elaborated(work_root):
-    """[(graph, design, hw_params, rtl_dir)] for RANDOM_DESIGN_SEEDS (levels_per_stage 1..4), then DAG_DESIGNS."""
+    """[(graph, design, hw_params, rtl_dir)] for RANDOM_DESIGN_SEEDS (levels_per_stage 1..4), then DAG_DESIGNS,
+    then MULTI_TERM_DESIGNS."""
     from hashiflex import hw
     from hashiflex.export import design_from_graph, write_design
     from tests.helpers import random_graph
@@ -58,10 +60,11 @@ def elaborated(work_root):
     jobs = []
     specs = [(seed, None, False, bool(i % 2)) for i, seed in enumerate(RANDOM_DESIGN_SEEDS)]
     specs += [(seed, target, True, None) for seed, target in DAG_DESIGNS]
+    specs += [(seed, target, 3, None) for seed, target in MULTI_TERM_DESIGNS]
     for i, (seed, target, dag, head) in enumerate(specs):
-        name = f"{'dag' if dag else 'rand'}{seed}"
+        name = f"{'terms' if dag == 3 else 'dag' if dag else 'rand'}{seed}"
         if dag:
-            g = random_graph(seed, max_c=3, max_hw=6, convs=3, dag=True, name=name)
+            g = random_graph(seed, max_c=3, max_hw=6, convs=3, dag=True, name=name, max_terms=3 if dag == 3 else 1)
         else:
             g = random_graph(seed, max_c=3, max_hw=6, head=head, name=name)
         d = design_from_graph(g, levels_per_stage=1 + i % 4, target_ii=target)

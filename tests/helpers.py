@@ -8,13 +8,26 @@ from hashiflex.passes import annotate
 
 
 def random_graph(seed: int, max_c: int = 4, max_hw: int = 7, convs: int | None = None, head: bool | None = None,
-                 name: str = "rand", dag: bool = False) -> Graph:
+                 name: str = "rand", dag: bool = False, max_terms: int = 1) -> Graph:
     """A random quantized chain: conv -> requant (x convs) [-> sum_pool -> linear].
+
+    ``max_terms`` > 1: each conv/linear layer gets 1 to ``max_terms`` signed powers of two per weight (drawn from
+    a second stream, so the graph is otherwise the one ``max_terms=1`` gives).
 
     ``dag``: convs may also be depthwise, and a conv block that keeps its input's shape may get a residual add
     around it (so tensors fan out to two readers).
     """
     rng = np.random.default_rng(seed)
+    trng = np.random.default_rng([seed, 1])
+
+    def weights(codes, e_min, bits):
+        k = int(trng.integers(1, max_terms + 1))
+        if k == 1:
+            return Po2Weights(codes, e_min, bits)
+        m = (1 << (bits - 1)) - 1
+        more = trng.integers(-m, m + 1, size=(k - 1,) + codes.shape) * (trng.random((k - 1,) + codes.shape) < 0.6)
+        return Po2Weights(np.concatenate([codes[None], more]), e_min, bits, k)
+
     c = int(rng.integers(1, max_c + 1))
     h = int(rng.integers(3, max_hw + 1))
     w = int(rng.integers(3, max_hw + 1))
@@ -44,7 +57,7 @@ def random_graph(seed: int, max_c: int = 4, max_hw: int = 7, convs: int | None =
         codes[rng.random(codes.shape) < rng.uniform(0, 0.8)] = 0   # sparsity
         e_min = int(rng.integers(-6, 2))
         bias = rng.integers(-40, 41, size=o) * (rng.random(o) < 0.7)
-        g.layers.append(Conv2d(f"conv{i}", np.zeros(codes.shape), np.zeros(o), s, p, Po2Weights(codes, e_min, bits),
+        g.layers.append(Conv2d(f"conv{i}", np.zeros(codes.shape), np.zeros(o), s, p, weights(codes, e_min, bits),
                                bias.astype(np.int64), groups=groups))
         acc_exp = exp + e_min
         act = str(rng.choice(["relu", "relu6", "none"]))
@@ -67,7 +80,7 @@ def random_graph(seed: int, max_c: int = 4, max_hw: int = 7, convs: int | None =
         bits = int(rng.integers(2, 6))
         m = (1 << (bits - 1)) - 1
         codes = rng.integers(-m, m + 1, size=(classes, c))
-        g.layers.append(Linear("fc", np.zeros(codes.shape), np.zeros(classes), Po2Weights(codes, int(rng.integers(-4, 2)), bits),
+        g.layers.append(Linear("fc", np.zeros(codes.shape), np.zeros(classes), weights(codes, int(rng.integers(-4, 2)), bits),
                                rng.integers(-100, 101, size=classes).astype(np.int64)))
     annotate(g)
     return g

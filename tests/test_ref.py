@@ -42,11 +42,11 @@ def test_conv_matches_loop_nest(seed):
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.integers(0, 2 ** 32 - 1))
-def test_activations_stay_inside_annotated_bounds(seed):
+@given(st.integers(0, 2 ** 32 - 1), st.integers(1, 3))
+def test_activations_stay_inside_annotated_bounds(seed, max_terms):
     from hashiflex.passes import annotate
 
-    g = random_graph(seed)
+    g = random_graph(seed, max_terms=max_terms)
     x = random_inputs(g, 8, seed)
     _, acts = ref.run(g, x, trace=True)
     for info in annotate(g):

@@ -12,7 +12,7 @@ class DesignReadSpec extends AnyFreeSpec with Matchers {
       | "layers":[
       |  {"name":"conv","src":"input","op":"conv2d","groups":1,"in_shape":[1,3,3],"out_shape":[1,3,3],"kernel":1,"stride":1,"padding":0,
       |   "in_bounds":[0,3],"out_bounds":[1,7],"out_width":3,"out_signed":false,"out_exp":0,"parallelism":1,
-      |   "weights":{"bits":3,"e_min":0,"shape":[1,1,1,1],"codes":[2]},"bias":[1]},
+      |   "weights":{"bits":3,"e_min":0,"terms":1,"shape":[1,1,1,1],"codes":[2]},"bias":[1]},
       |  {"name":"pool","src":"conv","op":"sum_pool","in_shape":[1,3,3],"out_shape":[1,1,1],"in_bounds":[1,7],
       |   "out_bounds":[9,63],"out_width":6,"out_signed":false,"out_exp":0,"parallelism":1}],
       | "output":{"features":1,"exp":0,"bounds":[9,63],"width":6,"signed":false}}""".stripMargin
@@ -50,6 +50,19 @@ class DesignReadSpec extends AnyFreeSpec with Matchers {
   }
   "a code outside the weight bits is refused" in {
     error(broken("\"codes\":[2]", "\"codes\":[4]")) should include("design.layers[0].weights.codes[0]: expected an integer in [-3, 3]")
+  }
+  "multi-term weights: each weight is the sum of its terms, and the bounds are the exact ones" in {
+    // w = 2**1 - 2**0 = 1 on x in [0, 3], bias 1: exactly [1, 4] (interval arithmetic on the terms gives [-2, 7])
+    val two = good.replace("\"terms\":1,\"shape\":[1,1,1,1],\"codes\":[2]", "\"terms\":2,\"shape\":[1,1,1,1],\"codes\":[2,-1]")
+      .replace("\"out_bounds\":[1,7],\"out_width\":3", "\"out_bounds\":[1,4],\"out_width\":3")
+      .replace("\"in_bounds\":[1,7],", "\"in_bounds\":[1,4],").replace("[9,63],\"out_width\":6", "[9,36],\"out_width\":6")
+      .replace("\"bounds\":[9,63]", "\"bounds\":[9,36]")
+    val d = Design.parse(two)
+    d.layers.head.asInstanceOf[Conv2dSpec].weights.slots(0, 1) shouldBe IndexedSeq(Some(Term(0, 1, false)), Some(Term(0, 0, true)))
+    Pipeline.plan(d).map(_.adders) shouldBe Seq(2, 1) // x<<1 - x, then + bias
+    error(two.replace("[1,4]", "[1,5]").replace("[9,36]", "[9,45]")) should include("design.layers[0].out_bounds: expected [1, 4]")
+    error(two.replace("\"codes\":[2,-1]", "\"codes\":[2]")) should include("design.layers[0].weights.codes: expected 2 entries, found 1")
+    error(two.replace("\"terms\":2", "\"terms\":5")) should include("design.layers[0].weights.terms: expected an integer in [1, 4]")
   }
   "out_bounds that the weights do not give are refused" in {
     val msg = error(broken("\"out_bounds\":[9,63],\"out_width\":6", "\"out_bounds\":[9,64],\"out_width\":7"))
