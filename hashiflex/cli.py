@@ -51,16 +51,53 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--act-bits", type=int, default=d.act_bits, help="activation bits (unsigned)")
     p.add_argument("--seed", type=int, default=d.seed)
 
-    p = sub.add_parser("quantize", help="import to the IR, calibrate, Po2 QAT, quantize (-> po2.pkl)",
-                       description="Read WORK/float.pt, run Po2 quantization-aware training, write WORK/po2.pkl.")
+    p = sub.add_parser("quantize", help="import to the IR, calibrate, Po2 QAT or PTQ, quantize (-> po2.pkl)",
+                       description="Default: read WORK/float.pt (from train), run Po2 quantization-aware training, "
+                       "write WORK/po2.pkl. Pretrained path (--init with --calib-data): import a torchvision "
+                       "network with your weights, calibrate on your ImageNet-style folder (no labels needed), "
+                       "Po2 post-training quantization with 1 to 4 terms per weight (or per layer by sensitivity "
+                       "within an adder budget), write WORK/po2.pkl; then `hashiflex evaluate` and export.")
     _work(p)
     _progress(p)
-    p.add_argument("--weight-bits", type=int, default=None, help="override the Po2 weight bits")
+    p.add_argument("--weight-bits", "--bits", type=int, default=None, help="override the Po2 weight bits")
     p.add_argument("--edge-bits", type=int, default=None, help="override the first/last layer weight bits")
     p.add_argument("--sparsity", type=float, default=None,
-                   help="magnitude pruning target (0..1), reached by a gradual schedule during QAT")
+                   help="magnitude pruning target (0..1); QAT: reached by a gradual schedule")
     p.add_argument("--prune-scope", choices=["layer", "global"], default=None)
     p.add_argument("--qat-epochs", type=int, default=None)
+    g = p.add_argument_group("pretrained path (--init and --calib-data)")
+    g.add_argument("--arch", default="mobilenet_v2", help="torchvision network (default: %(default)s)")
+    g.add_argument("--init", default=None, metavar="WEIGHTS.pth", help="its state_dict file")
+    g.add_argument("--calib-data", default=None, metavar="DIR",
+                   help="ImageFolder of WordNet-id folders (labels through --classes; not used to quantize)")
+    g.add_argument("--classes", default=None, metavar="FILE",
+                   help="line k: the WordNet id of class k (default: DIR/classes.txt; none needed with all 1000)")
+    g.add_argument("--calib-images", type=int, default=d.calib_images, help="images to calibrate on (default: "
+                   "%(default)s, the first in sorted order)")
+    g.add_argument("--preprocess", default=d.preprocess, choices=["inception", "torchvision"],
+                   help="input normalisation (default: %(default)s: (x - 128) / 128, exactly int8 * 2^-7)")
+    g.add_argument("--terms", default=d.terms, help="signed powers of two per weight: 1, 2, 3, 4, or auto "
+                   "(per layer by sensitivity within --adder-budget; default: %(default)s)")
+    g.add_argument("--max-terms", type=int, default=d.max_terms, help="largest per-layer count for auto")
+    g.add_argument("--adder-budget", type=int, default=None, metavar="N",
+                   help="auto: total adders of the design (default: what 2 terms everywhere cost)")
+    g.add_argument("--bias-correction", action="store_true", help="correct biases for the weights' mean error")
+    g.add_argument("--target-ii", type=int, default=None, metavar="CYCLES", help="the unroll the adders are "
+                   "counted at (as export --target-ii)")
+
+    p = sub.add_parser("evaluate", help="top-1/top-5 of float, fake-quant and golden on an ImageNet-style folder",
+                       description="Evaluate WORK/po2.pkl (pretrained path) on DIR: top-1 and top-5 of the float "
+                       "model, the fake-quant model and the integer golden model, their top-1 agreement with the "
+                       "float model, and whether golden == fake-quant exactly. Prints a table; --json writes it.")
+    _work(p)
+    _progress(p)
+    p.add_argument("--data", required=True, metavar="DIR", help="ImageFolder of WordNet-id folders")
+    p.add_argument("--classes", default=None, metavar="FILE", help="as for quantize (default: DIR/classes.txt)")
+    p.add_argument("--limit", type=int, default=None, help="at most N images")
+    p.add_argument("--start", type=int, default=None, help="skip the first N images (default: the calibration "
+                   "images when DIR is the calibration folder, else 0)")
+    p.add_argument("--no-golden", action="store_true", help="skip the integer golden model (slowest)")
+    p.add_argument("--json", type=Path, default=None, help="write the result to this file")
 
     p = sub.add_parser("fidelity", help="per-layer SQNR/cosine of the Po2 network vs its float original",
                        description="Where a quantized network loses its accuracy: at every requantize point and "
@@ -176,6 +213,24 @@ def main(argv: list[str] | None = None) -> int:
             names = {f.name for f in fields(flow.Config)}
             cfg = flow.Config(**{k: v for k, v in vars(args).items() if k in names})
             r = flow.step_train(args.work, cfg, progress)
+        elif args.cmd == "quantize" and (args.init or args.calib_data):
+            if not (args.init and args.calib_data):
+                raise ValueError("the pretrained path needs both --init WEIGHTS.pth and --calib-data DIR")
+            cfg = flow.Config(dataset="imagefolder", arch=args.arch, init=args.init, data_root=args.calib_data,
+                              classes=args.classes, calib_images=args.calib_images, preprocess=args.preprocess,
+                              terms=args.terms, max_terms=args.max_terms, adder_budget=args.adder_budget,
+                              bias_correction=args.bias_correction, target_ii=args.target_ii,
+                              weight_bits=args.weight_bits or 5, edge_bits=args.edge_bits or 8,
+                              sparsity=args.sparsity or 0.0, prune_scope=args.prune_scope or "layer")
+            r = flow.step_quantize_pretrained(args.work, cfg, progress)
+        elif args.cmd == "evaluate":
+            r = flow.step_evaluate(args.work, args.data, args.classes, args.limit, args.start,
+                                   golden=not args.no_golden, progress=progress)
+            print(flow.format_evaluate(r))
+            if args.json:
+                args.json.parent.mkdir(parents=True, exist_ok=True)
+                args.json.write_text(json.dumps(r, indent=2) + "\n")
+            return 0
         elif args.cmd == "quantize":
             r = flow.step_quantize(args.work, args.weight_bits, progress, edge_bits=args.edge_bits,
                                    sparsity=args.sparsity, prune_scope=args.prune_scope, qat_epochs=args.qat_epochs)

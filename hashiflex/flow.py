@@ -55,6 +55,14 @@ class Config:
     target_ii: int | None = None     # cycles per image the pipeline is unrolled for (None: one pixel per beat)
     seed: int = 0
     init: str | None = None          # a state_dict file (e.g. torchvision MobileNetV2 weights) to start from
+    # pretrained path (dataset "imagefolder": data_root is an ImageNet-style folder, see hashiflex.imagenet)
+    classes: str | None = None       # classes file (line k: WordNet id of class k); default DATA/classes.txt
+    preprocess: str = "inception"    # input normalisation: (x - 128) / 128, exactly int8 * 2**-7
+    calib_images: int = 64           # images of data_root to calibrate (and choose terms) on
+    terms: str = "1"                 # signed powers of two per weight: "1".."4", or "auto" (per layer, by budget)
+    max_terms: int = 3               # largest count "auto" may choose
+    adder_budget: int | None = None  # "auto": total adders (default: what 2 terms everywhere would cost)
+    bias_correction: bool = False    # correct each bias for the mean error its weights' rounding causes
 
     def fit_args(self) -> dict:
         return dict(batch=self.batch, optimizer=self.optimizer, augment=self.augment)
@@ -97,10 +105,157 @@ class Timer:
         return _T()
 
 
-def _ds(cfg: Config):
+def _ds(cfg: Config, check_images: int = 4):
     if cfg.dataset == "cifar10":
         return datasets.cifar10(cfg.data_root)
+    if cfg.dataset == "imagefolder":  # the export ladder check and cosim take the first calibration images
+        from .imagenet import ImageFolder, input_type
+
+        x, y = ImageFolder(cfg.data_root, cfg.classes, preprocess=cfg.preprocess, limit=check_images).arrays()
+        return datasets.Dataset("imagefolder", x, y, x, y, input_type(cfg.preprocess), 1000)
     return datasets.DATASETS[cfg.dataset]()
+
+
+PRETRAINED_ARCHS = ("mobilenet_v2",)
+
+
+def pretrained_model(arch: str, init: str):
+    """A torchvision network of ``arch`` (1000 classes) with the state_dict file ``init`` loaded strictly."""
+    import torchvision.models
+
+    if arch not in PRETRAINED_ARCHS:
+        raise ValueError(f"--arch: expected one of {', '.join(PRETRAINED_ARCHS)} for pretrained weights, "
+                         f"found {arch!r}")
+    model = getattr(torchvision.models, arch)()
+    sd = torch.load(init, map_location="cpu", weights_only=True)
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    try:
+        model.load_state_dict(sd)
+    except RuntimeError as e:
+        raise ValueError(f"--init {init}: not a torchvision {arch} state_dict ({str(e).splitlines()[0]} ...)") from e
+    return model.eval()
+
+
+def step_quantize_pretrained(work: Path, cfg: Config, progress: bool = True) -> dict:
+    """The pretrained path: import the torchvision ``cfg.arch`` with weights ``cfg.init``, calibrate activations
+    on the first ``cfg.calib_images`` images of ``cfg.data_root`` (streamed: running ranges only), choose the
+    terms per layer (``cfg.terms``; "auto" by sensitivity within ``cfg.adder_budget``), quantize (-> po2.pkl, with
+    the float graph beside it for ``evaluate``). No labels are used."""
+    from .imagenet import ImageFolder, input_type, value_batches
+    from .quant.biascorr import bias_correction
+
+    model = pretrained_model(cfg.arch, cfg.init)
+    calib = ImageFolder(cfg.data_root, cfg.classes, preprocess=cfg.preprocess, limit=cfg.calib_images)
+    inp = input_type(cfg.preprocess)
+    g = passes.import_torch(model, inp, name=cfg.arch)
+    g = passes.calibrate_activations(g, activation_ranges(g, value_batches(calib, 8, inp.type.exp), progress=progress),
+                                     cfg.act_bits)
+    bits = layer_bits(g, cfg)
+    options = []
+    if cfg.terms == "auto":
+        from .quant.terms import choose_terms
+
+        x = ImageFolder(cfg.data_root, cfg.classes, preprocess=cfg.preprocess,
+                        limit=min(16, cfg.calib_images)).arrays()[0] * 2.0 ** inp.type.exp
+        terms, opts = choose_terms(g, bits, x, cfg.max_terms, cfg.adder_budget, cfg.target_ii, progress=progress)
+        options = [o.to_json() for o in opts]
+    else:
+        try:
+            terms = int(cfg.terms)
+        except ValueError:
+            raise ValueError(f"--terms: expected 1 to 4 or 'auto', found {cfg.terms!r}") from None
+    if cfg.sparsity:
+        from .quant.prune import prune
+
+        names = list(bits)
+        g = prune(g, cfg.sparsity, cfg.prune_scope, exclude=(names[0], names[-1]))
+    q = passes.quantize_weights(g, bits, terms)
+    if cfg.bias_correction:
+        x = ImageFolder(cfg.data_root, cfg.classes, preprocess=cfg.preprocess,
+                        limit=min(16, cfg.calib_images)).arrays()[0] * 2.0 ** inp.type.exp
+        q = bias_correction(g, q, x, batch=4)
+    work.mkdir(parents=True, exist_ok=True)
+    hwm = passes.hw_model(q, cfg.levels_per_stage, cfg.target_ii)
+    per_layer = {l.name: l.q.terms for l in q.layers if getattr(l, "q", None) is not None}
+    meta = {"graph": q, "float_graph": g, "config": asdict(cfg), "terms": per_layer, "term_options": options,
+            "adders": int(sum(m.adders for m in hwm)), "weight_sparsity": weight_sparsity(q)}
+    _write_pickle(work / "po2.pkl", meta)
+    return {"adders": meta["adders"], "terms": per_layer, "weight_sparsity": meta["weight_sparsity"]}
+
+
+def _write_pickle(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        pickle.dump(obj, f)
+    tmp.replace(path)
+
+
+def _topk(logits: np.ndarray, y: np.ndarray, k: int) -> float:
+    top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+    return float((top == y[:, None]).any(axis=1).mean())
+
+
+def step_evaluate(work: Path, data: str, classes: str | None = None, limit: int | None = None,
+                  start: int | None = None, golden: bool = True, progress: bool = True) -> dict:
+    """Top-1/top-5 on an ImageNet-style folder of the float model, the fake-quant model and the integer golden
+    model of WORK/po2.pkl (pretrained path), and their top-1 agreement. ``start`` (default: past the calibration
+    images when ``data`` is the calibration folder) skips the first images."""
+    from tqdm.auto import tqdm
+
+    from .imagenet import ImageFolder
+    from .quant.fakequant import FakeQuantNet
+
+    q, meta = load_quantized(work)
+    if "float_graph" not in meta:
+        raise ValueError(f"{work / 'po2.pkl'}: evaluate needs the pretrained path's po2.pkl (hashiflex quantize "
+                         "--arch ... --init ... --calib-data DIR)")
+    cfg = Config(**meta["config"])
+    if start is None:
+        same = Path(data).resolve() == Path(cfg.data_root).resolve()
+        start = cfg.calib_images if same else 0
+    ds = ImageFolder(data, classes, preprocess=cfg.preprocess, start=start, limit=limit)
+    if not len(ds):
+        raise ValueError(f"{data}: no images left after skipping the first {start}")
+    fnet = FakeQuantNet(meta["float_graph"], quantize=False).float().eval()
+    qnet = FakeQuantNet(q).double().eval()
+    exp = q.input.type.exp
+    outs = {"float": [], "fake_quant": [], "golden": []}
+    ys = []
+    with torch.no_grad():
+        for x, y in tqdm(ds.loader(8), desc="evaluate", disable=not progress, leave=False):
+            v = x.double() * 2.0 ** exp
+            outs["float"].append(fnet(v.float()).double().numpy())
+            outs["fake_quant"].append(qnet(v).numpy())
+            if golden:
+                outs["golden"].append(ref.run(q, x.numpy().astype(np.int64)).astype(np.float64))
+            ys.append(y.numpy())
+    y = np.concatenate(ys)
+    res = {"images": int(len(y)), "first_image": int(start), "data": str(data), "models": {}}
+    for k, v in outs.items():
+        if not v:
+            continue
+        lg = np.concatenate(v)
+        res["models"][k] = {"top1": _topk(lg, y, 1), "top5": _topk(lg, y, 5),
+                            "top1_agreement_with_float": float((lg.argmax(1) ==
+                                                                np.concatenate(outs["float"]).argmax(1)).mean())}
+    if golden:  # the ladder, exactly: fake-quant float64 logits at the output scale are the golden integers
+        fq = np.concatenate(outs["fake_quant"]) / 2.0 ** ref.output_exp(q)
+        res["golden_equals_fake_quant"] = bool(np.array_equal(np.concatenate(outs["golden"]), fq))
+    res["adders"] = meta.get("adders")
+    res["terms"] = meta.get("terms")
+    return res
+
+
+def format_evaluate(r: dict) -> str:
+    lines = [f"{r['images']} images of {r['data']} (from image {r['first_image']})",
+             f"{'model':<12} {'top-1':>7} {'top-5':>7} {'agree w/ float':>15}"]
+    for k, m in r["models"].items():
+        lines.append(f"{k:<12} {100 * m['top1']:6.2f}% {100 * m['top5']:6.2f}% "
+                     f"{100 * m['top1_agreement_with_float']:14.2f}%")
+    if r.get("adders") is not None:
+        lines.append(f"adders (generator's plan, all lanes): {r['adders']:,}")
+    return "\n".join(lines)
 
 
 def step_train(work: Path, cfg: Config, progress: bool = True) -> dict:
