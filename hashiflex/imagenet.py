@@ -7,8 +7,8 @@ a classes file (one WordNet id per line, first word; line k is class k; default 
 folder to its class, or, without one, the folder must hold all 1000 classes, whose sorted order is the standard
 index.
 
-Preprocessing ``inception`` (TF/Coral MobileNets): central crop of 87.5 % of height and width, bilinear resize
-(antialiased) to ``size``, RGB, x -> (x - 128) / 128. The rounded pixel minus 128 is exactly a signed 8-bit
+Preprocessing ``inception`` (TF/Coral MobileNets): central crop of 87.5 % of height and width, PIL bilinear
+resize to ``size``, RGB, x -> (x - 128) / 128. The rounded pixel minus 128 is exactly a signed 8-bit
 integer with scale 2**-7, so the IR input is ``TensorType(8, signed=True, exp=-7)`` and nothing is approximated.
 Mean/std normalisation (torchvision's ``preprocess=torchvision``) would have to be folded into the first conv,
 border effects included; it is refused with that message rather than approximated.
@@ -85,20 +85,22 @@ def list_images(root: str | Path, classes: str | Path | None = None) -> list[tup
 
 
 def load_image(path: Path, size: int = 224, preprocess: str = "inception") -> torch.Tensor:
-    """One image as the IR's integer input: int16 (3, size, size) in [-128, 127] (value: x * 2**-7)."""
-    import torch.nn.functional as F
-    from torchvision.io import ImageReadMode, decode_image, read_file
+    """One image as the IR's integer input: int16 (3, size, size) in [-128, 127] (value: x * 2**-7). Central crop
+    of 87.5 % of height and width, PIL bilinear resize, RGB (the reference preprocessing of the shared figures)."""
+    from PIL import Image, UnidentifiedImageError
 
     check_preprocess(preprocess)
     try:
-        x = decode_image(read_file(str(path)), mode=ImageReadMode.RGB).float()
-    except RuntimeError as e:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            w, h = im.size
+            ch, cw = int(round(h * 0.875)), int(round(w * 0.875))
+            top, left = (h - ch) // 2, (w - cw) // 2
+            im = im.resize((size, size), Image.BILINEAR, box=(left, top, left + cw, top + ch))
+            x = np.asarray(im, dtype=np.int16)
+    except (UnidentifiedImageError, OSError) as e:
         raise ValueError(f"{path}: not a readable image ({e})") from e
-    _, h, w = x.shape
-    ch, cw = int(round(h * 0.875)), int(round(w * 0.875))
-    x = x[:, (h - ch) // 2:(h - ch) // 2 + ch, (w - cw) // 2:(w - cw) // 2 + cw]
-    x = F.interpolate(x[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
-    return (torch.round(x.clamp(0, 255)) - 128).to(torch.int16)
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)) - 128)
 
 
 class ImageFolder(torch.utils.data.Dataset):

@@ -1,0 +1,91 @@
+"""Per-layer term counts: the allocation respects its budget, and a trained MobileNetV2-structured network that
+one-term Po2 PTQ damages keeps its accuracy with terms chosen by sensitivity (the regression test of the
+pretrained-network collapse, runnable without ImageNet)."""
+import numpy as np
+import pytest
+import torch
+
+from hashiflex.ir import IRError
+from hashiflex.quant.terms import allocate
+
+
+def _toy():
+    costs = {("a", 1): 10, ("a", 2): 20, ("a", 3): 30, ("b", 1): 100, ("b", 2): 200, ("b", 3): 300}
+    damage = {("a", 1): 5.0, ("a", 2): 1.0, ("a", 3): 0.5, ("b", 1): 2.0, ("b", 2): 0.2, ("b", 3): 0.1}
+    return costs, damage, {"a": (1, 2, 3), "b": (1, 2, 3)}
+
+
+def test_allocation_fits_the_budget_and_more_budget_never_hurts():
+    costs, damage, choices = _toy()
+    last = None
+    for budget in range(110, 331, 10):
+        k = allocate(costs, damage, budget, choices)
+        assert sum(costs[(n, t)] for n, t in k.items()) <= budget
+        total = sum(damage[(n, t)] for n, t in k.items())
+        assert last is None or total <= last + 1e-12
+        last = total
+    # the cheap, sensitive layer is upgraded first
+    assert allocate(costs, damage, 120, choices) == {"a": 2, "b": 1}
+    assert allocate(costs, damage, 10 ** 6, choices) == {"a": 3, "b": 3}
+    with pytest.raises(IRError, match=r"--adder-budget 50: the fewest terms allowed already need 110 adders"):
+        allocate(costs, damage, 50, choices)
+    assert allocate(costs, damage, 1000, {"a": (2,), "b": (1, 2)}) == {"a": 2, "b": 2}
+
+
+@pytest.fixture(scope="module")
+def trained_mini():
+    """A MobileNetV2-structured network (inverted residuals, depthwise, ReLU6, linear bottlenecks) trained on
+    the digits in the test, imported and calibrated."""
+    from hashiflex.data import digits
+    from hashiflex.models import mobilenet_v2_mini
+    from hashiflex.passes import calibrate_activations, import_torch
+    from hashiflex.quant.fakequant import activation_ranges
+    from hashiflex.train import train_float
+
+    ds = digits()
+    torch.manual_seed(0)
+    m = mobilenet_v2_mini(width=0.5, num_classes=10, last_channel=64, cifar=True)
+    m.features[2].conv[1][0].stride = (1, 1)
+    c0 = m.features[0][0]
+    m.features[0][0] = torch.nn.Conv2d(1, c0.out_channels, 3, 1, 1, bias=False)
+    train_float(m, ds, epochs=15, lr=3e-3, progress=False, batch=64, optimizer="adam")
+    g = import_torch(m.eval(), ds.input, name="mini")
+    g = calibrate_activations(g, activation_ranges(g, ds.value(ds.x_train[:256])))
+    return g, ds
+
+
+@pytest.mark.slow
+def test_terms_chosen_by_sensitivity_keep_a_trained_network_that_one_term_po2_damages(trained_mini):
+    from hashiflex import ref
+    from hashiflex.export import design_from_graph, validate_design
+    from hashiflex.flow import Config, layer_bits
+    from hashiflex.passes import hw_model, quantize_weights
+    from hashiflex.quant.fakequant import FakeQuantNet, fake_quant_int_outputs
+    from hashiflex.quant.terms import choose_terms
+
+    g, ds = trained_mini
+    bits = layer_bits(g, Config(weight_bits=4, edge_bits=8))
+    with torch.no_grad():
+        f = FakeQuantNet(g, quantize=False).double().eval()(torch.as_tensor(ds.value(ds.x_test))).numpy()
+
+    def agreement(q):
+        return float((ref.run(q, ds.x_test).argmax(1) == f.argmax(1)).mean())
+
+    def adders(q):
+        return sum(m.adders for m in hw_model(q, 4) if m.op in ("conv2d", "linear"))
+
+    one, two = quantize_weights(g, bits, 1), quantize_weights(g, bits, 2)
+    terms, opts = choose_terms(g, bits, ds.value(ds.x_train[:64]), max_terms=3)  # budget: 2 terms everywhere
+    auto = quantize_weights(g, bits, terms)
+    assert adders(auto) <= adders(two)
+    assert {o.layer for o in opts} == set(terms) and all(o.adders > 0 for o in opts)
+    # the figure this guards: float agreement of the golden model, auto terms against the one-term rule
+    a_one, a_auto = agreement(one), agreement(auto)
+    assert a_auto >= 0.95, (a_one, a_auto, terms)
+    assert a_auto > a_one
+    # the ladder holds with mixed terms, and design.json carries them through validation
+    assert np.array_equal(fake_quant_int_outputs(auto, ds.x_test, ref.output_exp(auto)), ref.run(auto, ds.x_test))
+    d = design_from_graph(auto)
+    assert [l["weights"]["terms"] for l in d["layers"] if "weights" in l] == list(terms.values())
+    back = validate_design(d)
+    assert np.array_equal(ref.run(back, ds.x_test[:32]), ref.run(auto, ds.x_test[:32]))
