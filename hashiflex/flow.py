@@ -145,6 +145,14 @@ def step_quantize_pretrained(work: Path, cfg: Config, progress: bool = True) -> 
     from .imagenet import ImageFolder, input_type, value_batches
     from .quant.biascorr import bias_correction
 
+    terms: int | dict[str, int] | None = None
+    if cfg.terms != "auto":
+        try:
+            terms = int(cfg.terms)
+        except ValueError:
+            terms = 0
+        if not 1 <= terms <= 4:
+            raise ValueError(f"--terms: expected 1, 2, 3, 4 or 'auto', found {cfg.terms!r}")
     model = pretrained_model(cfg.arch, cfg.init)
     calib = ImageFolder(cfg.data_root, cfg.classes, preprocess=cfg.preprocess, limit=cfg.calib_images)
     inp = input_type(cfg.preprocess)
@@ -160,11 +168,6 @@ def step_quantize_pretrained(work: Path, cfg: Config, progress: bool = True) -> 
                         limit=min(16, cfg.calib_images)).arrays()[0] * 2.0 ** inp.type.exp
         terms, opts = choose_terms(g, bits, x, cfg.max_terms, cfg.adder_budget, cfg.target_ii, progress=progress)
         options = [o.to_json() for o in opts]
-    else:
-        try:
-            terms = int(cfg.terms)
-        except ValueError:
-            raise ValueError(f"--terms: expected 1 to 4 or 'auto', found {cfg.terms!r}") from None
     if cfg.sparsity:
         from .quant.prune import prune
 

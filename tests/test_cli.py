@@ -5,7 +5,8 @@ import pytest
 
 from hashiflex.cli import main
 
-STEPS = ["train", "quantize", "fidelity", "export", "elaborate", "cosim", "sweep", "report", "finetune", "netlist", "demo"]
+STEPS = ["train", "quantize", "fidelity", "export", "elaborate", "cosim", "sweep", "report", "finetune", "netlist", "demo",
+         "evaluate"]
 
 
 @pytest.mark.parametrize("step", STEPS)
@@ -54,3 +55,64 @@ def test_a_nan_in_the_trained_weights_is_named_by_the_cli_and_nothing_is_written
     err = capsys.readouterr().err
     assert message in err, err
     assert not (tmp_path / "po2.pkl").exists()
+
+
+@pytest.fixture(scope="module")
+def pretrained_files(tmp_path_factory):
+    """A torchvision MobileNetV2 state_dict (random init, BN statistics set so it is not trivial) and a small
+    ImageNet-style folder of 3 classes of a 1000-line classes file."""
+    import torch
+    from torchvision.models import mobilenet_v2
+
+    from tests.test_imagenet import make_folder
+
+    root = tmp_path_factory.mktemp("pretrained")
+    torch.manual_seed(0)
+    m = mobilenet_v2().eval()
+    torch.save(m.state_dict(), root / "weights.pth")
+    classes = [f"n{k:08d}" for k in range(1000)]
+    make_folder(root / "data", [classes[5], classes[500], classes[999]], per_class=1, size=(60, 70), classes=classes)
+    return root
+
+
+@pytest.mark.slow
+def test_the_pretrained_path_quantizes_and_evaluates_a_users_weights_and_folder(pretrained_files, tmp_path, capsys):
+    import json
+
+    work = tmp_path / "w"
+    assert main(["quantize", "--work", str(work), "--init", str(pretrained_files / "weights.pth"), "--calib-data",
+                 str(pretrained_files / "data"), "--calib-images", "1", "--terms", "2", "--no-progress"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out["terms"].values()) == {2} and out["adders"] > 0
+    assert main(["evaluate", "--work", str(work), "--data", str(pretrained_files / "data"), "--json",
+                 str(work / "ev.json"), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "2 images of" in text and "(from image 1)" in text and "golden" in text  # past the calibration image
+    r = json.loads((work / "ev.json").read_text())
+    assert r["images"] == 2 and r["golden_equals_fake_quant"] is True
+    assert set(r["models"]) == {"float", "fake_quant", "golden"}
+    for m in r["models"].values():
+        assert 0 <= m["top1"] <= m["top5"] <= 1
+
+
+def test_the_pretrained_path_refuses_bad_arguments_clearly(pretrained_files, tmp_path, capsys):
+    w = str(tmp_path / "w")
+    data = str(pretrained_files / "data")
+    assert main(["quantize", "--work", w, "--init", str(pretrained_files / "weights.pth")]) == 1
+    assert "needs both --init WEIGHTS.pth and --calib-data DIR" in capsys.readouterr().err
+    bad = tmp_path / "bad.pth"
+    import torch
+
+    torch.save({"features.0.0.weight": torch.zeros(1)}, bad)
+    assert main(["quantize", "--work", w, "--init", str(bad), "--calib-data", data]) == 1
+    assert "not a torchvision mobilenet_v2 state_dict" in capsys.readouterr().err
+    assert main(["quantize", "--work", w, "--init", str(pretrained_files / "weights.pth"), "--calib-data", data,
+                 "--arch", "resnet18"]) == 1
+    assert "--arch: expected one of mobilenet_v2" in capsys.readouterr().err
+    assert main(["quantize", "--work", w, "--init", str(pretrained_files / "weights.pth"), "--calib-data", data,
+                 "--preprocess", "torchvision"]) == 1
+    assert "mean/std normalisation is not an exact fixed-point input" in capsys.readouterr().err
+    assert main(["quantize", "--work", w, "--init", str(pretrained_files / "weights.pth"), "--calib-data", data,
+                 "--terms", "many"]) == 1
+    assert "--terms: expected 1, 2, 3, 4 or 'auto', found 'many'" in capsys.readouterr().err
+    assert not (tmp_path / "w" / "po2.pkl").exists()
