@@ -360,15 +360,25 @@ def step_export(work: Path, levels_per_stage: int | None = None, target_ii: int 
 
 
 def step_fidelity(work: Path, limit: int = 512, progress: bool = True) -> dict:
-    """Per-layer fidelity of WORK/po2.pkl against the float model WORK/float.pt on ``limit`` training images
-    (:mod:`hashiflex.quant.fidelity`): {"through": [...], "alone": [...]}."""
+    """Per-layer fidelity of WORK/po2.pkl against the float model WORK/float.pt on ``limit`` training images, or,
+    for the pretrained path, against its float graph on its calibration images (:mod:`hashiflex.quant.fidelity`):
+    {"through": [...], "alone": [...]}."""
     from .quant.fidelity import layer_fidelity, weight_sensitivity
 
-    model, cfg, _ = load_float(work)
-    q, _ = load_quantized(work)
-    ds = _ds(cfg)
-    g = passes.import_torch(model, ds.input, name=q.name)
-    x = ds.value(ds.x_train[:limit])
+    q, meta = load_quantized(work)
+    if "float_graph" in meta:  # the pretrained path: its float graph and calibration folder
+        from .imagenet import ImageFolder
+
+        cfg = Config(**meta["config"])
+        g = meta["float_graph"]
+        xi = ImageFolder(cfg.data_root, cfg.classes, preprocess=cfg.preprocess,
+                         limit=min(limit, cfg.calib_images)).arrays()[0]
+        x = xi * 2.0 ** q.input.type.exp
+    else:
+        model, cfg, _ = load_float(work)
+        ds = _ds(cfg)
+        g = passes.import_torch(model, ds.input, name=q.name)
+        x = ds.value(ds.x_train[:limit])
     return {"through": layer_fidelity(g, q, x, progress=progress), "alone": weight_sensitivity(g, q, x, progress=progress)}
 
 
