@@ -35,6 +35,7 @@ def main() -> None:
     ap.add_argument("--max-terms", type=int, default=3)
     ap.add_argument("--budgets", default="1.25,1.5,1.75,2,2.5",
                     help="auto points: adder budgets as multiples of the one-term design's adders")
+    ap.add_argument("--fixed", default=None, help="the same-terms-everywhere points to run (default: 1..max-terms)")
     ap.add_argument("--golden-images", type=int, default=32, help="images the golden model runs on at each point")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/po2_mobilenet_imagenet.json")
     args = ap.parse_args()
@@ -84,7 +85,8 @@ def main() -> None:
     names = [l.name for l in g.layers if hasattr(l, "weight")]
     one = sum(costs[(n, 1)] for n in names)
 
-    configs = [(f"{k} term{'s' * (k > 1)}", {n: k for n in names}) for k in range(1, args.max_terms + 1)]
+    fixed = [int(v) for v in args.fixed.split(",")] if args.fixed else range(1, args.max_terms + 1)
+    configs = [(f"{k} term{'s' * (k > 1)}", {n: k for n in names}) for k in fixed]
     choices = {n: tuple(range(1, args.max_terms + 1)) for n in names}
     for b in [float(v) for v in args.budgets.split(",")]:
         configs.append((f"auto {b:g}x", allocate(costs, damage, int(b * one), choices)))
@@ -115,7 +117,8 @@ def main() -> None:
            "preprocess": "inception (x-128)/128", "sensitivity_seconds": t_sens,
            "seconds": time.perf_counter() - t0, "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
            "command": f"python benchmarks/po2_mobilenet_imagenet.py --calib {args.calib} --images {args.images} "
-                      f"--budgets {args.budgets}",
+                      f"--budgets {args.budgets} --max-terms {args.max_terms}"
+                      + (f" --fixed {args.fixed}" if args.fixed else "") + f" --out {args.out.name}",
            "one_term_adders": one, "points": points,
            "options": [{"layer": n, "terms": t, "adders": costs[(n, t)], "damage": damage[(n, t)]}
                        for n in names for t in range(1, args.max_terms + 1)]}
