@@ -161,11 +161,13 @@ def step_quantize_pretrained(work: Path, cfg: Config, progress: bool = True) -> 
                                      cfg.act_bits)
     bits = layer_bits(g, cfg)
     options = []
+    x = None  # the first 16 calibration images in memory, for the term sensitivity and bias correction
+    if cfg.terms == "auto" or cfg.bias_correction:
+        x = ImageFolder(cfg.data_root, cfg.classes, preprocess=cfg.preprocess,
+                        limit=min(16, cfg.calib_images)).arrays()[0] * 2.0 ** inp.type.exp
     if cfg.terms == "auto":
         from .quant.terms import choose_terms
 
-        x = ImageFolder(cfg.data_root, cfg.classes, preprocess=cfg.preprocess,
-                        limit=min(16, cfg.calib_images)).arrays()[0] * 2.0 ** inp.type.exp
         terms, opts = choose_terms(g, bits, x, cfg.max_terms, cfg.adder_budget, cfg.target_ii, progress=progress)
         options = [o.to_json() for o in opts]
     if cfg.sparsity:
@@ -175,8 +177,6 @@ def step_quantize_pretrained(work: Path, cfg: Config, progress: bool = True) -> 
         g = prune(g, cfg.sparsity, cfg.prune_scope, exclude=(names[0], names[-1]))
     q = passes.quantize_weights(g, bits, terms)
     if cfg.bias_correction:
-        x = ImageFolder(cfg.data_root, cfg.classes, preprocess=cfg.preprocess,
-                        limit=min(16, cfg.calib_images)).arrays()[0] * 2.0 ** inp.type.exp
         q = bias_correction(g, q, x, batch=4)
     work.mkdir(parents=True, exist_ok=True)
     hwm = passes.hw_model(q, cfg.levels_per_stage, cfg.target_ii)

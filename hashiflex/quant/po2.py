@@ -8,6 +8,8 @@ e_hat < e_min become zero; the rest clip to [e_min, e_max].
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from ..numfmt import max_code
@@ -74,9 +76,11 @@ def po2_fake_quant_torch(w, bits: int, e_min: int | None = None):
 _TABLE_LIMIT = 1 << 25  # entries of the largest sum table built on the way (span * terms grows it)
 
 
-def term_values(span_: int, terms: int) -> list[np.ndarray]:
+@lru_cache(maxsize=64)
+def term_values(span_: int, terms: int) -> tuple[np.ndarray, ...]:
     """``S[t]``: the sorted integers (units of 2**e_min) that t signed powers of two 2**j, j in [0, span), sum to,
-    zero terms allowed (so S[t-1] is a subset of S[t]); t = 0 .. terms."""
+    zero terms allowed (so S[t-1] is a subset of S[t]); t = 0 .. terms. Cached (every fake-quant forward of a
+    multi-term layer asks for it), so read-only."""
     step = np.concatenate([[0], 1 << np.arange(span_, dtype=np.int64), -(1 << np.arange(span_, dtype=np.int64))])
     levels = [np.zeros(1, dtype=np.int64)]
     for t in range(1, terms + 1):
@@ -84,7 +88,9 @@ def term_values(span_: int, terms: int) -> list[np.ndarray]:
             raise ValueError(f"weights.terms: {terms} terms over {span_} exponents make a table of more than "
                              f"{_TABLE_LIMIT} sums; use fewer terms or fewer weight bits")
         levels.append(np.unique((levels[-1][:, None] + step[None, :]).ravel()))
-    return levels
+    for lv in levels:
+        lv.setflags(write=False)
+    return tuple(levels)
 
 
 def _nearest(v: np.ndarray, a: np.ndarray) -> np.ndarray:
@@ -94,7 +100,7 @@ def _nearest(v: np.ndarray, a: np.ndarray) -> np.ndarray:
     return np.where(hi - a < a - lo, hi, lo)
 
 
-def decompose(n: np.ndarray, levels: list[np.ndarray], span_: int) -> np.ndarray:
+def decompose(n: np.ndarray, levels: tuple[np.ndarray, ...], span_: int) -> np.ndarray:
     """Terms of each integer ``n`` (in S[len(levels)-1]) with the fewest nonzero terms: int array (terms, *n.shape)
     of codes (sign * (j + 1) for a term sign * 2**j, 0 for an unused term), larger magnitudes first."""
     terms = len(levels) - 1
@@ -125,13 +131,13 @@ def decompose(n: np.ndarray, levels: list[np.ndarray], span_: int) -> np.ndarray
     return out[:, inv].reshape((terms,) + n.shape)
 
 
-def _round_terms(a: np.ndarray, e_min: int, levels: list[np.ndarray]) -> np.ndarray:
+def _round_terms(a: np.ndarray, e_min: int, levels: tuple[np.ndarray, ...]) -> np.ndarray:
     """Nearest representable magnitude (integer units of 2**e_min) to |w| = ``a``."""
     v = levels[-1]
     return _nearest(v[v >= 0], a / 2.0 ** e_min)
 
 
-def terms_range(w: np.ndarray, bits: int, terms: int, levels: list[np.ndarray] | None = None) -> int:
+def terms_range(w: np.ndarray, bits: int, terms: int, levels: tuple[np.ndarray, ...] | None = None) -> int:
     """e_min of a ``terms``-term layer: e_max is the Po2 rounding of max|w| or one either side, whichever gives the
     smallest squared error once every weight is rounded to its nearest sum of terms; e_min = e_max - span + 1."""
     a = np.abs(np.asarray(w, dtype=np.float64)).ravel()
