@@ -7,7 +7,8 @@ script checks on the golden images of every point, and runs on all report images
 top-1 agreement with the float model, and the adders of the design from the generator's adder-graph plan (one
 pixel per beat). Results: benchmarks/results/po2_mobilenet_imagenet.json and the accuracy-vs-adders plot (.png).
 
-    python benchmarks/po2_mobilenet_imagenet.py [--calib 64] [--images 436] [--budgets 1.25,1.5,1.75,2,2.5]
+    python benchmarks/po2_mobilenet_imagenet.py [--padding torch|tf] [--calib 64] [--images 436]
+        [--budgets 1.25,1.5,1.75,2,2.5] [--max-terms 3] [--fixed 1,2,3] [--out FILE.json]
 """
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=SHARED / "data/imagenet-dev")
     ap.add_argument("--calib", type=int, default=64)
     ap.add_argument("--images", type=int, default=436, help="report images after the calibration ones")
+    ap.add_argument("--padding", choices=["torch", "tf"], default="torch",
+                    help="conv padding: torchvision's, or TensorFlow 'SAME' (what the Coral weights were trained with)")
     ap.add_argument("--bits", type=int, default=5)
     ap.add_argument("--edge-bits", type=int, default=8)
     ap.add_argument("--max-terms", type=int, default=3)
@@ -45,14 +48,14 @@ def main() -> None:
     from hashiflex import ref
     from hashiflex.flow import Config, layer_bits, pretrained_model
     from hashiflex.imagenet import ImageFolder, input_type, value_batches
-    from hashiflex.passes import calibrate_activations, hw_model, import_torch, quantize_weights
+    from hashiflex.passes import calibrate_activations, hw_model, import_torch, quantize_weights, same_padding
     from hashiflex.quant.fakequant import FakeQuantNet, activation_ranges
     from hashiflex.quant.terms import allocate, layer_costs, layer_damage
 
     t0 = time.perf_counter()
     inp = input_type()
     model = pretrained_model("mobilenet_v2", str(args.weights))
-    g = import_torch(model, inp, name="mobilenet_v2")
+    g = same_padding(import_torch(model, inp, name="mobilenet_v2"), args.padding)
     calib = ImageFolder(args.data, limit=args.calib)
     g = calibrate_activations(g, activation_ranges(g, value_batches(calib, 8), progress=True))
     bits = layer_bits(g, Config(weight_bits=args.bits, edge_bits=args.edge_bits))
@@ -113,10 +116,11 @@ def main() -> None:
 
     res = {"model": args.weights.name, "data": args.data.name, "calibration_images": len(calib),
            "report_images": {"count": len(report), "first": args.calib, "selection": "sorted ImageFolder order"},
-           "bits": args.bits, "edge_bits": args.edge_bits, "padding": "torchvision (symmetric)",
+           "bits": args.bits, "edge_bits": args.edge_bits, "padding": {"torch": "torchvision (symmetric)", "tf": "TF 'SAME'"}[args.padding],
            "preprocess": "inception (x-128)/128", "sensitivity_seconds": t_sens,
            "seconds": time.perf_counter() - t0, "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
-           "command": f"python benchmarks/po2_mobilenet_imagenet.py --calib {args.calib} --images {args.images} "
+           "command": f"python benchmarks/po2_mobilenet_imagenet.py --padding {args.padding} --calib {args.calib} "
+                      f"--images {args.images} "
                       f"--budgets {args.budgets} --max-terms {args.max_terms}"
                       + (f" --fixed {args.fixed}" if args.fixed else "") + f" --out {args.out.name}",
            "one_term_adders": one, "points": points,
@@ -142,7 +146,8 @@ def main() -> None:
     ax.axhline(100 * points[0]["top1"] - 1, color="gray", ls=":", lw=1, label="float - 1 point")
     ax.set_xlabel("adders (millions, generator's plan, 1 pixel per beat)")
     ax.set_ylabel(f"top-1 % ({len(report)} ImageNet images)")
-    ax.set_title(f"MobileNetV2-1.0-224 Po2 PTQ, {args.bits}-bit codes ({args.edge_bits} first/last)")
+    ax.set_title(f"MobileNetV2-1.0-224 Po2 PTQ, {args.bits}-bit codes ({args.edge_bits} first/last), "
+                 f"{args.padding} padding")
     ax.legend()
     fig.savefig(args.out.with_suffix(".png"), dpi=110)
     print(f"-> {args.out}")

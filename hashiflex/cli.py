@@ -76,6 +76,9 @@ def parser() -> argparse.ArgumentParser:
                    "%(default)s, the first in sorted order)")
     g.add_argument("--preprocess", default=d.preprocess, choices=["inception", "torchvision"],
                    help="input normalisation (default: %(default)s: (x - 128) / 128, exactly int8 * 2^-7)")
+    g.add_argument("--padding", default=d.padding, choices=["torch", "tf"],
+                   help="conv padding: the module's own, or TensorFlow 'SAME' (the odd pixel below and right), for "
+                   "weights trained in TensorFlow such as Coral's MobileNetV2 (default: %(default)s)")
     g.add_argument("--terms", default=d.terms, help="signed powers of two per weight: 1, 2, 3, 4, or auto "
                    "(per layer by sensitivity within --adder-budget; default: %(default)s)")
     g.add_argument("--max-terms", type=int, default=d.max_terms, help="largest per-layer count for auto")
@@ -218,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError("the pretrained path needs both --init WEIGHTS.pth and --calib-data DIR")
             cfg = flow.Config(dataset="imagefolder", arch=args.arch, init=args.init, data_root=args.calib_data,
                               classes=args.classes, calib_images=args.calib_images, preprocess=args.preprocess,
-                              terms=args.terms, max_terms=args.max_terms, adder_budget=args.adder_budget,
+                              padding=args.padding, terms=args.terms, max_terms=args.max_terms, adder_budget=args.adder_budget,
                               bias_correction=args.bias_correction, target_ii=args.target_ii,
                               weight_bits=args.weight_bits or 5, edge_bits=args.edge_bits or 8,
                               sparsity=args.sparsity or 0.0, prune_scope=args.prune_scope or "layer")

@@ -58,6 +58,7 @@ class Config:
     # pretrained path (dataset "imagefolder": data_root is an ImageNet-style folder, see hashiflex.imagenet)
     classes: str | None = None       # classes file (line k: WordNet id of class k); default DATA/classes.txt
     preprocess: str = "inception"    # input normalisation: (x - 128) / 128, exactly int8 * 2**-7
+    padding: str = "torch"           # conv padding: the module's own ("torch") or TensorFlow 'SAME' ("tf")
     calib_images: int = 64           # images of data_root to calibrate (and choose terms) on
     terms: str = "1"                 # signed powers of two per weight: "1".."4", or "auto" (per layer, by budget)
     max_terms: int = 3               # largest count "auto" may choose
@@ -156,7 +157,7 @@ def step_quantize_pretrained(work: Path, cfg: Config, progress: bool = True) -> 
     model = pretrained_model(cfg.arch, cfg.init)
     calib = ImageFolder(cfg.data_root, cfg.classes, preprocess=cfg.preprocess, limit=cfg.calib_images)
     inp = input_type(cfg.preprocess)
-    g = passes.import_torch(model, inp, name=cfg.arch)
+    g = passes.same_padding(passes.import_torch(model, inp, name=cfg.arch), cfg.padding)
     g = passes.calibrate_activations(g, activation_ranges(g, value_batches(calib, 8, inp.type.exp), progress=progress),
                                      cfg.act_bits)
     bits = layer_bits(g, cfg)

@@ -97,7 +97,7 @@ class Conv2d:
     weight: np.ndarray            # float (out, in, k, k)
     bias: np.ndarray              # float (out,)
     stride: int = 1
-    padding: int = 0
+    padding: int | tuple[int, int, int, int] = 0  # one integer, or (top, bottom, left, right)
     q: Po2Weights | None = None   # set by quantize_weights
     bias_int: np.ndarray | None = None  # bias in units of the accumulator's 2**exp
     groups: int = 1               # == in_channels == out_channels for a depthwise conv
@@ -118,6 +118,39 @@ class Conv2d:
     @property
     def kernel(self) -> int:
         return int(self.weight.shape[2])
+
+    def __post_init__(self):
+        p = self.padding
+        if isinstance(p, (tuple, list, np.ndarray)):
+            if len(p) != 4 or not all(isinstance(v, (int, np.integer)) and v >= 0 for v in p):
+                raise IRError(f"layer {self.name!r}: field 'padding': expected an integer or [top, bottom, left, "
+                              f"right] of 4 integers >= 0, found {list(p)}")
+            p = tuple(int(v) for v in p)
+            self.padding = p[0] if len(set(p)) == 1 else p  # symmetric padding stays one integer
+        elif not isinstance(p, (int, np.integer)) or p < 0:
+            raise IRError(f"layer {self.name!r}: field 'padding': expected an integer >= 0, found {p!r}")
+        else:
+            self.padding = int(p)
+
+    @property
+    def pads(self) -> tuple[int, int, int, int]:
+        """Zero padding (top, bottom, left, right); TF 'SAME' padding pads more below and right than above."""
+        p = self.padding
+        return (p, p, p, p) if isinstance(p, int) else p
+
+    @property
+    def padded(self) -> bool:
+        return any(self.pads)
+
+    def out_hw(self, h: int, w: int) -> tuple[int, int]:
+        """The output height and width on an h x w input."""
+        t, b, l, r = self.pads
+        k, s = self.kernel, self.stride
+        return (h + t + b - k) // s + 1, (w + l + r - k) // s + 1
+
+    def fits(self, h: int, w: int) -> bool:
+        t, b, l, r = self.pads
+        return self.stride >= 1 and self.kernel >= 1 and h + t + b >= self.kernel and w + l + r >= self.kernel
 
 
 @dataclass

@@ -49,11 +49,44 @@ def import_torch(model, input: Input, name: str = "net") -> Graph:
     shape = {"input": (input.channels, input.height, input.width)}
     pool_n: dict[str, int] = {}  # sum-pool layer -> pixels whose 1/N the next Linear absorbs
 
-    def src_of(node, where):
-        arg = node.args[0]
+    pads: dict = {}              # fx node of a zero pad -> (IR name it pads, (top, bottom, left, right))
+
+    def produced_by(arg, where):
+        if isinstance(arg, fx.Node) and arg in pads:
+            raise IRError(f"{where}: reads the zero padding {arg.name!r}; a ZeroPad2d / F.pad is supported only "
+                          "directly before a Conv2d (it becomes the conv's padding)")
         if not isinstance(arg, fx.Node) or arg not in produced:
             raise IRError(f"{where}: input {arg} is not a tensor the IR produced")
         return produced[arg]
+
+    def src_of(node, where):
+        return produced_by(node.args[0], where)
+
+    def add_pad(node, arg, lrtb, where):
+        """A zero pad (F.pad order: left, right, top, bottom) waits for the Conv2d it feeds."""
+        lrtb = tuple(lrtb)
+        if len(lrtb) != 4 or not all(isinstance(v, int) and v >= 0 for v in lrtb):
+            raise IRError(f"{where}: expected 4 non-negative pads (left, right, top, bottom) of H and W, found "
+                          f"{list(lrtb)}")
+        l, r, t, b = lrtb
+        if isinstance(arg, fx.Node) and arg in pads:  # a pad of a pad: the sum
+            src, (t0, b0, l0, r0) = pads[arg]
+            t, b, l, r = t + t0, b + b0, l + l0, r + r0
+        else:
+            src = produced_by(arg, where)
+        pads[node] = (src, (t, b, l, r))
+
+    def conv_padding(m, where):
+        """nn.Conv2d's padding as (top, bottom, left, right); 'same' pads k-1 in all, the extra one after."""
+        k = m.kernel_size[0]
+        if m.padding == "valid":
+            return (0, 0, 0, 0)
+        if m.padding == "same":
+            return ((k - 1) // 2, k - 1 - (k - 1) // 2) * 2
+        if not isinstance(m.padding, tuple) or len(m.padding) != 2:
+            raise IRError(f"{where}: expected numeric zero padding, found {m.padding!r}")
+        ph, pw = m.padding
+        return (ph, ph, pw, pw)
 
     def add(layer, out_shape, node):
         layers.append(layer)
@@ -86,22 +119,35 @@ def import_torch(model, input: Input, name: str = "net") -> Graph:
         if node.op == "call_module":
             m = modules[node.target]
             where = f"module {node.target!r} ({type(m).__name__})"
-            src = src_of(node, where)
+            if isinstance(m, nn.ConstantPad2d):  # nn.ZeroPad2d too
+                if m.value != 0:
+                    raise IRError(f"{where}: expected zero padding, found value {m.value}")
+                add_pad(node, node.args[0], m.padding, where)
+                continue
+            if isinstance(m, nn.Conv2d) and node.args and node.args[0] in pads:
+                src = pads[node.args[0]][0]
+            else:
+                src = src_of(node, where)
             c, h, w = shape[src]
             if isinstance(m, nn.Conv2d):
                 k = m.kernel_size
-                if k[0] != k[1] or m.stride[0] != m.stride[1] or m.padding[0] != m.padding[1]:
-                    raise IRError(f"{where}: expected square kernel/stride/padding, found {k}/{m.stride}/{m.padding}")
-                if m.dilation != (1, 1) or m.padding_mode != "zeros" or not isinstance(m.padding, tuple):
-                    raise IRError(f"{where}: expected dilation=1 and numeric zero padding")
+                if k[0] != k[1] or m.stride[0] != m.stride[1]:
+                    raise IRError(f"{where}: expected square kernel and stride, found {k}/{m.stride}")
+                if m.dilation != (1, 1) or m.padding_mode != "zeros":
+                    raise IRError(f"{where}: expected dilation=1 and zero padding, found dilation={m.dilation}, "
+                                  f"padding_mode={m.padding_mode!r}")
                 if m.groups != 1 and not (m.groups == m.in_channels == m.out_channels):
                     raise IRError(f"{where}: expected groups=1 or depthwise (groups=in=out), found groups={m.groups}")
+                padding = conv_padding(m, where)
+                if node.args[0] in pads:  # fold a preceding zero pad into the conv's own padding
+                    padding = tuple(a + b for a, b in zip(padding, pads[node.args[0]][1]))
                 bias = m.bias.detach().double().numpy() if m.bias is not None else np.zeros(m.out_channels)
                 conv = Conv2d(layer_name(node.target), m.weight.detach().double().numpy().copy(), bias.copy(),
-                              stride=m.stride[0], padding=m.padding[0], groups=m.groups, src=src)
-                oh = (h + 2 * conv.padding - conv.kernel) // conv.stride + 1
-                ow = (w + 2 * conv.padding - conv.kernel) // conv.stride + 1
-                add(conv, (conv.out_channels, oh, ow), node)
+                              stride=m.stride[0], padding=padding, groups=m.groups, src=src)
+                if not conv.fits(h, w):
+                    raise IRError(f"{where}: kernel {conv.kernel}, stride {conv.stride}, padding {conv.padding} do "
+                                  f"not fit {h}x{w}")
+                add(conv, (conv.out_channels, *conv.out_hw(h, w)), node)
             elif isinstance(m, nn.BatchNorm2d):
                 conv = by_name.get(src)
                 if not isinstance(conv, Conv2d) or len(users(node.args[0])) != 1:
@@ -152,6 +198,16 @@ def import_torch(model, input: Input, name: str = "net") -> Graph:
                 c, h, w = shape[src]
                 add(SumPool(node.name, src=src), (c, 1, 1), node)
                 pool_n[node.name] = h * w
+            elif node.target in (F.pad, getattr(torch._C._nn, "pad", F.pad)):
+                args = dict(zip(("input", "pad", "mode", "value"), node.args), **node.kwargs)
+                mode, value = args.get("mode", "constant"), args.get("value", None)
+                if mode != "constant" or value not in (None, 0, 0.0):
+                    raise IRError(f"{where}: expected zero padding (mode 'constant', value 0), found mode {mode!r}, "
+                                  f"value {value}")
+                pad = tuple(args.get("pad", ()))
+                if len(pad) == 2:
+                    pad = pad + (0, 0)
+                add_pad(node, args.get("input"), pad, where)
             elif node.target is F.dropout:
                 produced[node] = src_of(node, where)
             else:
@@ -180,6 +236,38 @@ def check_finite(a, what: str) -> None:
         kind = "NaN" if np.isnan(a[first]) else ("+Inf" if a[first] > 0 else "-Inf")
         raise IRError(f"{what}: expected finite values, found {int(bad.sum())} of {a.size} not finite "
                       f"({kind} at index {list(first)})")
+
+
+PADDING_STYLES = ("torch", "tf")
+
+
+def same_padding(g: Graph, style: str) -> Graph:
+    """Re-pad every conv as a framework does: "torch" keeps the imported padding; "tf" gives TensorFlow's 'SAME'
+    padding (out = ceil(in / stride); the odd pixel of the total padding goes below and right), the padding a
+    network trained in TensorFlow (a Coral or TF-Hub MobileNet, say) needs to keep its accuracy. Every layer's
+    output shape must stay as it is, otherwise the layers after it would no longer fit: that raises."""
+    if style not in PADDING_STYLES:
+        raise IRError(f"padding style {style!r}: expected one of {', '.join(PADDING_STYLES)}")
+    if style == "torch":
+        return g
+    infos = {i.name: i for i in annotate(g, require_quantized=False)}
+    out = g.copy()
+    for layer in out.layers:
+        if not isinstance(layer, Conv2d):
+            continue
+        _, h, w = infos[layer.name].in_shape
+        pads = []
+        for n in (h, w):
+            total = max((-(-n // layer.stride) - 1) * layer.stride + layer.kernel - n, 0)
+            pads += [total // 2, total - total // 2]
+        before = layer.out_hw(h, w)
+        layer.padding = tuple(pads)
+        layer.__post_init__()  # normalise (symmetric padding is one integer)
+        if layer.out_hw(h, w) != before:
+            raise IRError(f"layer {layer.name!r}: TF 'SAME' padding {layer.padding} gives a "
+                          f"{'x'.join(map(str, layer.out_hw(h, w)))} output, but the network was built with "
+                          f"{'x'.join(map(str, before))}; import it with its own padding (--padding torch)")
+    return out
 
 
 def insert_requant_points(g: Graph) -> Graph:
@@ -282,13 +370,13 @@ def annotate(g: Graph, require_quantized: bool = True) -> list[LayerInfo]:
             if want != have:
                 raise IRError(f"layer {layer.name!r}: field 'in_channels': expected {have}, found {want}")
             if isinstance(layer, Conv2d):
-                k, s, p = layer.kernel, layer.stride, layer.padding
-                if s < 1 or p < 0 or k < 1 or h + 2 * p < k or w + 2 * p < k:
-                    raise IRError(f"layer {layer.name!r}: kernel {k}, stride {s}, padding {p} do not fit {h}x{w}")
+                if not layer.fits(h, w):
+                    raise IRError(f"layer {layer.name!r}: kernel {layer.kernel}, stride {layer.stride}, padding "
+                                  f"{layer.padding} do not fit {h}x{w}")
                 if layer.groups != 1 and not layer.groups == c == layer.out_channels:
                     raise IRError(f"layer {layer.name!r}: field 'groups': expected 1 or {c} (depthwise: groups = in = "
                                   f"out channels), found {layer.groups}")
-                h, w = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+                h, w = layer.out_hw(h, w)
                 c = layer.out_channels
             else:
                 c, h, w = layer.out_features, 1, 1
@@ -297,7 +385,7 @@ def annotate(g: Graph, require_quantized: bool = True) -> list[LayerInfo]:
                 acc_exp = exp + layer.q.e_min
                 bias_int = layer.bias_int if layer.bias_int is not None else np.zeros(c, dtype=np.int64)
                 lo, hi = bounds
-                if isinstance(layer, Conv2d) and layer.padding > 0:  # padding feeds zeros into the windows
+                if isinstance(layer, Conv2d) and layer.padded:  # padding feeds zeros into the windows
                     lo, hi = min(lo, 0), max(hi, 0)
                 bounds = _dot_bounds(layer.q.int_weights(), bias_int, lo, hi)
                 exp = acc_exp
@@ -478,6 +566,13 @@ def _sint_width(lo: int, hi: int) -> int:
     return max(bits(-lo - 1), bits(hi)) + 1
 
 
+def slots_per_tap(terms: int) -> int:
+    """Tree slots a tap's terms fill: ``terms`` rounded up to a power of two, the rest empty, so that pairs never
+    straddle two taps and each tap's terms meet in one subtree (w_i * x_i), which channels with the same weight
+    share (Design.scala's ``Po2Weights.perTap`` is the same rule)."""
+    return 1 << (terms - 1).bit_length()
+
+
 def shared_adder_graph(codes: np.ndarray, bias_int: np.ndarray, depthwise: bool = False,
                        share: bool = True, in_bounds: tuple[int, int] | None = None, terms: int = 1) -> AdderGraph:
     """The generator's adder graph (chisel ShiftAdd.scala, SharedPlan), counted the same way.
@@ -490,15 +585,17 @@ def shared_adder_graph(codes: np.ndarray, bias_int: np.ndarray, depthwise: bool 
     adder for root + bias, bias - root or 0 - root.
 
     ``codes``: of the weight shape (``terms`` 1), or (terms, *weight shape): a channel's slots are then its taps
-    in order, each tap's terms one after another (Design.scala's ``Po2Weights.slots``).
+    in order, each tap's terms one after another, padded to :func:`slots_per_tap` (Design.scala's
+    ``Po2Weights.slots``).
     """
     tc = np.asarray(codes) if terms > 1 else np.asarray(codes)[None]
     k, o_ch = tc.shape[0], tc.shape[1]
     flat = np.moveaxis(tc.reshape(k, o_ch, -1), 0, -1)  # (out, taps, terms)
     taps = flat.shape[1]
     n_in = taps * (o_ch if depthwise else 1)
+    per_tap = slots_per_tap(k)
     slots = [[(o * taps * depthwise + t, abs(int(c)) - 1, bool(c < 0)) if c else None
-              for t, cs in enumerate(row) for c in cs] for o, row in enumerate(flat)]
+              for t, cs in enumerate(row) for c in list(cs) + [0] * (per_tap - k)] for o, row in enumerate(flat)]
     memo: dict[tuple, int] = {}
     sums = unshared = levels = 0
     bounds: list[tuple[int, int]] = []          # of each sum node, when in_bounds is given
@@ -560,7 +657,7 @@ def hw_model(g: Graph, levels_per_stage: int, target_ii: int | None = None) -> l
         beats = dict(beats_in=h * w // p_in, beats_out=oh * ow // p_out, parallelism=p_out)
         if isinstance(layer, (Conv2d, Linear)):
             lo, hi = info.in_bounds
-            if isinstance(layer, Conv2d) and layer.padding > 0:  # padding feeds zeros into the windows
+            if isinstance(layer, Conv2d) and layer.padded:  # padding feeds zeros into the windows
                 lo, hi = min(lo, 0), max(hi, 0)
             ag = shared_adder_graph(layer.q.codes, layer.bias_int, isinstance(layer, Conv2d) and layer.depthwise,
                                     in_bounds=(lo, hi), terms=layer.q.terms)

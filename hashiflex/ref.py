@@ -32,13 +32,15 @@ def _guard(x: np.ndarray, wint: np.ndarray) -> int:
     return xmax * int(np.abs(wint.reshape(wint.shape[0], -1)).sum(axis=1).max(initial=0))
 
 
-def conv2d_int(x: np.ndarray, wint: np.ndarray, bias: np.ndarray, stride: int, padding: int,
-               groups: int = 1) -> np.ndarray:
-    """x (N, C, H, W) int64, wint (O, C/groups, k, k) int64 -> (N, O, OH, OW) exact integer accumulators."""
+def conv2d_int(x: np.ndarray, wint: np.ndarray, bias: np.ndarray, stride: int,
+               padding: int | tuple[int, int, int, int], groups: int = 1) -> np.ndarray:
+    """x (N, C, H, W) int64, wint (O, C/groups, k, k) int64 -> (N, O, OH, OW) exact integer accumulators.
+    ``padding``: zeros on every side, or (top, bottom, left, right)."""
     k = wint.shape[-1]
     n, c = x.shape[:2]
     o = wint.shape[0]
-    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    t, b, l, r = (padding,) * 4 if isinstance(padding, (int, np.integer)) else padding
+    xp = np.pad(x, ((0, 0), (0, 0), (t, b), (l, r)))
     win = sliding_window_view(xp, (k, k), axis=(2, 3))[:, :, ::stride, ::stride]  # N C OH OW k k
     oh, ow = win.shape[2:4]
     guard = _guard(x, wint)

@@ -71,7 +71,8 @@ class _Builder:
 
 
 def cases() -> dict[str, tuple[Graph, int | None]]:
-    """name -> (graph, target_ii). Together they cover conv kxk (stride 1/2, padding), depthwise, pointwise,
+    """name -> (graph, target_ii). Together they cover conv kxk (stride 1/2, padding on every side or per side),
+    depthwise, pointwise,
     requant (ReLU, ReLU6, none), residual add (fork + skip FIFO), global sum pool, linear, pixel
     parallelism (in != out across a strided window, several pixels per beat) and multi-term weights."""
     out = {}
@@ -112,6 +113,16 @@ def cases() -> dict[str, tuple[Graph, int | None]]:
     b.pool("pool")
     b.linear("fc", 4, 3, terms=2)
     out["multi_term"] = (b.g, None)
+    # TensorFlow 'SAME' padding (a Coral MobileNetV2 stem): stride-2 windows padded only below and right, at 2
+    # output pixels per beat, then a depthwise conv padded above and left only
+    b = _Builder("vec_tf_pad", Input(2, 8, 8, TensorType(4, True, -3)), seed=5)
+    b.conv("stem", 2, 3, 3, stride=2, padding=(0, 1, 0, 1))
+    b.requant("stem_act", "relu6", bits=5, headroom=3)
+    b.conv("dw", 3, 3, 3, stride=2, padding=(0, 1, 0, 1), groups=3, terms=2)
+    b.requant("dw_act", "relu", bits=5, headroom=3)
+    b.conv("dw2", 3, 3, 3, padding=(2, 0, 1, 1), groups=3)
+    b.requant("dw2_act", "none", bits=6, headroom=3)
+    out["tf_pad"] = (b.g, 8)
     for g, _ in out.values():
         annotate(g)
     return out

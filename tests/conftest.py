@@ -46,12 +46,13 @@ def require_tool(name: str) -> None:
 RANDOM_DESIGN_SEEDS = [11, 23, 37, 41]
 DAG_DESIGNS = [(2, 9), (4, 4), (0, None)]  # (seed, target_ii)
 MULTI_TERM_DESIGNS = [(5, None), (6, 4)]  # (seed, target_ii): DAGs whose weights have 1 to 3 terms
+PADDED_DESIGNS = [(2, 3), (5, None)]  # (seed, target_ii): DAGs whose convs pad each side on its own (TF 'SAME', ZeroPad2d)
 
 
 @pytest.fixture(scope="session")
 def elaborated(work_root):
     """[(graph, design, hw_params, rtl_dir)] for RANDOM_DESIGN_SEEDS (levels_per_stage 1..4), then DAG_DESIGNS,
-    then MULTI_TERM_DESIGNS."""
+    then MULTI_TERM_DESIGNS, then PADDED_DESIGNS."""
     from hashiflex import hw
     from hashiflex.export import design_from_graph, write_design
     from tests.helpers import random_graph
@@ -61,10 +62,12 @@ def elaborated(work_root):
     specs = [(seed, None, False, bool(i % 2)) for i, seed in enumerate(RANDOM_DESIGN_SEEDS)]
     specs += [(seed, target, True, None) for seed, target in DAG_DESIGNS]
     specs += [(seed, target, 3, None) for seed, target in MULTI_TERM_DESIGNS]
+    specs += [(seed, target, "pad", None) for seed, target in PADDED_DESIGNS]
     for i, (seed, target, dag, head) in enumerate(specs):
-        name = f"{'terms' if dag == 3 else 'dag' if dag else 'rand'}{seed}"
+        name = f"{'terms' if dag == 3 else 'pad' if dag == 'pad' else 'dag' if dag else 'rand'}{seed}"
         if dag:
-            g = random_graph(seed, max_c=3, max_hw=6, convs=3, dag=True, name=name, max_terms=3 if dag == 3 else 1)
+            g = random_graph(seed, max_c=3, max_hw=6, convs=3, dag=True, name=name, max_terms=3 if dag == 3 else 1,
+                             asym_pad=dag == "pad")
         else:
             g = random_graph(seed, max_c=3, max_hw=6, head=head, name=name)
         d = design_from_graph(g, levels_per_stage=1 + i % 4, target_ii=target)

@@ -8,7 +8,7 @@ from hashiflex.passes import annotate
 
 
 def random_graph(seed: int, max_c: int = 4, max_hw: int = 7, convs: int | None = None, head: bool | None = None,
-                 name: str = "rand", dag: bool = False, max_terms: int = 1) -> Graph:
+                 name: str = "rand", dag: bool = False, max_terms: int = 1, asym_pad: bool = False) -> Graph:
     """A random quantized chain: conv -> requant (x convs) [-> sum_pool -> linear].
 
     ``max_terms`` > 1: each conv/linear layer gets 1 to ``max_terms`` signed powers of two per weight (drawn from
@@ -16,9 +16,13 @@ def random_graph(seed: int, max_c: int = 4, max_hw: int = 7, convs: int | None =
 
     ``dag``: convs may also be depthwise, and a conv block that keeps its input's shape may get a residual add
     around it (so tensors fan out to two readers).
+
+    ``asym_pad``: each conv gets its own padding per side (top, bottom, left, right), as TF 'SAME' and ZeroPad2d
+    give (a shape-preserving conv keeps k-1 in all per axis), drawn from a third stream.
     """
     rng = np.random.default_rng(seed)
     trng = np.random.default_rng([seed, 1])
+    prng = np.random.default_rng([seed, 2])
 
     def weights(codes, e_min, bits):
         k = int(trng.integers(1, max_terms + 1))
@@ -51,6 +55,16 @@ def random_graph(seed: int, max_c: int = 4, max_hw: int = 7, convs: int | None =
             k, s = int(rng.choice([1, 3])), 1
             p, o = k // 2, c
         block_in, block_exp = (g.layers[-1].name if g.layers else "input"), exp
+        if asym_pad:
+            keep = (c, h, w) == shape_in and s == 1 and (o == c) and 2 * p == k - 1
+            if keep:  # shape-preserving: k - 1 in all per axis, split at random
+                top, left = (int(v) for v in prng.integers(0, k, size=2))
+                pads = (top, k - 1 - top, left, k - 1 - left)
+            else:
+                pads = tuple(int(v) for v in prng.integers(0, k, size=4))
+                if h + pads[0] + pads[1] < k or w + pads[2] + pads[3] < k:
+                    pads = (p,) * 4
+            p = pads
         bits = int(rng.integers(2, 6))
         m = (1 << (bits - 1)) - 1
         codes = rng.integers(-m, m + 1, size=(o, c // groups, k, k))
@@ -65,7 +79,7 @@ def random_graph(seed: int, max_c: int = 4, max_hw: int = 7, convs: int | None =
         out_exp = acc_exp + int(rng.integers(-1, 6))
         g.layers.append(Requant(f"act{i}", act, TensorType(out_bits, act == "none", out_exp)))
         exp = out_exp
-        c, h, w = o, (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+        c, (h, w) = o, g.layers[-2].out_hw(h, w)
         if dag and (c, h, w) == shape_in and rng.random() < 0.7:
             add_exp = min(exp, block_exp) + int(rng.integers(0, 4))
             t = TensorType(int(rng.integers(2, 9)), True, add_exp)

@@ -81,9 +81,17 @@ def test_the_pretrained_path_quantizes_and_evaluates_a_users_weights_and_folder(
 
     work = tmp_path / "w"
     assert main(["quantize", "--work", str(work), "--init", str(pretrained_files / "weights.pth"), "--calib-data",
-                 str(pretrained_files / "data"), "--calib-images", "1", "--terms", "2", "--no-progress"]) == 0
+                 str(pretrained_files / "data"), "--calib-images", "1", "--terms", "2", "--padding", "tf",
+                 "--no-progress"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out["terms"].values()) == {2} and out["adders"] > 0
+    from hashiflex.flow import load_quantized
+    from hashiflex.ir import Conv2d
+
+    q, meta = load_quantized(work)
+    for g in (q, meta["float_graph"]):  # TF 'SAME': the stride-2 convs on even maps pad only below and right
+        pads = {l.pads for l in g.layers if isinstance(l, Conv2d) and l.stride == 2}
+        assert pads == {(0, 1, 0, 1)}, pads
     assert main(["evaluate", "--work", str(work), "--data", str(pretrained_files / "data"), "--json",
                  str(work / "ev.json"), "--no-progress"]) == 0
     text = capsys.readouterr().out

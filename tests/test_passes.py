@@ -1,6 +1,8 @@
 import numpy as np
 import pytest
+import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from hashiflex.data import digits
 from hashiflex.ir import Conv2d, Input, IRError, Linear, Requant, SumPool, TensorType
@@ -79,6 +81,18 @@ def test_sharing_builds_equal_subtrees_once_up_to_shift_and_sign():
     # depthwise channels read disjoint inputs: nothing to share
     dw = np.array([[[[1, 2]]], [[[1, 2]]]])
     assert shared_adder_graph(dw, np.zeros(2), depthwise=True).adders == 2
+
+
+def test_a_taps_three_terms_fill_four_slots_so_its_subtree_is_shared():
+    from hashiflex.passes import slots_per_tap
+
+    assert [slots_per_tap(k) for k in (1, 2, 3, 4)] == [1, 2, 4, 4]
+    a, b, c = (4, -2, 1), (3, -2, 1), (2, 1, 4)  # three terms each: 8 - 2 + 1, 4 - 2 + 1, 2 + 1 + 8
+    codes = np.array([[[a[t], b[t]], [a[t], c[t]]] for t in range(3)])  # (terms, out 2, in 2): a shared tap
+    ag = shared_adder_graph(codes, np.zeros(2, dtype=np.int64), terms=3)
+    # slots per channel: a0 a1 a2 _ | b0 b1 b2 _. ch0: (a0 + a1) + a2, (b0 + b1) + b2, their sum: 5 adders;
+    # ch1 reuses a's subtree: (c0 + c1) + c2 and the sum: 3. Three slots per tap would pair a2 with b0 / c0.
+    assert (ag.adders, ag.unshared, ag.depth) == (8, 10, 3)
 
 
 def test_hw_model_ii_is_the_largest_stream():
@@ -237,8 +251,6 @@ def test_a_module_called_twice_imports_as_one_layer_per_call_site():
 
 @pytest.mark.parametrize("kind", ["pre", "post"])
 def test_a_module_with_hooks_is_refused_naming_it(kind):
-    import torch.nn.functional as F
-
     m = _Small()
     if kind == "pre":  # the usual way to add TF 'SAME' padding to a torchvision model
         m.conv.register_forward_pre_hook(lambda mod, args: (F.pad(args[0], (0, 1, 0, 1)),))
@@ -248,3 +260,95 @@ def test_a_module_with_hooks_is_refused_naming_it(kind):
         want = r"module 'relu' \(ReLU\): has a forward hook, which torch.fx does not trace"
     with pytest.raises(IRError, match=want):
         import_torch(m, _IN)
+
+
+class _TfPadded(nn.Module):
+    """A network ported from TensorFlow: explicit zero pads before valid convs, in every spelling."""
+
+    def __init__(self):
+        super().__init__()
+        self.pad = nn.ZeroPad2d((0, 1, 0, 1))          # (left, right, top, bottom)
+        self.conv1 = nn.Conv2d(1, 3, 3, stride=2)
+        self.conv2 = nn.Conv2d(3, 3, 3, padding="same")
+        self.conv3 = nn.Conv2d(3, 2, 3, stride=2, padding=(1, 0))
+        self.relu = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(2, 3)
+
+    def forward(self, x):
+        x = self.relu(self.conv1(self.pad(x)))
+        x = self.relu(self.conv2(x))
+        x = self.relu(self.conv3(F.pad(F.pad(x, (1, 0)), (0, 0, 0, 2))))  # a pad of a pad sums
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def test_zero_pads_fold_into_the_conv_they_feed_and_compute_what_torch_does():
+    from hashiflex import ref
+    from hashiflex.quant.fakequant import FakeQuantNet, fake_quant_int_outputs
+
+    m = _TfPadded().eval()
+    g = import_torch(m, _IN)
+    convs = {l.name: l for l in g.layers if isinstance(l, Conv2d)}
+    assert convs["conv1"].pads == (0, 1, 0, 1)
+    assert convs["conv2"].padding == 1                  # 'same' on a 3x3: one on every side, stays an integer
+    assert convs["conv3"].pads == (1, 3, 1, 0)          # (1, 0) of its own + left 1, bottom 2
+    assert [i.out_shape for i in annotate(g, require_quantized=False) if i.name in convs] == [
+        (3, 4, 4), (3, 4, 4), (2, 3, 2)]
+    x = np.random.default_rng(2).random((5, 1, 8, 8))
+    with torch.no_grad():
+        want = m(torch.tensor(x, dtype=torch.float32)).double().numpy()
+        have = FakeQuantNet(g, quantize=False).double().eval()(torch.tensor(x)).numpy()
+    assert np.allclose(have, want, atol=1e-5)
+    q = quantize_weights(calibrate_activations(g, record_activations(g, x)), 5)
+    xi = np.round(x * 16).astype(np.int64)
+    assert np.array_equal(ref.run(q, xi), fake_quant_int_outputs(q, xi, ref.output_exp(q)))
+
+
+class _PadThenRelu(nn.Module):
+    def __init__(self, pad):
+        super().__init__()
+        self.pad, self.relu = pad, nn.ReLU()
+
+    def forward(self, x):
+        return self.relu(self.pad(x))
+
+
+def test_a_pad_not_feeding_a_conv_or_not_zero_is_refused_naming_it():
+    with pytest.raises(IRError, match=r"module 'relu' \(ReLU\): reads the zero padding 'pad'; a ZeroPad2d / F.pad is "
+                                      r"supported only directly before a Conv2d"):
+        import_torch(_PadThenRelu(nn.ZeroPad2d(1)), _IN)
+    with pytest.raises(IRError, match=r"module 'pad' \(ConstantPad2d\): expected zero padding, found value 1.5"):
+        import_torch(_PadThenRelu(nn.ConstantPad2d(1, 1.5)), _IN)
+    with pytest.raises(IRError, match=r"module 'pad' \(ZeroPad2d\): expected 4 non-negative pads \(left, right, top, "
+                                      r"bottom\) of H and W, found \[-1, -1, -1, -1\]"):
+        import_torch(_PadThenRelu(nn.ZeroPad2d(-1)), _IN)
+
+
+def test_tf_same_padding_pads_the_odd_pixel_below_and_right_and_keeps_every_shape():
+    from hashiflex.passes import same_padding
+
+    m = nn.Sequential(nn.Conv2d(1, 2, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(2, 2, 3, padding=1),
+                      nn.ReLU(), nn.Conv2d(2, 2, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(2, 2, 1))
+    g = import_torch(m, Input(1, 8, 7, INP.type))
+    tf = same_padding(g, "tf")
+    pads = [l.pads for l in tf.layers if isinstance(l, Conv2d)]
+    # 8x7 stride 2 -> 4x4: rows pad 1 in all (0 above, 1 below), columns 2 (1, 1); then 4x4 stride 1 keeps (1, 1);
+    # 4x4 stride 2 -> 2x2: 1 in all, below and right; a 1x1 needs none
+    assert pads == [(0, 1, 1, 1), (1, 1, 1, 1), (0, 1, 0, 1), (0, 0, 0, 0)]
+    assert [i.out_shape for i in annotate(tf, require_quantized=False)] == [
+        i.out_shape for i in annotate(g, require_quantized=False)]
+    assert [l.pads for l in g.layers if isinstance(l, Conv2d)][0] == (1, 1, 1, 1)  # the input graph is unchanged
+    assert same_padding(g, "torch") is g
+    with pytest.raises(IRError, match=r"padding style 'keras': expected one of torch, tf"):
+        same_padding(g, "keras")
+    valid = import_torch(nn.Sequential(nn.Conv2d(1, 2, 3)), INP)  # 'VALID' in TF terms: 'SAME' changes its shape
+    with pytest.raises(IRError, match=r"layer '0': TF 'SAME' padding 1 gives a 8x8 output, but the network was built "
+                                      r"with 6x6; import it with its own padding \(--padding torch\)"):
+        same_padding(valid, "tf")
+
+
+def test_conv_padding_must_be_an_integer_or_four_sides():
+    with pytest.raises(IRError, match=r"layer 'c': field 'padding': expected an integer or \[top, bottom, left, "
+                                      r"right\] of 4 integers >= 0, found \[1, 2\]"):
+        Conv2d("c", np.zeros((1, 1, 3, 3)), np.zeros(1), padding=(1, 2))
+    assert Conv2d("c", np.zeros((1, 1, 3, 3)), np.zeros(1), padding=[2, 2, 2, 2]).padding == 2

@@ -9,10 +9,12 @@ from hashiflex.numfmt import codes_to_int_weights
 from tests.helpers import random_graph, random_inputs
 
 
-def _conv_loops(x, wint, bias, s, p):
+def _conv_loops(x, wint, bias, s, pads):
+    """pads: (top, bottom, left, right)."""
     n, c, h, w = x.shape
     o, _, k, _ = wint.shape
-    oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    top, bottom, left, right = pads
+    oh, ow = (h + top + bottom - k) // s + 1, (w + left + right - k) // s + 1
     y = np.zeros((n, o, oh, ow), dtype=object)
     for b in range(n):
         for oc in range(o):
@@ -22,7 +24,7 @@ def _conv_loops(x, wint, bias, s, p):
                     for ic in range(c):
                         for di in range(k):
                             for dj in range(k):
-                                r, q = i * s - p + di, j * s - p + dj
+                                r, q = i * s - top + di, j * s - left + dj
                                 if 0 <= r < h and 0 <= q < w:
                                     acc += int(x[b, ic, r, q]) * int(wint[oc, ic, di, dj])
                     y[b, oc, i, j] = acc
@@ -30,15 +32,16 @@ def _conv_loops(x, wint, bias, s, p):
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.integers(0, 2 ** 32 - 1))
-def test_conv_matches_loop_nest(seed):
-    g = random_graph(seed, convs=1, head=False)
+@given(st.integers(0, 2 ** 32 - 1), st.booleans())
+def test_conv_matches_loop_nest(seed, asym_pad):
+    """Symmetric and per-side (TF 'SAME', ZeroPad2d) padding."""
+    g = random_graph(seed, convs=1, head=False, asym_pad=asym_pad)
     conv = g.layers[0]
     assert isinstance(conv, Conv2d)
     x = random_inputs(g, 3, seed)
     got = ref.conv2d_int(x, codes_to_int_weights(conv.q.codes), conv.bias_int, conv.stride, conv.padding)
     assert np.array_equal(got, _conv_loops(x, codes_to_int_weights(conv.q.codes), conv.bias_int, conv.stride,
-                                           conv.padding).astype(np.int64))
+                                           conv.pads).astype(np.int64))
 
 
 @settings(max_examples=40, deadline=None)

@@ -12,16 +12,17 @@ from hashiflex.vectors import cases, write_vectors
 def test_cases_cover_every_layer_type_and_parallel_beats():
     from hashiflex.export import design_from_graph
 
-    ops, depthwise, par, par_change = set(), False, False, False
+    ops, depthwise, par, par_change, per_side = set(), False, False, False, False
     for g, target in cases().values():
         d = design_from_graph(g, 2, target)
         ops |= {l["op"] for l in d["layers"]}
         depthwise |= any(l.get("groups", 1) > 1 for l in d["layers"])
+        per_side |= any(isinstance(l.get("padding"), list) for l in d["layers"])
         pars = [d["input"]["parallelism"]] + [l["parallelism"] for l in d["layers"]]
         par |= max(pars) > 1
         par_change |= len(set(pars)) > 1
     assert ops == {"conv2d", "requant", "add", "sum_pool", "linear"}
-    assert depthwise and par and par_change
+    assert depthwise and par and par_change and per_side
 
 
 def test_vectors_decode_to_the_golden_outputs(tmp_path):

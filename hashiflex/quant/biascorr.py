@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..ir import Conv2d, Graph, IRError, Linear
-from .fakequant import FakeQuantNet
+from .fakequant import FakeQuantNet, conv2d_torch
 
 
 @torch.no_grad()
@@ -42,7 +42,7 @@ def bias_correction(float_g: Graph, quant_g: Graph, x_value: np.ndarray, batch: 
             xin = vals[inputs[l.name]]
             dw = dws[l.name]
             if isinstance(l, Conv2d):
-                err = F.conv2d(xin, dw, None, stride=l.stride, padding=l.padding, groups=l.groups)
+                err = conv2d_torch(xin, dw, None, l)
                 delta[l.name] += err.sum(dim=(0, 2, 3)).numpy() / (err.shape[2] * err.shape[3])
             else:
                 delta[l.name] += F.linear(xin.flatten(1), dw).sum(dim=0).numpy()

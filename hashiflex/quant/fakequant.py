@@ -17,6 +17,14 @@ from ..ir import Add, Conv2d, Graph, IRError, Linear, Requant, SumPool
 from .po2 import po2_fake_quant_torch, po2_terms_fake_quant_torch
 
 
+def conv2d_torch(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, layer: Conv2d) -> torch.Tensor:
+    """``layer``'s convolution in torch, its zero padding (possibly asymmetric, TF 'SAME') included."""
+    if isinstance(layer.padding, int):
+        return F.conv2d(x, w, b, stride=layer.stride, padding=layer.padding, groups=layer.groups)
+    t, bot, l, r = layer.pads
+    return F.conv2d(F.pad(x, (l, r, t, bot)), w, b, stride=layer.stride, groups=layer.groups)
+
+
 def _ste(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return x + (q - x).detach()
 
@@ -102,7 +110,7 @@ class FakeQuantNet(nn.Module):
                     scale = 2.0 ** exp
                     b = round_half_up_ste(b / scale) * scale
                 if isinstance(layer, Conv2d):
-                    x = F.conv2d(x, w, b, stride=layer.stride, padding=layer.padding, groups=layer.groups)
+                    x = conv2d_torch(x, w, b, layer)
                 else:
                     x = F.linear(x.flatten(1), w, b)
             elif isinstance(layer, Requant):

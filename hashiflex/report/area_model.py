@@ -23,7 +23,7 @@ def _sanitize(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "", name)
 
 
-_WINDOW = re.compile(r"WindowGen_c(\d+)_(\d+)x(\d+)_k(\d+)s(\d+)p(\d+)_b(\d+)_i(\d+)o(\d+)")
+_WINDOW = re.compile(r"WindowGen_c(\d+)_(\d+)x(\d+)_k(\d+)s(\d+)p(?:(\d+)|t\d+b\d+l(\d+)r(\d+))_b(\d+)_i(\d+)o(\d+)")
 _REQUANT = re.compile(r"Requant_c(\d+)_i(\d+)[su]")
 _ADD = re.compile(r"ResidualAdd_l(\d+)_a(\d+)[su]x(\d+)_b(\d+)[su]x(\d+)")
 _POOL = re.compile(r"SumPool_c(\d+)_n(\d+)_p(\d+)_i(\d+)[su]_o(\d+)")
@@ -44,9 +44,9 @@ def module_features(module: str, hw_params: dict) -> dict[str, float] | None:
         f["adder_bits"] = layer["adder_bits"]
         f["flip_flop_bits"] = layer["register_bits"]
     elif m := _WINDOW.fullmatch(base):
-        c, h, w, k, s, p, bits, p_in, p_out = map(int, m.groups())
+        c, h, w, k, s, p, left, right, bits, p_in, p_out = (None if v is None else int(v) for v in m.groups())
         rows = k + s
-        out_w = (w + 2 * p - k) // s + 1
+        out_w = (w + (2 * p if p is not None else left + right) - k) // s + 1
         f["flip_flop_bits"] = rows * w * c * bits
         # ring-slot select per window row, then one column select per window element over the row's beats
         f["mux_bits"] = k * w * c * bits * (rows - 1) + p_out * c * k * k * bits * (out_w // p_out - 1)

@@ -122,6 +122,24 @@ def test_dag_designs_with_a_target_round_trip(tmp_path):
         validate_design(bad)
 
 
+def test_per_side_padding_round_trips_and_a_bad_one_is_refused(tmp_path):
+    """[top, bottom, left, right] in design.json (symmetric padding stays one integer)."""
+    g = random_graph(2, max_c=3, max_hw=6, convs=3, dag=True, asym_pad=True)
+    d = design_from_graph(g, 2)
+    pads = [l["padding"] for l in d["layers"] if l["op"] == "conv2d"]
+    assert [1, 1, 2, 0] in pads and any(isinstance(p, int) for p in pads)
+    write_design(d, tmp_path / "d.json")
+    d2, g2 = load_design(tmp_path / "d.json")
+    assert d2 == d
+    x = random_inputs(g, 3, 0)
+    assert np.array_equal(ref.run(g, x), ref.run(g2, x))
+    bad = copy.deepcopy(d)
+    conv = next(l for l in bad["layers"] if isinstance(l.get("padding"), list))
+    conv["padding"] = conv["padding"][:3]
+    with pytest.raises(DesignValidationError, match=r"design.layers\[0\].padding"):
+        validate_design(bad)
+
+
 def test_written_files_get_the_mode_the_umask_gives(tmp_path, doc):
     import os
 

@@ -13,6 +13,12 @@ def test_module_kinds_and_their_features():
     w = module_features("WindowGen_c16_8x8_k3s1p1_b8_i2o2", HW)
     assert w["flip_flop_bits"] == 4 * 8 * 16 * 8          # k+s rows of the image width, all channels
     assert w["mux_bits"] > 0
+    # TF 'SAME' padding (per side): a stride-2 window on 8x8 padded below and right has 4 output columns, as the
+    # symmetric 1-padded one does; unpadded left and right it has 3 (fewer column candidates per element)
+    tf = module_features("WindowGen_c16_8x8_k3s2pt0b1l0r1_b8_i2o2", HW)
+    assert tf == module_features("WindowGen_c16_8x8_k3s2p1_b8_i2o2", HW)
+    assert module_features("WindowGen_c16_8x8_k3s2pt0b1l0r0_b8_i2o1", HW)["mux_bits"] < module_features(
+        "WindowGen_c16_8x8_k3s2pt0b1l1r0_b8_i2o1", HW)["mux_bits"]
     assert module_features("Requant_c32_i12s_sh3_lo0_hi255", HW)["elementwise_bits"] == 32 * 12
     assert module_features("Queue7_Vec16_UInt8", HW)["flip_flop_bits"] == 7 * 16 * 8
     assert module_features("Fork_n2_l16_w8", HW)["modules"] == 1

@@ -58,16 +58,19 @@ def test_vcd_trace_is_written(sims, tmp_path):
 
 
 @settings(max_examples=3, deadline=None)
-@given(st.integers(0, 100_000), st.sampled_from([None, 2, 3, 5, 8]), st.integers(1, 4), st.integers(1, 3))
-def test_random_dag_designs_match_golden_at_their_ii(tmp_path_factory, seed, target, levels, max_terms):
-    """Whole flow per example: random DAG (depthwise, residuals, strides, sparsity, exponents, 1-3 term weights)
-    -> design.json unrolled to a random target -> generator -> Verilator; bit-exact and at the modelled II."""
+@given(st.integers(0, 100_000), st.sampled_from([None, 2, 3, 5, 8]), st.integers(1, 4), st.integers(1, 3),
+       st.booleans())
+def test_random_dag_designs_match_golden_at_their_ii(tmp_path_factory, seed, target, levels, max_terms, asym_pad):
+    """Whole flow per example: random DAG (depthwise, residuals, strides, sparsity, exponents, 1-3 term weights,
+    per-side padding) -> design.json unrolled to a random target -> generator -> Verilator; bit-exact and at the
+    modelled II."""
     from hashiflex import hw
     from hashiflex.export import design_from_graph, write_design
     from tests.helpers import random_graph
 
     require_tool("verilator")
-    g = random_graph(seed, max_c=3, max_hw=6, convs=3, dag=True, name=f"h{seed}", max_terms=max_terms)
+    g = random_graph(seed, max_c=3, max_hw=6, convs=3, dag=True, name=f"h{seed}", max_terms=max_terms,
+                     asym_pad=asym_pad)
     d = design_from_graph(g, levels, target)
     base = tmp_path_factory.mktemp("hyp")
     write_design(d, base / "design.json")

@@ -45,12 +45,18 @@ final case class Po2Weights(bits: Int, eMin: Int, terms: Int, codes: IndexedSeq[
   def maxCode: Int = (1 << (bits - 1)) - 1
   /** Weights per term (the product of the weight shape). */
   def count: Int = codes.length / terms
-  /** The slots of weights `first until first + taps` (one output channel): each tap's terms in turn, slot reading
-    * input `offset + tap` (the order hashiflex.passes.shared_adder_graph follows).
+  /** Tree slots per tap: `terms` rounded up to a power of two, the rest empty, so pairs never straddle two taps
+    * and a tap's terms meet in one subtree (w * x) that channels with the same weight share
+    * (hashiflex.passes.slots_per_tap).
+    */
+  def perTap: Int = Integer.highestOneBit(2 * terms - 1)
+  /** The slots of weights `first until first + taps` (one output channel): each tap's terms in turn, then empty
+    * slots up to `perTap`, slot reading input `offset + tap` (the order hashiflex.passes.shared_adder_graph
+    * follows).
     */
   def slots(first: Int, taps: Int, offset: Int = 0): IndexedSeq[Option[Term]] =
-    for (i <- 0 until taps; t <- 0 until terms) yield {
-      val c = codes(t * count + first + i)
+    for (i <- 0 until taps; t <- 0 until perTap) yield {
+      val c = if (t < terms) codes(t * count + first + i) else 0
       if (c == 0) None else Some(Term(offset + i, math.abs(c) - 1, c < 0))
     }
 }
@@ -84,12 +90,28 @@ sealed trait LayerSpec {
 final case class Common(name: String, src: String, inShape: Shape, outShape: Shape, inBounds: Bounds,
                         outBounds: Bounds, outFmt: NumFmt, outExp: Int, inPar: Int, par: Int)
 
-final case class Conv2dSpec(c: Common, kernel: Int, stride: Int, padding: Int, groups: Int, weights: Po2Weights,
+/** Zero padding of a conv's input: rows above and below, columns left and right (TF 'SAME' pads more after). */
+final case class Padding(top: Int, bottom: Int, left: Int, right: Int) {
+  def any: Boolean = top + bottom + left + right > 0
+  def symmetric: Boolean = Set(top, bottom, left, right).size == 1
+  /** The output size of a kernel k, stride s on an h x w input. */
+  def outHW(h: Int, w: Int, k: Int, s: Int): (Int, Int) = ((h + top + bottom - k) / s + 1, (w + left + right - k) / s + 1)
+  def fits(h: Int, w: Int, k: Int): Boolean = h + top + bottom >= k && w + left + right >= k
+  /** In module names: `p1` for 1 on every side, `pt0b1l0r1` otherwise. */
+  def tag: String = if (symmetric) s"p$top" else s"pt${top}b${bottom}l${left}r$right"
+  override def toString: String = if (symmetric) s"$top" else s"[$top, $bottom, $left, $right]"
+}
+
+object Padding {
+  def all(p: Int): Padding = Padding(p, p, p, p)
+}
+
+final case class Conv2dSpec(c: Common, kernel: Int, stride: Int, padding: Padding, groups: Int, weights: Po2Weights,
                             bias: IndexedSeq[BigInt]) extends LayerSpec {
   val op = "conv2d"
   def depthwise: Boolean = groups > 1
   /** A 1x1, stride 1, unpadded conv maps pixels one to one: no line buffer. */
-  def pointwise: Boolean = kernel == 1 && stride == 1 && padding == 0
+  def pointwise: Boolean = kernel == 1 && stride == 1 && !padding.any
 }
 
 final case class LinearSpec(c: Common, weights: Po2Weights, bias: IndexedSeq[BigInt]) extends LayerSpec {
@@ -316,15 +338,20 @@ object Design {
       case "conv2d" =>
         val k = l.field("kernel").intIn(1, 15)
         val s = l.field("stride").intIn(1, 8)
-        val p = l.field("padding").intIn(0, 7)
+        val padC = l.field("padding")
+        val p = padC.v match {
+          case _: ujson.Arr => val a = padC.arrOf(4).map(_.intIn(0, 7)); Padding(a(0), a(1), a(2), a(3))
+          case _            => Padding.all(padC.intIn(0, 7))
+        }
         val groupsC = l.field("groups")
         val groups = groupsC.int
         if (t.vector) throw DesignError(s"${op.path}: a conv2d needs a feature map, but \"$src\" is a vector")
         if (groups != 1 && !(groups == prevShape.c && groups == outShape.c))
           throw DesignError(s"${groupsC.path}: expected 1 or ${prevShape.c} (depthwise: groups = in = out channels), found $groups")
-        if (prevShape.h + 2 * p < k || prevShape.w + 2 * p < k)
-          throw DesignError(s"${l.path}.kernel: expected a kernel that fits the padded ${prevShape.h}x${prevShape.w} input, found $k")
-        expectShape(Shape(outShape.c, (prevShape.h + 2 * p - k) / s + 1, (prevShape.w + 2 * p - k) / s + 1))
+        if (!p.fits(prevShape.h, prevShape.w, k))
+          throw DesignError(s"${l.path}.kernel: expected a kernel that fits the ${prevShape.h}x${prevShape.w} input padded by $p, found $k")
+        val (oh, ow) = p.outHW(prevShape.h, prevShape.w, k, s)
+        expectShape(Shape(outShape.c, oh, ow))
         val w = weights(l.field("weights"), Seq(outShape.c, prevShape.c / groups, k, k), base)
         expectExp(t.exp + w.eMin, "the input exponent + weights.e_min")
         val spec = Conv2dSpec(common, k, s, p, groups, w, bias(l.field("bias"), outShape.c))

@@ -32,7 +32,7 @@ object Conv2dLayer {
       if (s.pointwise) None
       else Some(WindowParams(s.inShape.c, s.inShape.h, s.inShape.w, k, s.stride, s.padding, in.width, s.inPar, s.par))
     // zero padding feeds zeros into the windows: the trees must hold them even when 0 lies outside in_bounds
-    val treeIn = if (s.padding > 0) s.inBounds.union(Bounds(0, 0)) else s.inBounds
+    val treeIn = if (s.padding.any) s.inBounds.union(Bounds(0, 0)) else s.inBounds
     (win, ShiftAddLayerParams(s.name, n, in, treeIn, channels, s.outFmt, s.outBounds, levelsPerStage, s.par))
   }
   /** A kxk (or depthwise) convolution: line-buffered windows into `par` lanes of shift-add trees. Line

@@ -6,10 +6,11 @@ import chisel3.experimental.hierarchy.{instantiable, public, Definition, Instanc
 
 import scala.collection.mutable
 
-final case class WindowParams(channels: Int, height: Int, width: Int, kernel: Int, stride: Int, padding: Int,
+final case class WindowParams(channels: Int, height: Int, width: Int, kernel: Int, stride: Int, padding: Padding,
                               bits: Int, parIn: Int = 1, parOut: Int = 1) {
-  val outH: Int = (height + 2 * padding - kernel) / stride + 1
-  val outW: Int = (width + 2 * padding - kernel) / stride + 1
+  val outH: Int = padding.outHW(height, width, kernel, stride)._1
+  val outW: Int = padding.outHW(height, width, kernel, stride)._2
+  private def top = padding.top
   require(width % parIn == 0, s"input parallelism $parIn must divide the width $width")
   require(outW % parOut == 0, s"output parallelism $parOut must divide the output width $outW")
   /** Beats per input row and per output row. */
@@ -18,9 +19,9 @@ final case class WindowParams(channels: Int, height: Int, width: Int, kernel: In
   /** Row buffer depth: k rows for the window plus `stride` so input keeps streaming while a row is emitted. */
   val rows: Int = kernel + stride
   /** Index of the first input row kept for output row oy (rows above it are no longer needed). */
-  def headRow(oy: Int): Int = math.max(0, oy * stride - padding)
+  def headRow(oy: Int): Int = math.max(0, oy * stride - top)
   /** Input rows that must be complete (counted from headRow) before output row oy can be emitted. */
-  def need(oy: Int): Int = math.min(oy * stride - padding + kernel - 1, height - 1) - headRow(oy) + 1
+  def need(oy: Int): Int = math.min(oy * stride - top + kernel - 1, height - 1) - headRow(oy) + 1
   /** Rows released after output row oy: up to the next row's head, or the rest of the image after the last. */
   def pop(oy: Int): Int = if (oy < outH - 1) headRow(oy + 1) - headRow(oy) else height - headRow(oy)
   /** Pixels it can hold: the most beats in flight inside it, in input pixels. */
@@ -37,7 +38,7 @@ final case class WindowParams(channels: Int, height: Int, width: Int, kernel: In
 @instantiable
 class WindowGen(val p: WindowParams) extends Module {
   override def desiredName: String =
-    s"WindowGen_c${p.channels}_${p.height}x${p.width}_k${p.kernel}s${p.stride}p${p.padding}_b${p.bits}_i${p.parIn}o${p.parOut}"
+    s"WindowGen_c${p.channels}_${p.height}x${p.width}_k${p.kernel}s${p.stride}${p.padding.tag}_b${p.bits}_i${p.parIn}o${p.parOut}"
   @public val in = IO(Flipped(Decoupled(Vec(p.parIn * p.channels, UInt(p.bits.W)))))
   @public val out = IO(Decoupled(Vec(p.parOut * p.channels * p.kernel * p.kernel, UInt(p.bits.W))))
 
@@ -74,8 +75,8 @@ class WindowGen(val p: WindowParams) extends Module {
   out.valid := count >= Mux(lastBeat, needLastT(oy), needT(oy))
   private val rowsOut = (0 until p.kernel).map { i =>
     // input row of window row i relative to the head: oy*s - p + i - headRow(oy); invalid rows are padding
-    val rowOff = (0 until p.outH).map(o => o * p.stride - p.padding + i - p.headRow(o))
-    val rowOk = (0 until p.outH).map(o => { val r = o * p.stride - p.padding + i; r >= 0 && r < p.height })
+    val rowOff = (0 until p.outH).map(o => o * p.stride - p.padding.top + i - p.headRow(o))
+    val rowOk = (0 until p.outH).map(o => { val r = o * p.stride - p.padding.top + i; r >= 0 && r < p.height })
     val slot = wrap(head +& table(rowOff.map(math.max(0, _)), log2Ceil(R + 1))(oy))
     val row = Wire(Vec(p.width, UInt(pixBits.W))) // one ring-slot mux per window row, shared by its elements
     row := buf(slot)
@@ -85,7 +86,7 @@ class WindowGen(val p: WindowParams) extends Module {
     val (row, rowOk) = rowsOut(i)
     // the input column of this element for each output beat of the row; outside the image it is padding
     val cands = (0 until p.outBeats).map { b =>
-      val x = (b * p.parOut + q) * p.stride - p.padding + j
+      val x = (b * p.parOut + q) * p.stride - p.padding.left + j
       if (x >= 0 && x < p.width) row(x)((c + 1) * p.bits - 1, c * p.bits) else 0.U(p.bits.W)
     }
     val pix = if (cands.length == 1) cands.head else VecInit(cands)(ob)

@@ -60,9 +60,30 @@ class DesignReadSpec extends AnyFreeSpec with Matchers {
     val d = Design.parse(two)
     d.layers.head.asInstanceOf[Conv2dSpec].weights.slots(0, 1) shouldBe IndexedSeq(Some(Term(0, 1, false)), Some(Term(0, 0, true)))
     Pipeline.plan(d).map(_.adders) shouldBe Seq(2, 1) // x<<1 - x, then + bias
+    // three terms fill four slots per tap (hashiflex.passes.slots_per_tap): pairs never straddle two taps
+    Po2Weights(3, 0, 3, IndexedSeq(2, -3, 1, 0, -1, 2)).slots(0, 2) shouldBe
+      IndexedSeq(Some(Term(0, 1, false)), Some(Term(0, 0, false)), Some(Term(0, 0, true)), None,
+        Some(Term(1, 2, true)), None, Some(Term(1, 1, false)), None)
     error(two.replace("[1,4]", "[1,5]").replace("[9,36]", "[9,45]")) should include("design.layers[0].out_bounds: expected [1, 4]")
     error(two.replace("\"codes\":[2,-1]", "\"codes\":[2]")) should include("design.layers[0].weights.codes: expected 2 entries, found 1")
     error(two.replace("\"terms\":2", "\"terms\":5")) should include("design.layers[0].weights.terms: expected an integer in [1, 4]")
+  }
+  "asymmetric (TF 'SAME') padding is [top, bottom, left, right]; a bad one names the field" in {
+    val padded = good.replace("\"padding\":0", "\"padding\":[1,0,0,1]")
+      .replace("\"in_shape\":[1,3,3],\"out_shape\":[1,3,3]", "\"in_shape\":[1,3,3],\"out_shape\":[1,4,4]")
+      .replace("\"in_shape\":[1,3,3],\"out_shape\":[1,1,1]", "\"in_shape\":[1,4,4],\"out_shape\":[1,1,1]")
+      .replace("\"out_bounds\":[9,63],\"out_width\":6", "\"out_bounds\":[16,112],\"out_width\":7")
+      .replace("\"bounds\":[9,63],\"width\":6", "\"bounds\":[16,112],\"width\":7")
+      .replace("\"ii_cycles_per_image\":9", "\"ii_cycles_per_image\":16")
+    val d = Design.parse(padded)
+    val conv = d.layers.head.asInstanceOf[Conv2dSpec]
+    conv.padding shouldBe Padding(1, 0, 0, 1)
+    conv.pointwise shouldBe false // the padded border needs the line buffer
+    Pipeline.plan(d).map(_.adders) shouldBe Seq(1, 1)
+    val e = intercept[DesignError](Pipeline.plan(Design.parse(padded.replace("\"out_shape\":[1,4,4]", "\"out_shape\":[1,3,3]"))))
+    e.getMessage should include("design.layers[0].out_shape: expected [1, 4, 4], found [1, 3, 3]")
+    error(padded.replace("[1,0,0,1]", "[1,0,0]")) should include("design.layers[0].padding: expected 4 entries, found 3")
+    error(padded.replace("[1,0,0,1]", "[1,0,0,9]")) should include("design.layers[0].padding[3]: expected an integer in [0, 7], found 9")
   }
   "out_bounds that the weights do not give are refused" in {
     val msg = error(broken("\"out_bounds\":[9,63],\"out_width\":6", "\"out_bounds\":[9,64],\"out_width\":7"))
