@@ -85,6 +85,16 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--adder-budget", type=int, default=None, metavar="N",
                    help="auto: total adders of the design (default: what 2 terms everywhere cost)")
     g.add_argument("--bias-correction", action="store_true", help="correct biases for the weights' mean error")
+    g.add_argument("--distill-epochs", type=int, default=d.distill_epochs, metavar="N",
+                   help="fine-tune the Po2 weights for N epochs to match the float model's outputs (distillation, "
+                   "no labels; under torchrun --nproc-per-node K it trains with DDP; default: %(default)s)")
+    g.add_argument("--distill-data", default=None, metavar="DIR",
+                   help="images to distill on (default: --calib-data; evaluate skips them there)")
+    g.add_argument("--distill-images", type=int, default=None, metavar="N",
+                   help="the first N images of it (default: --calib-images)")
+    g.add_argument("--distill-lr", type=float, default=d.distill_lr, help="Adam learning rate (default: %(default)s)")
+    g.add_argument("--distill-batch", type=int, default=d.distill_batch,
+                   help="global batch, split over DDP processes (default: %(default)s)")
     g.add_argument("--target-ii", type=int, default=None, metavar="CYCLES", help="the unroll the adders are "
                    "counted at (as export --target-ii)")
 
@@ -223,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
                               classes=args.classes, calib_images=args.calib_images, preprocess=args.preprocess,
                               padding=args.padding, terms=args.terms, max_terms=args.max_terms, adder_budget=args.adder_budget,
                               bias_correction=args.bias_correction, target_ii=args.target_ii,
+                              distill_epochs=args.distill_epochs, distill_data=args.distill_data,
+                              distill_images=args.distill_images, distill_lr=args.distill_lr,
+                              distill_batch=args.distill_batch,
                               weight_bits=args.weight_bits or 5, edge_bits=args.edge_bits or 8,
                               sparsity=args.sparsity or 0.0, prune_scope=args.prune_scope or "layer")
             r = flow.step_quantize_pretrained(args.work, cfg, progress)

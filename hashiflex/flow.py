@@ -64,6 +64,11 @@ class Config:
     max_terms: int = 3               # largest count "auto" may choose
     adder_budget: int | None = None  # "auto": total adders (default: what 2 terms everywhere would cost)
     bias_correction: bool = False    # correct each bias for the mean error its weights' rounding causes
+    distill_data: str | None = None  # images to distill on (unlabelled; default: data_root)
+    distill_images: int | None = None  # the first N of them (default: calib_images)
+    distill_epochs: int = 0          # distillation fine-tuning of the Po2 weights against the float model
+    distill_lr: float = 1e-4
+    distill_batch: int = 16
 
     def fit_args(self) -> dict:
         return dict(batch=self.batch, optimizer=self.optimizer, augment=self.augment)
@@ -141,8 +146,10 @@ def pretrained_model(arch: str, init: str):
 def step_quantize_pretrained(work: Path, cfg: Config, progress: bool = True) -> dict:
     """The pretrained path: import the torchvision ``cfg.arch`` with weights ``cfg.init``, calibrate activations
     on the first ``cfg.calib_images`` images of ``cfg.data_root`` (streamed: running ranges only), choose the
-    terms per layer (``cfg.terms``; "auto" by sensitivity within ``cfg.adder_budget``), quantize (-> po2.pkl, with
-    the float graph beside it for ``evaluate``). No labels are used."""
+    terms per layer (``cfg.terms``; "auto" by sensitivity within ``cfg.adder_budget``), prune (``cfg.sparsity``),
+    fine-tune the Po2 weights by distillation from the float model (``cfg.distill_epochs`` on the first
+    ``cfg.distill_images`` of ``cfg.distill_data``; under torchrun, with DDP), quantize (-> po2.pkl, with the
+    float graph beside it for ``evaluate``). No labels are used."""
     from .imagenet import ImageFolder, input_type, value_batches
     from .quant.biascorr import bias_correction
 
@@ -171,21 +178,40 @@ def step_quantize_pretrained(work: Path, cfg: Config, progress: bool = True) -> 
 
         terms, opts = choose_terms(g, bits, x, cfg.max_terms, cfg.adder_budget, cfg.target_ii, progress=progress)
         options = [o.to_json() for o in opts]
+    float_g = g  # the float model evaluate compares against (and distillation's teacher)
     if cfg.sparsity:
         from .quant.prune import prune
 
         names = list(bits)
         g = prune(g, cfg.sparsity, cfg.prune_scope, exclude=(names[0], names[-1]))
+    distilled = None
+    if cfg.distill_epochs:
+        from .quant.distill import distill
+
+        data = ImageFolder(cfg.distill_data or cfg.data_root, cfg.classes, preprocess=cfg.preprocess,
+                           limit=cfg.distill_images or cfg.calib_images)
+        work.mkdir(parents=True, exist_ok=True)
+        r = distill(g, data, bits, terms, epochs=cfg.distill_epochs, lr=cfg.distill_lr, batch=cfg.distill_batch,
+                    seed=cfg.seed, teacher=float_g, progress=progress, checkpoint=work / "distill.ck")
+        if r.rank != 0:  # DDP: every process trained; the first writes the result
+            return {"rank": r.rank}
+        (work / "distill.ck").unlink(missing_ok=True)
+        g = r.graph
+        distilled = {"images": len(data), "epochs": cfg.distill_epochs, "steps": r.steps, "loss": r.loss,
+                     "processes": r.world_size}
     q = passes.quantize_weights(g, bits, terms)
     if cfg.bias_correction:
-        q = bias_correction(g, q, x, batch=4)
+        q = bias_correction(float_g, q, x, batch=4)
     work.mkdir(parents=True, exist_ok=True)
     hwm = passes.hw_model(q, cfg.levels_per_stage, cfg.target_ii)
     per_layer = {l.name: l.q.terms for l in q.layers if getattr(l, "q", None) is not None}
-    meta = {"graph": q, "float_graph": g, "config": asdict(cfg), "terms": per_layer, "term_options": options,
-            "adders": int(sum(m.adders for m in hwm)), "weight_sparsity": weight_sparsity(q)}
+    meta = {"graph": q, "float_graph": float_g, "config": asdict(cfg), "terms": per_layer, "term_options": options,
+            "adders": int(sum(m.adders for m in hwm)), "weight_sparsity": weight_sparsity(q), "distill": distilled}
     _write_pickle(work / "po2.pkl", meta)
-    return {"adders": meta["adders"], "terms": per_layer, "weight_sparsity": meta["weight_sparsity"]}
+    out = {"adders": meta["adders"], "terms": per_layer, "weight_sparsity": meta["weight_sparsity"]}
+    if distilled:
+        out["distill_loss"] = distilled["loss"]
+    return out
 
 
 def _write_pickle(path: Path, obj) -> None:
@@ -204,7 +230,7 @@ def step_evaluate(work: Path, data: str, classes: str | None = None, limit: int 
                   start: int | None = None, golden: bool = True, progress: bool = True) -> dict:
     """Top-1/top-5 on an ImageNet-style folder of the float model, the fake-quant model and the integer golden
     model of WORK/po2.pkl (pretrained path), and their top-1 agreement. ``start`` (default: past the calibration
-    images when ``data`` is the calibration folder) skips the first images."""
+    and distillation images when ``data`` is their folder) skips the first images."""
     from tqdm.auto import tqdm
 
     from .imagenet import ImageFolder
@@ -215,9 +241,11 @@ def step_evaluate(work: Path, data: str, classes: str | None = None, limit: int 
         raise ValueError(f"{work / 'po2.pkl'}: evaluate needs the pretrained path's po2.pkl (hashiflex quantize "
                          "--arch ... --init ... --calib-data DIR)")
     cfg = Config(**meta["config"])
-    if start is None:
-        same = Path(data).resolve() == Path(cfg.data_root).resolve()
-        start = cfg.calib_images if same else 0
+    if start is None:  # past the images the quantization saw (calibration, distillation) in this folder
+        here = Path(data).resolve()
+        start = cfg.calib_images if here == Path(cfg.data_root).resolve() else 0
+        if cfg.distill_epochs and here == Path(cfg.distill_data or cfg.data_root).resolve():
+            start = max(start, cfg.distill_images or cfg.calib_images)
     ds = ImageFolder(data, classes, preprocess=cfg.preprocess, start=start, limit=limit)
     if not len(ds):
         raise ValueError(f"{data}: no images left after skipping the first {start}")

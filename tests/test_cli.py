@@ -82,22 +82,25 @@ def test_the_pretrained_path_quantizes_and_evaluates_a_users_weights_and_folder(
     work = tmp_path / "w"
     assert main(["quantize", "--work", str(work), "--init", str(pretrained_files / "weights.pth"), "--calib-data",
                  str(pretrained_files / "data"), "--calib-images", "1", "--terms", "2", "--padding", "tf",
-                 "--no-progress"]) == 0
+                 "--distill-epochs", "1", "--distill-images", "2", "--no-progress"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out["terms"].values()) == {2} and out["adders"] > 0
     from hashiflex.flow import load_quantized
     from hashiflex.ir import Conv2d
 
     q, meta = load_quantized(work)
+    assert meta["distill"]["images"] == 2 and meta["distill"]["steps"] == 1 and len(out["distill_loss"]) == 1
+    assert not (work / "distill.ck").exists()
     for g in (q, meta["float_graph"]):  # TF 'SAME': the stride-2 convs on even maps pad only below and right
         pads = {l.pads for l in g.layers if isinstance(l, Conv2d) and l.stride == 2}
         assert pads == {(0, 1, 0, 1)}, pads
     assert main(["evaluate", "--work", str(work), "--data", str(pretrained_files / "data"), "--json",
                  str(work / "ev.json"), "--no-progress"]) == 0
     text = capsys.readouterr().out
-    assert "2 images of" in text and "(from image 1)" in text and "golden" in text  # past the calibration image
+    # past the calibration image and the two distillation images
+    assert "1 images of" in text and "(from image 2)" in text and "golden" in text
     r = json.loads((work / "ev.json").read_text())
-    assert r["images"] == 2 and r["golden_equals_fake_quant"] is True
+    assert r["images"] == 1 and r["golden_equals_fake_quant"] is True
     assert set(r["models"]) == {"float", "fake_quant", "golden"}
     for m in r["models"].values():
         assert 0 <= m["top1"] <= m["top5"] <= 1

@@ -33,28 +33,6 @@ def test_allocation_fits_the_budget_and_more_budget_never_hurts():
     assert allocate(costs, damage, 1000, {"a": (2,), "b": (1, 2)}) == {"a": 2, "b": 2}
 
 
-@pytest.fixture(scope="module")
-def trained_mini():
-    """A MobileNetV2-structured network (inverted residuals, depthwise, ReLU6, linear bottlenecks) trained on
-    the digits in the test, imported and calibrated."""
-    from hashiflex.data import digits
-    from hashiflex.models import mobilenet_v2_mini
-    from hashiflex.passes import calibrate_activations, import_torch
-    from hashiflex.quant.fakequant import activation_ranges
-    from hashiflex.train import train_float
-
-    ds = digits()
-    torch.manual_seed(0)
-    m = mobilenet_v2_mini(width=0.5, num_classes=10, last_channel=64, cifar=True)
-    m.features[2].conv[1][0].stride = (1, 1)
-    c0 = m.features[0][0]
-    m.features[0][0] = torch.nn.Conv2d(1, c0.out_channels, 3, 1, 1, bias=False)
-    train_float(m, ds, epochs=15, lr=3e-3, progress=False, batch=64, optimizer="adam")
-    g = import_torch(m.eval(), ds.input, name="mini")
-    g = calibrate_activations(g, activation_ranges(g, ds.value(ds.x_train[:256])))
-    return g, ds
-
-
 @pytest.mark.slow
 def test_terms_chosen_by_sensitivity_keep_a_trained_network_that_one_term_po2_damages(trained_mini):
     from hashiflex import ref

@@ -1,0 +1,124 @@
+"""Distillation fine-tuning of a Po2 MobileNetV2-1.0-224 (real pretrained weights) on real ImageNet images: top-1
+before (post-training rounding) and after fine-tuning the Po2 weights to match the float model's outputs.
+
+Calibrates and distills on the first ``--calib`` images of the folder (sorted order; no labels used) and reports
+on the next ``--images``. Each configuration (``--configs``: "1" one term everywhere, "2", ..., optionally with
+pruning as "1@0.5") reports top-1/top-5 of the fake-quant model (equal to the integer golden model exactly, which
+this script checks on ``--golden-images`` images) and the top-1 agreement with the float model, before and
+after, the distillation loss per epoch and the adders. The baseline is the float model on the same images, run
+in the same script. Results: benchmarks/results/distill_mobilenet_imagenet.json.
+
+    python benchmarks/distill_mobilenet_imagenet.py [--padding tf] [--calib 64] [--images 436] [--epochs 8]
+        [--configs 1,1@0.5] [--lr 1e-4] [--batch 16]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--weights", type=Path, default=SHARED / "models/mobilenet_v2_coral/mobilenet_v2_coral.pth")
+    ap.add_argument("--data", type=Path, default=SHARED / "data/imagenet-dev")
+    ap.add_argument("--padding", choices=["torch", "tf"], default="tf")
+    ap.add_argument("--calib", type=int, default=64, help="calibration and distillation images (the first ones)")
+    ap.add_argument("--images", type=int, default=436, help="report images after them")
+    ap.add_argument("--bits", type=int, default=5)
+    ap.add_argument("--edge-bits", type=int, default=8)
+    ap.add_argument("--configs", default="1,1@0.5", help="terms per weight everywhere [@ sparsity], comma-separated")
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--golden-images", type=int, default=16)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/distill_mobilenet_imagenet.json")
+    args = ap.parse_args()
+
+    from hashiflex import ref
+    from hashiflex.flow import Config, layer_bits, pretrained_model
+    from hashiflex.imagenet import ImageFolder, input_type, value_batches
+    from hashiflex.passes import calibrate_activations, hw_model, import_torch, quantize_weights, same_padding
+    from hashiflex.quant.distill import distill
+    from hashiflex.quant.fakequant import FakeQuantNet, activation_ranges
+    from hashiflex.quant.prune import prune
+
+    t0 = time.perf_counter()
+    inp = input_type()
+    g = same_padding(import_torch(pretrained_model("mobilenet_v2", str(args.weights)), inp, name="mobilenet_v2"),
+                     args.padding)
+    calib = ImageFolder(args.data, limit=args.calib)
+    g = calibrate_activations(g, activation_ranges(g, value_batches(calib, 8), progress=True))
+    bits = layer_bits(g, Config(weight_bits=args.bits, edge_bits=args.edge_bits))
+    names = list(bits)
+    x_rep, y_rep = ImageFolder(args.data, start=args.calib, limit=args.images).arrays()
+    x_val = x_rep * 2.0 ** inp.type.exp
+
+    def logits(net, dtype):
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(x_val), 8):
+                out.append(net(torch.as_tensor(x_val[i:i + 8], dtype=dtype)).double().numpy())
+        return np.concatenate(out)
+
+    def topk(lg, k):
+        return float((np.argsort(-lg, 1, kind="stable")[:, :k] == y_rep[:, None]).any(1).mean())
+
+    f_logits = logits(FakeQuantNet(g, quantize=False).float().eval(), torch.float32)
+    f_top1 = f_logits.argmax(1)
+
+    def point(q):
+        lg = logits(FakeQuantNet(q).double().eval(), torch.float64)
+        n = min(args.golden_images, len(x_rep))
+        exact = bool(np.array_equal(ref.run(q, x_rep[:n]), lg[:n] / 2.0 ** ref.output_exp(q)))
+        if not exact:
+            raise SystemExit("the golden model and fake-quant differ: the ladder is broken")
+        return {"top1": topk(lg, 1), "top5": topk(lg, 5), "agreement": float((lg.argmax(1) == f_top1).mean()),
+                "golden_images_checked": n, "golden_equals_fake_quant": exact}
+
+    res = {"model": args.weights.name, "data": args.data.name, "padding": args.padding, "bits": args.bits,
+           "edge_bits": args.edge_bits, "calibration_and_distillation_images": len(calib),
+           "report_images": {"count": len(y_rep), "first": args.calib, "selection": "sorted ImageFolder order"},
+           "epochs": args.epochs, "lr": args.lr, "batch": args.batch,
+           "float": {"top1": topk(f_logits, 1), "top5": topk(f_logits, 5)}, "points": [],
+           "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+           "command": f"python benchmarks/distill_mobilenet_imagenet.py --padding {args.padding} --calib "
+                      f"{args.calib} --images {args.images} --epochs {args.epochs} --configs {args.configs} "
+                      f"--lr {args.lr} --batch {args.batch} --out {args.out.name}"}
+    print(f"float: top-1 {100 * res['float']['top1']:.2f} % on {len(y_rep)} images")
+    for spec in args.configs.split(","):
+        k, _, sp = spec.partition("@")
+        terms, sparsity = int(k), float(sp or 0)
+        t = time.perf_counter()
+        start = prune(g, sparsity, "layer", exclude=(names[0], names[-1])) if sparsity else g
+        before = quantize_weights(start, bits, terms)
+        p = {"terms": terms, "sparsity": sparsity, "adders": int(sum(m.adders for m in hw_model(before, 4)
+                                                                    if m.op in ("conv2d", "linear")))}
+        p["ptq"] = point(before)
+        print(f"{spec}: PTQ top-1 {100 * p['ptq']['top1']:.2f} %", flush=True)
+        r = distill(start, calib, bits, terms, epochs=args.epochs, lr=args.lr, batch=args.batch, teacher=g)
+        after = quantize_weights(r.graph, bits, terms)
+        p["distilled"] = point(after)
+        p["distill_loss"], p["distill_steps"] = r.loss, r.steps
+        p["adders_after"] = int(sum(m.adders for m in hw_model(after, 4) if m.op in ("conv2d", "linear")))
+        p["seconds"] = time.perf_counter() - t
+        res["points"].append(p)
+        print(f"{spec}: distilled top-1 {100 * p['distilled']['top1']:.2f} % (agree "
+              f"{100 * p['distilled']['agreement']:.1f} %), loss {[round(v, 3) for v in r.loss]}, "
+              f"{p['seconds']:.0f} s", flush=True)
+        res["seconds"] = time.perf_counter() - t0
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(res, indent=2) + "\n")  # after every point: a partial run keeps its results
+    print(f"-> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
