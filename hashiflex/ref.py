@@ -32,6 +32,27 @@ def _guard(x: np.ndarray, wint: np.ndarray) -> int:
     return xmax * int(np.abs(wint.reshape(wint.shape[0], -1)).sum(axis=1).max(initial=0))
 
 
+_EXACT_F32 = 1 << 24
+_MAX_PARTS = 4
+
+
+def weight_parts(x_max: int, wint: np.ndarray) -> tuple[int, list[np.ndarray]] | None:
+    """Split integer weights into digit planes w = sum_j p_j * 2**(b*j) (|p_j| < 2**b, the sign of w) so that
+    every plane's convolution with inputs of magnitude <= ``x_max`` is exact in float32: x_max * sum_k |p_jk| <
+    2**24 bounds every product and partial sum of every output, in any summation order. Returns (b, planes),
+    the fewest planes (up to 4) that are exact, or None when even 4 are not."""
+    mag = np.abs(wint.astype(np.int64))
+    sign = np.sign(wint).astype(np.int64)
+    rows = mag.reshape(mag.shape[0], -1)
+    top = int(mag.max(initial=0)).bit_length()
+    for parts in range(1, _MAX_PARTS + 1):
+        b = max(1, -(-top // parts))
+        planes = [(rows >> (b * j)) & ((1 << b) - 1) for j in range(parts)]
+        if all(x_max * int(p.sum(axis=1).max(initial=0)) < _EXACT_F32 for p in planes):
+            return b, [(p.reshape(mag.shape) * sign) for p in planes]
+    return None
+
+
 def conv2d_int(x: np.ndarray, wint: np.ndarray, bias: np.ndarray, stride: int,
                padding: int | tuple[int, int, int, int], groups: int = 1) -> np.ndarray:
     """x (N, C, H, W) int64, wint (O, C/groups, k, k) int64 -> (N, O, OH, OW) exact integer accumulators.
@@ -69,9 +90,12 @@ def conv2d_int(x: np.ndarray, wint: np.ndarray, bias: np.ndarray, stride: int,
     return acc + bias.reshape(1, -1, 1, 1)
 
 
-def run(g: Graph, x: np.ndarray, trace: bool = False):
+def run(g: Graph, x: np.ndarray, trace: bool = False, fast: bool = True):
     """Run the quantized graph on integer inputs ``x`` (N, C, H, W). Returns the integer outputs
-    (N, features) or, with ``trace``, also a dict layer name -> integer activation."""
+    (N, features) or, with ``trace``, also a dict layer name -> integer activation.
+
+    ``fast`` (default): the same arithmetic through torch's float kernels where the annotated bounds prove it
+    exact (:func:`run_torch`), else, and with ``fast=False``, in NumPy int64 as written below (the spec)."""
     infos = annotate(g)
     lo, hi = g.input.type.range
     x = np.asarray(x)
@@ -83,6 +107,10 @@ def run(g: Graph, x: np.ndarray, trace: bool = False):
     for info in infos:
         if max(abs(info.out_bounds[0]), abs(info.out_bounds[1])) >= _INT64_SAFE:
             raise ValueError(f"layer {info.name!r}: bounds {info.out_bounds} exceed int64")
+    if fast:
+        out = run_torch(g, x, infos, trace)
+        if out is not None:
+            return out
     acts = {"input": x.astype(np.int64)}
     exps = {"input": g.input.type.exp}
     sources = g.sources()
@@ -103,6 +131,8 @@ def run(g: Graph, x: np.ndarray, trace: bool = False):
             y = requant(y, info.shift, *layer.clamp())
         elif isinstance(layer, SumPool):
             y = y.sum(axis=(2, 3))
+        else:
+            raise TypeError(f"layer {layer.name!r}: no golden function for {type(layer).__name__}")
         acts[layer.name] = y
         exps[layer.name] = info.out_exp
         if not trace:  # free the activations no later layer reads
@@ -119,3 +149,118 @@ def run(g: Graph, x: np.ndarray, trace: bool = False):
 
 def output_exp(g: Graph) -> int:
     return annotate(g)[-1].out_exp
+
+
+def _bound(b: tuple[int, int]) -> int:
+    return max(abs(int(b[0])), abs(int(b[1])))
+
+
+def run_torch(g: Graph, x: np.ndarray, infos=None, trace: bool = False):
+    """:func:`run`'s arithmetic on torch tensors of exact integers (float32 where every value is below 2**24,
+    float64 below 2**53), or None when the bounds do not prove that for every layer.
+
+    Proof per layer, from :func:`hashiflex.passes.annotate`'s exact bounds: a conv/linear runs in float32 on the
+    digit planes of its weights (:func:`weight_parts`: in_bound * sum |plane| < 2**24 for every output), whose
+    results are summed, shifted, in float64 with the bias (out_bounds < 2**53); a requantize, add or pool is a
+    float64 multiply by a power of two, a floor and a clamp, exact below 2**53. Results are then those of the
+    int64 model bit for bit (the tests hold them equal on random graphs).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    infos = annotate(g) if infos is None else infos
+    for info in infos:
+        if max(_bound(info.out_bounds), _bound(info.in_bounds)) >= _EXACT_F64:
+            return None
+    plans, guards = {}, {}
+    out_exp = {"input": g.input.type.exp}
+    out_b = {"input": _bound(g.input.type.range)}
+    for layer, info, srcs in zip(g.layers, infos, g.sources()):
+        out_exp[layer.name], out_b[layer.name] = info.out_exp, _bound(info.out_bounds)
+        if isinstance(layer, Add):  # the aligned operands and their sum
+            guards[layer.name] = sum(out_b[s] << (out_exp[s] - info.acc_exp) for s in srcs)
+            if guards[layer.name] + (1 << max(info.shift - 1, 0)) >= _EXACT_F64:
+                return None
+        if isinstance(layer, (Conv2d, Linear)):
+            in_b = _bound(info.in_bounds)
+            # bounds any partial sum of the planes and the bias
+            guards[layer.name] = _guard(np.array([in_b]), layer.q.int_weights()) + int(
+                np.abs(layer.bias_int).max(initial=0))
+            if guards[layer.name] >= _EXACT_F64:
+                return None
+            split = weight_parts(in_b, layer.q.int_weights()) if in_b < _EXACT_F32 else None
+            if split is None:
+                return None
+            b, planes = split
+            plans[layer.name] = [(b * j, torch.from_numpy(p.astype(np.float32))) for j, p in enumerate(planes)
+                                 if p.any()]
+    sources = g.sources()
+    last_use = {s: i for i, srcs in enumerate(sources) for s in srcs}
+    exps = {"input": g.input.type.exp}
+    acts = {"input": torch.from_numpy(np.asarray(x, dtype=np.float32))}
+    with torch.no_grad():
+        for i, (layer, info, srcs) in enumerate(zip(g.layers, infos, sources)):
+            y = acts[srcs[0]]
+            if isinstance(layer, (Conv2d, Linear)):
+                if isinstance(layer, Conv2d):
+                    if not isinstance(layer.padding, int):
+                        t, bot, l, r = layer.pads
+                        y = F.pad(y, (l, r, t, bot))
+                    pad = layer.padding if isinstance(layer.padding, int) else 0
+
+                    def op(w, y=y, layer=layer, pad=pad):
+                        return F.conv2d(y, w, stride=layer.stride, padding=pad, groups=layer.groups)
+                else:
+                    y = y.reshape(y.shape[0], -1)
+
+                    def op(w, y=y):
+                        return F.linear(y, w)
+                # float32 throughout when the whole sum stays below 2**24, else the planes meet in float64
+                dt = torch.float32 if guards[layer.name] < _EXACT_F32 else torch.float64
+                acc = None
+                for shift, w in plans[layer.name]:
+                    part = op(w).to(dt)
+                    if shift:
+                        part.mul_(float(2 ** shift))
+                    acc = part if acc is None else acc.add_(part)
+                bias = torch.from_numpy(layer.bias_int.astype(np.float64)).to(dt)
+                shape = (1, -1, 1, 1) if isinstance(layer, Conv2d) else (1, -1)
+                if acc is None:  # all-zero weights
+                    oc, oh, ow = info.out_shape
+                    acc = torch.zeros((y.shape[0], oc, oh, ow) if isinstance(layer, Conv2d) else (y.shape[0], oc),
+                                      dtype=dt)
+                y = acc.add_(bias.reshape(shape))
+            elif isinstance(layer, (Requant, Add)):
+                s = info.shift
+                if isinstance(layer, Add):
+                    e = info.acc_exp
+                    sa, sb = exps[srcs[0]] - e, exps[srcs[1]] - e
+                    dt = torch.float32 if guards[layer.name] < _EXACT_F32 else torch.float64
+                    y = y.to(dt) * float(2 ** sa) + acts[srcs[1]].to(dt) * float(2 ** sb)
+                else:  # the rounding offset must stay exact too
+                    dt = torch.float32 if _bound(info.in_bounds) + (1 << max(s - 1, 0)) < _EXACT_F32 else torch.float64
+                    y = y.to(dt, copy=True)
+                if s > 0:
+                    y = y.add_(float(2 ** (s - 1))).mul_(float(2.0 ** -s)).floor_()
+                elif s < 0:
+                    y = y.mul_(float(2 ** -s))
+                lo, hi = layer.clamp()
+                y = y.clamp_(float(lo), float(hi))
+            elif isinstance(layer, SumPool):
+                y = y.double().sum(dim=(2, 3))
+            else:
+                raise TypeError(f"layer {layer.name!r}: no golden function for {type(layer).__name__}")
+            if _bound(info.out_bounds) < _EXACT_F32:
+                y = y.float()
+            acts[layer.name] = y
+            exps[layer.name] = info.out_exp
+            if not trace:
+                for src in srcs:
+                    if last_use[src] == i:
+                        acts.pop(src, None)
+    y = acts[g.layers[-1].name]
+    y = y.reshape(y.shape[0], -1).double().numpy().astype(np.int64)
+    if trace:
+        del acts["input"]
+        return y, {k: v.double().numpy().astype(np.int64) for k, v in acts.items()}
+    return y

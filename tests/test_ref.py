@@ -66,3 +66,39 @@ def test_input_out_of_range_is_refused():
         ref.run(g, x)
     with pytest.raises(ValueError, match=r"input: expected shape"):
         ref.run(g, x[:, :, :1])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2 ** 32 - 1), st.integers(1, 3), st.booleans(), st.booleans())
+def test_the_torch_path_computes_the_int64_model_bit_for_bit(seed, max_terms, asym_pad, dag):
+    """run's default path (torch float kernels on digit planes, exact by the bounds) == the NumPy int64 spec,
+    outputs and every traced activation."""
+    g = random_graph(seed, max_terms=max_terms, asym_pad=asym_pad, dag=dag, convs=3 if dag else None)
+    x = random_inputs(g, 4, seed)
+    assert ref.run_torch(g, x) is not None
+    y, acts = ref.run(g, x, trace=True)
+    y_np, acts_np = ref.run(g, x, trace=True, fast=False)
+    assert y.dtype == y_np.dtype == np.int64 and np.array_equal(y, y_np)
+    assert acts.keys() == acts_np.keys() and all(np.array_equal(acts[k], acts_np[k]) for k in acts)
+
+
+def test_weight_planes_rebuild_the_weights_and_keep_every_sum_below_2_to_24():
+    rng = np.random.default_rng(0)
+    w = rng.integers(-(1 << 20), 1 << 20, size=(6, 64, 3, 3))
+    b, planes = ref.weight_parts(255, w)
+    assert len(planes) > 1  # one plane would overflow float32's 24 bits
+    assert np.array_equal(sum(p << (b * j) for j, p in enumerate(planes)), w)
+    for p in planes:
+        assert np.all(np.abs(p) < 1 << b) and 255 * np.abs(p).reshape(6, -1).sum(1).max() < 1 << 24
+    assert ref.weight_parts(1 << 23, w) is None  # no split is exact: run falls back to NumPy
+
+
+def test_values_no_float_split_proves_exact_fall_back_to_numpy():
+    from hashiflex.ir import Graph, Input, Linear, Po2Weights, SumPool, TensorType
+
+    codes = np.full((2, 3), 31)  # 6-bit codes: weights 2**30 units, on 16-bit inputs summed over 64 pixels
+    g = Graph("big", Input(3, 8, 8, TensorType(16, True, 0)), [
+        SumPool("pool"), Linear("fc", np.zeros((2, 3)), np.zeros(2), Po2Weights(codes, 0, 6), np.zeros(2, np.int64))])
+    x = np.full((2, 3, 8, 8), -(1 << 15))
+    assert ref.run_torch(g, x) is None  # 2**21 inputs times 2**30 weights: no 4 planes stay below 2**24
+    assert np.array_equal(ref.run(g, x), np.full((2, 2), 3 * 64 * -(1 << 15) * (1 << 30)))
