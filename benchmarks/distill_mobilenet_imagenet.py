@@ -1,9 +1,9 @@
 """Distillation fine-tuning of a Po2 MobileNetV2-1.0-224 (real pretrained weights) on real ImageNet images: top-1
 before (post-training rounding) and after fine-tuning the Po2 weights to match the float model's outputs.
 
-Calibrates and distills on the first ``--calib`` images of the folder (sorted order; no labels used) and reports
-on the next ``--images``. Each configuration (``--configs``: "1" one term everywhere, "2", ..., optionally with
-pruning as "1@0.5") reports top-1/top-5 of the fake-quant model (equal to the integer golden model exactly, which
+Calibrates (and, unless ``--distill-data`` names other images, distills) on the first ``--calib`` images of the
+folder (sorted order; no labels used) and reports on the next ``--images``. Each configuration (``--configs``: "1" one term everywhere, "2", ..., optionally with
+pruning as "1@0.5", or "json:auto 2x" for the per-layer terms of that point in ``--terms-from``) reports top-1/top-5 of the fake-quant model (equal to the integer golden model exactly, which
 this script checks on ``--golden-images`` images) and the top-1 agreement with the float model, before and
 after, the distillation loss per epoch and the adders. The baseline is the float model on the same images, run
 in the same script. Results: benchmarks/results/distill_mobilenet_imagenet.json.
@@ -35,7 +35,14 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=436, help="report images after them")
     ap.add_argument("--bits", type=int, default=5)
     ap.add_argument("--edge-bits", type=int, default=8)
-    ap.add_argument("--configs", default="1,1@0.5", help="terms per weight everywhere [@ sparsity], comma-separated")
+    ap.add_argument("--configs", default="1,1@0.5", help="terms per weight everywhere, or json:<point name>, "
+                    "[@ sparsity], comma-separated")
+    ap.add_argument("--terms-from", type=Path, default=ROOT / "benchmarks/results/po2_mobilenet_imagenet_tf.json",
+                    help="po2_mobilenet_imagenet.py results, for configs 'json:<point name>' (its per-layer terms)")
+    ap.add_argument("--distill-data", type=Path, default=None,
+                    help="images to distill on (an ImageFolder or an .npz of uint8 NHWC images such as "
+                    "../shared/data/cifar10/cifar10_train.npz, resized; default: the calibration images)")
+    ap.add_argument("--distill-images", type=int, default=None, help="the first N of --distill-data")
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--batch", type=int, default=16)
@@ -45,7 +52,7 @@ def main() -> None:
 
     from hashiflex import ref
     from hashiflex.flow import Config, layer_bits, pretrained_model
-    from hashiflex.imagenet import ImageFolder, input_type, value_batches
+    from hashiflex.imagenet import ImageFolder, image_source, input_type, value_batches
     from hashiflex.passes import calibrate_activations, hw_model, import_torch, quantize_weights, same_padding
     from hashiflex.quant.distill import distill
     from hashiflex.quant.fakequant import FakeQuantNet, activation_ranges
@@ -60,6 +67,7 @@ def main() -> None:
     bits = layer_bits(g, Config(weight_bits=args.bits, edge_bits=args.edge_bits))
     names = list(bits)
     x_rep, y_rep = ImageFolder(args.data, start=args.calib, limit=args.images).arrays()
+    distill_data = calib if args.distill_data is None else image_source(args.distill_data, limit=args.distill_images)
     x_val = x_rep * 2.0 ** inp.type.exp
 
     def logits(net, dtype):
@@ -85,26 +93,35 @@ def main() -> None:
                 "golden_images_checked": n, "golden_equals_fake_quant": exact}
 
     res = {"model": args.weights.name, "data": args.data.name, "padding": args.padding, "bits": args.bits,
-           "edge_bits": args.edge_bits, "calibration_and_distillation_images": len(calib),
+           "edge_bits": args.edge_bits, "calibration_images": len(calib),
+           "distillation_images": {"count": len(distill_data), "source": str(args.distill_data or "calibration")},
            "report_images": {"count": len(y_rep), "first": args.calib, "selection": "sorted ImageFolder order"},
            "epochs": args.epochs, "lr": args.lr, "batch": args.batch,
            "float": {"top1": topk(f_logits, 1), "top5": topk(f_logits, 5)}, "points": [],
            "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
            "command": f"python benchmarks/distill_mobilenet_imagenet.py --padding {args.padding} --calib "
                       f"{args.calib} --images {args.images} --epochs {args.epochs} --configs {args.configs} "
-                      f"--lr {args.lr} --batch {args.batch} --out {args.out.name}"}
+                      f"--lr {args.lr} --batch {args.batch} --out {args.out.name}"
+                      + (f" --distill-data {args.distill_data} --distill-images {args.distill_images}"
+                         if args.distill_data else "")}
     print(f"float: top-1 {100 * res['float']['top1']:.2f} % on {len(y_rep)} images")
     for spec in args.configs.split(","):
         k, _, sp = spec.partition("@")
-        terms, sparsity = int(k), float(sp or 0)
+        sparsity = float(sp or 0)
+        if k.startswith("json:"):  # per-layer terms of a point of po2_mobilenet_imagenet.py's results
+            point_name = k[5:]
+            src = json.loads(args.terms_from.read_text())
+            terms = next(p["terms"] for p in src["points"] if p["name"] == point_name)
+        else:
+            terms = int(k)
         t = time.perf_counter()
         start = prune(g, sparsity, "layer", exclude=(names[0], names[-1])) if sparsity else g
         before = quantize_weights(start, bits, terms)
-        p = {"terms": terms, "sparsity": sparsity, "adders": int(sum(m.adders for m in hw_model(before, 4)
+        p = {"config": spec, "terms": terms, "sparsity": sparsity, "adders": int(sum(m.adders for m in hw_model(before, 4)
                                                                     if m.op in ("conv2d", "linear")))}
         p["ptq"] = point(before)
         print(f"{spec}: PTQ top-1 {100 * p['ptq']['top1']:.2f} %", flush=True)
-        r = distill(start, calib, bits, terms, epochs=args.epochs, lr=args.lr, batch=args.batch, teacher=g)
+        r = distill(start, distill_data, bits, terms, epochs=args.epochs, lr=args.lr, batch=args.batch, teacher=g)
         after = quantize_weights(r.graph, bits, terms)
         p["distilled"] = point(after)
         p["distill_loss"], p["distill_steps"] = r.loss, r.steps

@@ -89,7 +89,8 @@ def parser() -> argparse.ArgumentParser:
                    help="fine-tune the Po2 weights for N epochs to match the float model's outputs (distillation, "
                    "no labels; under torchrun --nproc-per-node K it trains with DDP; default: %(default)s)")
     g.add_argument("--distill-data", default=None, metavar="DIR",
-                   help="images to distill on (default: --calib-data; evaluate skips them there)")
+                   help="images to distill on: an ImageFolder (default: --calib-data; evaluate skips them there) "
+                   "or an .npz of uint8 NHWC images (e.g. CIFAR-10, resized; labels are not used)")
     g.add_argument("--distill-images", type=int, default=None, metavar="N",
                    help="the first N images of it (default: --calib-images)")
     g.add_argument("--distill-lr", type=float, default=d.distill_lr, help="Adam learning rate (default: %(default)s)")

@@ -186,10 +186,11 @@ def step_quantize_pretrained(work: Path, cfg: Config, progress: bool = True) -> 
         g = prune(g, cfg.sparsity, cfg.prune_scope, exclude=(names[0], names[-1]))
     distilled = None
     if cfg.distill_epochs:
+        from .imagenet import image_source
         from .quant.distill import distill
 
-        data = ImageFolder(cfg.distill_data or cfg.data_root, cfg.classes, preprocess=cfg.preprocess,
-                           limit=cfg.distill_images or cfg.calib_images)
+        data = image_source(cfg.distill_data or cfg.data_root, cfg.classes, cfg.distill_images or cfg.calib_images,
+                            cfg.preprocess)
         work.mkdir(parents=True, exist_ok=True)
         r = distill(g, data, bits, terms, epochs=cfg.distill_epochs, lr=cfg.distill_lr, batch=cfg.distill_batch,
                     seed=cfg.seed, teacher=float_g, progress=progress, checkpoint=work / "distill.ck")

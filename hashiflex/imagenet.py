@@ -130,6 +130,42 @@ class ImageFolder(torch.utils.data.Dataset):
         return np.stack([x.numpy() for x in xs]).astype(np.int64), np.asarray(ys, dtype=np.int64)
 
 
+class ArrayImages(torch.utils.data.Dataset):
+    """Unlabelled natural images from an ``.npz`` of uint8 NHWC RGB images (key ``x``, as
+    ``../shared/data/cifar10``), resized (PIL bilinear) to ``size`` and given the IR's integer input, for
+    distillation, which needs images but no labels. Items are (int16 image, 0)."""
+
+    def __init__(self, path, size: int = 224, limit: int | None = None, preprocess: str = "inception"):
+        check_preprocess(preprocess)
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"image array file {path} does not exist")
+        with np.load(path) as z:
+            if "x" not in z.files:
+                raise ValueError(f"{path}: expected an array 'x' of uint8 images (N, H, W, 3), found {z.files}")
+            x = z["x"][:limit] if limit is not None else z["x"]
+        if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != np.uint8:
+            raise ValueError(f"{path}: 'x': expected uint8 images (N, H, W, 3), found {x.dtype} {x.shape}")
+        self.x, self.size = x, size
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        im = Image.fromarray(self.x[i]).resize((self.size, self.size), Image.BILINEAR)
+        x = np.asarray(im, dtype=np.int16)
+        return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)) - 128), 0
+
+
+def image_source(path, classes=None, limit: int | None = None, preprocess: str = "inception"):
+    """An ImageFolder, or :class:`ArrayImages` for an ``.npz`` file (unlabelled images)."""
+    if str(path).endswith(".npz"):
+        return ArrayImages(path, limit=limit, preprocess=preprocess)
+    return ImageFolder(path, classes, preprocess=preprocess, limit=limit)
+
+
 def value_batches(ds: ImageFolder, batch: int = 16, exp: int = -7):
     """The images as float64 value-domain batches (for calibration): x * 2**exp, streamed."""
     for x, _ in ds.loader(batch):

@@ -62,3 +62,29 @@ def test_bad_folders_are_refused_naming_what_is_wrong(tmp_path):
     bad.write_bytes(b"not an image")
     with pytest.raises(ValueError, match="broken.png: not a readable image"):
         load_image(bad)
+
+
+def test_array_images_are_resized_to_the_exact_int8_input_and_bad_files_refused(tmp_path):
+    from hashiflex.imagenet import ArrayImages, image_source
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(5, 32, 32, 3), dtype=np.uint8)
+    x[0] = 255  # a flat white image stays 127 everywhere after resizing
+    np.savez(tmp_path / "imgs.npz", x=x, y=np.zeros(5))
+    ds = image_source(tmp_path / "imgs.npz", limit=3)
+    assert isinstance(ds, ArrayImages) and len(ds) == 3
+    im, label = ds[0]
+    assert im.shape == (3, 224, 224) and im.dtype == torch.int16 and label == 0
+    assert int(im.min()) == int(im.max()) == 127
+    small = ArrayImages(tmp_path / "imgs.npz", size=32)[1][0]
+    assert np.array_equal(small.numpy(), x[1].transpose(2, 0, 1).astype(np.int16) - 128)  # same size: unchanged
+    np.savez(tmp_path / "bad.npz", images=x)
+    with pytest.raises(ValueError, match=r"bad.npz: expected an array 'x' of uint8 images \(N, H, W, 3\), found "
+                                         r"\['images'\]"):
+        ArrayImages(tmp_path / "bad.npz")
+    np.savez(tmp_path / "gray.npz", x=x[..., 0])
+    with pytest.raises(ValueError, match=r"gray.npz: 'x': expected uint8 images \(N, H, W, 3\), found uint8 "
+                                         r"\(5, 32, 32\)"):
+        ArrayImages(tmp_path / "gray.npz")
+    with pytest.raises(FileNotFoundError, match="image array file .*missing.npz does not exist"):
+        ArrayImages(tmp_path / "missing.npz")
