@@ -252,6 +252,7 @@ def step_evaluate(work: Path, data: str, classes: str | None = None, limit: int 
         raise ValueError(f"{data}: no images left after skipping the first {start}")
     fnet = FakeQuantNet(meta["float_graph"], quantize=False).float().eval()
     qnet = FakeQuantNet(q).double().eval()
+    gold = ref.Golden(q)  # analysed once for every batch
     exp = q.input.type.exp
     outs = {"float": [], "fake_quant": [], "golden": []}
     ys = []
@@ -261,7 +262,7 @@ def step_evaluate(work: Path, data: str, classes: str | None = None, limit: int 
             outs["float"].append(fnet(v.float()).double().numpy())
             outs["fake_quant"].append(qnet(v).numpy())
             if golden:
-                outs["golden"].append(ref.run(q, x.numpy().astype(np.int64)).astype(np.float64))
+                outs["golden"].append(gold.run(x.numpy().astype(np.int64)).astype(np.float64))
             ys.append(y.numpy())
     y = np.concatenate(ys)
     res = {"images": int(len(y)), "first_image": int(start), "data": str(data), "models": {}}

@@ -95,8 +95,29 @@ def run(g: Graph, x: np.ndarray, trace: bool = False, fast: bool = True):
     (N, features) or, with ``trace``, also a dict layer name -> integer activation.
 
     ``fast`` (default): the same arithmetic through torch's float kernels where the annotated bounds prove it
-    exact (:func:`run_torch`), else, and with ``fast=False``, in NumPy int64 as written below (the spec)."""
-    infos = annotate(g)
+    exact (:func:`run_torch`), else, and with ``fast=False``, in NumPy int64 as written below (the spec).
+    Running many batches of one graph: :class:`Golden` analyses it once."""
+    return Golden(g, fast).run(x, trace)
+
+
+class Golden:
+    """A quantized graph analysed once (bounds, and the torch plan when ``fast``): ``run(x)`` as :func:`run`."""
+
+    def __init__(self, g: Graph, fast: bool = True):
+        self.g, self.infos = g, annotate(g)
+        for info in self.infos:
+            if max(abs(info.out_bounds[0]), abs(info.out_bounds[1])) >= _INT64_SAFE:
+                raise ValueError(f"layer {info.name!r}: bounds {info.out_bounds} exceed int64")
+        self.plan = plan_torch(g, self.infos) if fast else None
+
+    def run(self, x: np.ndarray, trace: bool = False):
+        if self.plan is not None:
+            _check_input(self.g, x)
+            return _run_torch(self.g, self.infos, self.plan, np.asarray(x), trace)
+        return _run_numpy(self.g, self.infos, x, trace)
+
+
+def _check_input(g: Graph, x) -> None:
     lo, hi = g.input.type.range
     x = np.asarray(x)
     if x.ndim != 4 or x.shape[1:] != (g.input.channels, g.input.height, g.input.width):
@@ -104,13 +125,12 @@ def run(g: Graph, x: np.ndarray, trace: bool = False, fast: bool = True):
                          f"found {x.shape}")
     if x.min(initial=lo) < lo or x.max(initial=hi) > hi:
         raise ValueError(f"input: values must lie in [{lo}, {hi}] ({g.input.type})")
-    for info in infos:
-        if max(abs(info.out_bounds[0]), abs(info.out_bounds[1])) >= _INT64_SAFE:
-            raise ValueError(f"layer {info.name!r}: bounds {info.out_bounds} exceed int64")
-    if fast:
-        out = run_torch(g, x, infos, trace)
-        if out is not None:
-            return out
+
+
+def _run_numpy(g: Graph, infos, x: np.ndarray, trace: bool = False):
+    """The spec: every layer in NumPy int64."""
+    _check_input(g, x)
+    x = np.asarray(x)
     acts = {"input": x.astype(np.int64)}
     exps = {"input": g.input.type.exp}
     sources = g.sources()
@@ -156,17 +176,25 @@ def _bound(b: tuple[int, int]) -> int:
 
 
 def run_torch(g: Graph, x: np.ndarray, infos=None, trace: bool = False):
-    """:func:`run`'s arithmetic on torch tensors of exact integers (float32 where every value is below 2**24,
-    float64 below 2**53), or None when the bounds do not prove that for every layer.
+    """Run ``g`` through :func:`plan_torch`'s plan, or return None when there is none."""
+    infos = annotate(g) if infos is None else infos
+    plan = plan_torch(g, infos)
+    return None if plan is None else _run_torch(g, infos, plan, np.asarray(x), trace)
+
+
+def plan_torch(g: Graph, infos=None):
+    """The plan (weight planes, per-layer guards) to run :func:`run`'s arithmetic on torch tensors of exact
+    integers (float32 where every value is below 2**24, float64 below 2**53), or None when the bounds do not
+    prove that for every layer.
 
     Proof per layer, from :func:`hashiflex.passes.annotate`'s exact bounds: a conv/linear runs in float32 on the
     digit planes of its weights (:func:`weight_parts`: in_bound * sum |plane| < 2**24 for every output), whose
-    results are summed, shifted, in float64 with the bias (out_bounds < 2**53); a requantize, add or pool is a
+    results are summed, shifted, in float64 with the bias (in_bound * sum |w| + |bias| < 2**53), or, when no
+    split into at most 4 planes is exact, as one float64 product (exact under the same bound); a requantize, add or pool is a
     float64 multiply by a power of two, a floor and a clamp, exact below 2**53. Results are then those of the
     int64 model bit for bit (the tests hold them equal on random graphs).
     """
     import torch
-    import torch.nn.functional as F
 
     infos = annotate(g) if infos is None else infos
     for info in infos:
@@ -189,11 +217,20 @@ def run_torch(g: Graph, x: np.ndarray, infos=None, trace: bool = False):
             if guards[layer.name] >= _EXACT_F64:
                 return None
             split = weight_parts(in_b, layer.q.int_weights()) if in_b < _EXACT_F32 else None
-            if split is None:
-                return None
-            b, planes = split
-            plans[layer.name] = [(b * j, torch.from_numpy(p.astype(np.float32))) for j, p in enumerate(planes)
-                                 if p.any()]
+            if split is None:  # one float64 product, exact as the whole sum stays below 2**53
+                plans[layer.name] = [(0, torch.from_numpy(layer.q.int_weights().astype(np.float64)))]
+            else:
+                b, planes = split
+                plans[layer.name] = [(b * j, torch.from_numpy(p.astype(np.float32))) for j, p in enumerate(planes)
+                                     if p.any()]
+    return plans, guards
+
+
+def _run_torch(g: Graph, infos, plan, x: np.ndarray, trace: bool):
+    import torch
+    import torch.nn.functional as F
+
+    plans, guards = plan
     sources = g.sources()
     last_use = {s: i for i, srcs in enumerate(sources) for s in srcs}
     exps = {"input": g.input.type.exp}
@@ -209,12 +246,12 @@ def run_torch(g: Graph, x: np.ndarray, infos=None, trace: bool = False):
                     pad = layer.padding if isinstance(layer.padding, int) else 0
 
                     def op(w, y=y, layer=layer, pad=pad):
-                        return F.conv2d(y, w, stride=layer.stride, padding=pad, groups=layer.groups)
+                        return F.conv2d(y.to(w.dtype), w, stride=layer.stride, padding=pad, groups=layer.groups)
                 else:
                     y = y.reshape(y.shape[0], -1)
 
                     def op(w, y=y):
-                        return F.linear(y, w)
+                        return F.linear(y.to(w.dtype), w)
                 # float32 throughout when the whole sum stays below 2**24, else the planes meet in float64
                 dt = torch.float32 if guards[layer.name] < _EXACT_F32 else torch.float64
                 acc = None

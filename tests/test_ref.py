@@ -93,12 +93,21 @@ def test_weight_planes_rebuild_the_weights_and_keep_every_sum_below_2_to_24():
     assert ref.weight_parts(1 << 23, w) is None  # no split is exact: run falls back to NumPy
 
 
-def test_values_no_float_split_proves_exact_fall_back_to_numpy():
+def test_a_layer_no_float32_split_proves_exact_runs_in_float64_and_beyond_2_to_53_in_numpy():
     from hashiflex.ir import Graph, Input, Linear, Po2Weights, SumPool, TensorType
 
-    codes = np.full((2, 3), 31)  # 6-bit codes: weights 2**30 units, on 16-bit inputs summed over 64 pixels
-    g = Graph("big", Input(3, 8, 8, TensorType(16, True, 0)), [
-        SumPool("pool"), Linear("fc", np.zeros((2, 3)), np.zeros(2), Po2Weights(codes, 0, 6), np.zeros(2, np.int64))])
-    x = np.full((2, 3, 8, 8), -(1 << 15))
-    assert ref.run_torch(g, x) is None  # 2**21 inputs times 2**30 weights: no 4 planes stay below 2**24
-    assert np.array_equal(ref.run(g, x), np.full((2, 2), 3 * 64 * -(1 << 15) * (1 << 30)))
+    def graph(in_bits):  # weights of 2**30 units (6-bit codes) on inputs summed over 64 pixels
+        codes = np.full((2, 3), 31)
+        return Graph("big", Input(3, 8, 8, TensorType(in_bits, True, 0)), [
+            SumPool("pool"), Linear("fc", np.zeros((2, 3)), np.zeros(2), Po2Weights(codes, 0, 6),
+                                    np.zeros(2, np.int64))])
+
+    for in_bits in (16, 24):
+        x = np.full((2, 3, 8, 8), -(1 << (in_bits - 1)))
+        want = np.full((2, 2), 3 * 64 * -(1 << (in_bits - 1)) * (1 << 30))
+        g = graph(in_bits)
+        assert np.array_equal(ref.run(g, x, fast=False), want)
+        if in_bits == 16:  # 2**21 inputs times 2**30: no 4 float32 planes are exact, the sum stays below 2**53
+            assert np.array_equal(ref.run_torch(g, x), want)
+        else:  # 2**29 times 2**30: past float64's 53 bits, only int64 is exact
+            assert ref.run_torch(g, x) is None and np.array_equal(ref.run(g, x), want)
