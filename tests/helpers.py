@@ -110,3 +110,16 @@ def random_inputs(g: Graph, n: int, seed: int) -> np.ndarray:
         x[0] = lo
         x[1] = hi
     return x
+
+
+def float_agreement(g, ds):
+    """A function: a quantized version of ``g`` -> its golden model's top-1 agreement with ``g``'s float model on
+    the test split of ``ds``."""
+    import torch
+
+    from hashiflex import ref
+    from hashiflex.quant.fakequant import FakeQuantNet
+
+    with torch.no_grad():
+        f = FakeQuantNet(g, quantize=False).double().eval()(torch.as_tensor(ds.value(ds.x_test))).numpy()
+    return lambda q: float((ref.run(q, ds.x_test).argmax(1) == f.argmax(1)).mean())

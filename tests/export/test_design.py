@@ -105,16 +105,21 @@ def test_large_designs_keep_codes_in_a_checksummed_binary_table(tmp_path, doc):
         load_design(p)
 
 
-def test_dag_designs_with_a_target_round_trip(tmp_path):
-    """Depthwise convs, residual adds (src/skip) and pixel parallelism survive write -> read -> golden."""
-    g = random_graph(2, max_c=3, max_hw=6, convs=3, dag=True)
-    d = design_from_graph(g, 2, target_ii=9)
-    assert any(l["op"] == "add" for l in d["layers"]) and max(l["parallelism"] for l in d["layers"]) > 1
+def _assert_round_trips(g, d, tmp_path):
+    """write -> read gives the same design and a graph computing the same (golden model)."""
     write_design(d, tmp_path / "d.json")
     d2, g2 = load_design(tmp_path / "d.json")
     assert d2 == d
     x = random_inputs(g, 3, 0)
     assert np.array_equal(ref.run(g, x), ref.run(g2, x))
+
+
+def test_dag_designs_with_a_target_round_trip(tmp_path):
+    """Depthwise convs, residual adds (src/skip) and pixel parallelism survive write -> read -> golden."""
+    g = random_graph(2, max_c=3, max_hw=6, convs=3, dag=True)
+    d = design_from_graph(g, 2, target_ii=9)
+    assert any(l["op"] == "add" for l in d["layers"]) and max(l["parallelism"] for l in d["layers"]) > 1
+    _assert_round_trips(g, d, tmp_path)
     bad = copy.deepcopy(d)
     add = next(l for l in bad["layers"] if l["op"] == "add")
     add["skip"] = "nope"
@@ -128,15 +133,11 @@ def test_per_side_padding_round_trips_and_a_bad_one_is_refused(tmp_path):
     d = design_from_graph(g, 2)
     pads = [l["padding"] for l in d["layers"] if l["op"] == "conv2d"]
     assert [1, 1, 2, 0] in pads and any(isinstance(p, int) for p in pads)
-    write_design(d, tmp_path / "d.json")
-    d2, g2 = load_design(tmp_path / "d.json")
-    assert d2 == d
-    x = random_inputs(g, 3, 0)
-    assert np.array_equal(ref.run(g, x), ref.run(g2, x))
+    _assert_round_trips(g, d, tmp_path)
     bad = copy.deepcopy(d)
     conv = next(l for l in bad["layers"] if isinstance(l.get("padding"), list))
     conv["padding"] = conv["padding"][:3]
-    with pytest.raises(DesignValidationError, match=r"design.layers\[0\].padding"):
+    with pytest.raises(DesignValidationError, match=r"design.layers\[0\].padding: \[1, 1, 2\] is too short"):
         validate_design(bad)
 
 

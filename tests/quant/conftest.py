@@ -23,3 +23,4 @@ def trained_mini():
     g = import_torch(m.eval(), ds.input, name="mini")
     g = calibrate_activations(g, activation_ranges(g, ds.value(ds.x_train[:256])))
     return g, ds
+

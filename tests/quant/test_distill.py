@@ -7,6 +7,7 @@ import torch.nn as nn
 
 from hashiflex.ir import Conv2d, Input, Linear, TensorType
 from hashiflex.quant.distill import distill
+from tests.helpers import float_agreement
 
 _IN = Input(1, 8, 8, TensorType(5, False, -4))
 
@@ -43,15 +44,11 @@ def test_distillation_recovers_what_one_term_rounding_lost_on_a_trained_network(
     from hashiflex import ref
     from hashiflex.flow import Config, layer_bits
     from hashiflex.passes import quantize_weights
-    from hashiflex.quant.fakequant import FakeQuantNet, fake_quant_int_outputs
+    from hashiflex.quant.fakequant import fake_quant_int_outputs
 
     g, ds = trained_mini
     bits = layer_bits(g, Config(weight_bits=4, edge_bits=8))
-    with torch.no_grad():
-        f = FakeQuantNet(g, quantize=False).double().eval()(torch.as_tensor(ds.value(ds.x_test))).numpy()
-
-    def agreement(q):
-        return float((ref.run(q, ds.x_test).argmax(1) == f.argmax(1)).mean())
+    agreement = float_agreement(g, ds)
 
     data = torch.utils.data.TensorDataset(torch.as_tensor(ds.x_train[:512]), torch.as_tensor(ds.y_train[:512]))
     r = distill(g, data, bits, epochs=3, lr=1e-3, batch=32, flip=False, progress=False)  # no labels are read

@@ -3,10 +3,10 @@ one-term Po2 PTQ damages keeps its accuracy with terms chosen by sensitivity (th
 pretrained-network collapse, runnable without ImageNet)."""
 import numpy as np
 import pytest
-import torch
 
 from hashiflex.ir import IRError
 from hashiflex.quant.terms import allocate
+from tests.helpers import float_agreement
 
 
 def _toy():
@@ -39,16 +39,12 @@ def test_terms_chosen_by_sensitivity_keep_a_trained_network_that_one_term_po2_da
     from hashiflex.export import design_from_graph, validate_design
     from hashiflex.flow import Config, layer_bits
     from hashiflex.passes import hw_model, quantize_weights
-    from hashiflex.quant.fakequant import FakeQuantNet, fake_quant_int_outputs
+    from hashiflex.quant.fakequant import fake_quant_int_outputs
     from hashiflex.quant.terms import choose_terms
 
     g, ds = trained_mini
     bits = layer_bits(g, Config(weight_bits=4, edge_bits=8))
-    with torch.no_grad():
-        f = FakeQuantNet(g, quantize=False).double().eval()(torch.as_tensor(ds.value(ds.x_test))).numpy()
-
-    def agreement(q):
-        return float((ref.run(q, ds.x_test).argmax(1) == f.argmax(1)).mean())
+    agreement = float_agreement(g, ds)
 
     def adders(q):
         return sum(m.adders for m in hw_model(q, 4) if m.op in ("conv2d", "linear"))
