@@ -232,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError("the pretrained path needs both --init WEIGHTS.pth and --calib-data DIR")
             cfg = flow.Config(dataset="imagefolder", arch=args.arch, init=args.init, data_root=args.calib_data,
                               classes=args.classes, calib_images=args.calib_images, preprocess=args.preprocess,
-                              padding=args.padding, terms=args.terms, max_terms=args.max_terms, adder_budget=args.adder_budget,
+                              padding=args.padding, terms=args.terms, max_terms=args.max_terms,
+                              adder_budget=args.adder_budget,
                               bias_correction=args.bias_correction, target_ii=args.target_ii,
                               distill_epochs=args.distill_epochs, distill_data=args.distill_data,
                               distill_images=args.distill_images, distill_lr=args.distill_lr,

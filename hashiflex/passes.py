@@ -252,7 +252,7 @@ def same_padding(g: Graph, style: str) -> Graph:
         return g
     infos = {i.name: i for i in annotate(g, require_quantized=False)}
     out = g.copy()
-    for layer in out.layers:
+    for i, layer in enumerate(out.layers):
         if not isinstance(layer, Conv2d):
             continue
         _, h, w = infos[layer.name].in_shape
@@ -260,13 +260,12 @@ def same_padding(g: Graph, style: str) -> Graph:
         for n in (h, w):
             total = max((-(-n // layer.stride) - 1) * layer.stride + layer.kernel - n, 0)
             pads += [total // 2, total - total // 2]
-        before = layer.out_hw(h, w)
-        layer.padding = tuple(pads)
-        layer.__post_init__()  # normalise (symmetric padding is one integer)
-        if layer.out_hw(h, w) != before:
-            raise IRError(f"layer {layer.name!r}: TF 'SAME' padding {layer.padding} gives a "
-                          f"{'x'.join(map(str, layer.out_hw(h, w)))} output, but the network was built with "
-                          f"{'x'.join(map(str, before))}; import it with its own padding (--padding torch)")
+        tf = out.layers[i] = replace(layer, padding=tuple(pads))  # symmetric padding stays one integer
+        if tf.out_hw(h, w) != layer.out_hw(h, w):
+            raise IRError(f"layer {layer.name!r}: TF 'SAME' padding {tf.padding} gives a "
+                          f"{'x'.join(map(str, tf.out_hw(h, w)))} output, but the network was built with "
+                          f"{'x'.join(map(str, layer.out_hw(h, w)))}; import it with its own padding "
+                          "(--padding torch)")
     return out
 
 

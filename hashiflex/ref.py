@@ -190,8 +190,9 @@ def plan_torch(g: Graph, infos=None):
     Proof per layer, from :func:`hashiflex.passes.annotate`'s exact bounds: a conv/linear runs in float32 on the
     digit planes of its weights (:func:`weight_parts`: in_bound * sum |plane| < 2**24 for every output), whose
     results are summed, shifted, in float64 with the bias (in_bound * sum |w| + |bias| < 2**53), or, when no
-    split into at most 4 planes is exact, as one float64 product (exact under the same bound); a requantize, add or pool is a
-    float64 multiply by a power of two, a floor and a clamp, exact below 2**53. Results are then those of the
+    split into at most 4 planes is exact, as one float64 product (exact under the same bound); a requantize, add
+    or pool is a float multiply by a power of two, a floor and a clamp, in float32 when the value plus its
+    rounding offset stays below 2**24, else float64 (below 2**53). Results are then those of the
     int64 model bit for bit (the tests hold them equal on random graphs).
     """
     import torch
@@ -210,15 +211,14 @@ def plan_torch(g: Graph, infos=None):
             if guards[layer.name] + (1 << max(info.shift - 1, 0)) >= _EXACT_F64:
                 return None
         if isinstance(layer, (Conv2d, Linear)):
-            in_b = _bound(info.in_bounds)
+            in_b, wint = _bound(info.in_bounds), layer.q.int_weights()
             # bounds any partial sum of the planes and the bias
-            guards[layer.name] = _guard(np.array([in_b]), layer.q.int_weights()) + int(
-                np.abs(layer.bias_int).max(initial=0))
+            guards[layer.name] = _guard(np.array([in_b]), wint) + int(np.abs(layer.bias_int).max(initial=0))
             if guards[layer.name] >= _EXACT_F64:
                 return None
-            split = weight_parts(in_b, layer.q.int_weights()) if in_b < _EXACT_F32 else None
+            split = weight_parts(in_b, wint) if in_b < _EXACT_F32 else None
             if split is None:  # one float64 product, exact as the whole sum stays below 2**53
-                plans[layer.name] = [(0, torch.from_numpy(layer.q.int_weights().astype(np.float64)))]
+                plans[layer.name] = [(0, torch.from_numpy(wint.astype(np.float64)))]
             else:
                 b, planes = split
                 plans[layer.name] = [(b * j, torch.from_numpy(p.astype(np.float32))) for j, p in enumerate(planes)
@@ -230,6 +230,8 @@ def _run_torch(g: Graph, infos, plan, x: np.ndarray, trace: bool):
     import torch
     import torch.nn.functional as F
 
+    from .quant.fakequant import conv2d_torch  # the one statement of a conv's padding in torch
+
     plans, guards = plan
     sources = g.sources()
     last_use = {s: i for i, srcs in enumerate(sources) for s in srcs}
@@ -240,13 +242,8 @@ def _run_torch(g: Graph, infos, plan, x: np.ndarray, trace: bool):
             y = acts[srcs[0]]
             if isinstance(layer, (Conv2d, Linear)):
                 if isinstance(layer, Conv2d):
-                    if not isinstance(layer.padding, int):
-                        t, bot, l, r = layer.pads
-                        y = F.pad(y, (l, r, t, bot))
-                    pad = layer.padding if isinstance(layer.padding, int) else 0
-
-                    def op(w, y=y, layer=layer, pad=pad):
-                        return F.conv2d(y.to(w.dtype), w, stride=layer.stride, padding=pad, groups=layer.groups)
+                    def op(w, y=y, layer=layer):
+                        return conv2d_torch(y.to(w.dtype), w, None, layer)
                 else:
                     y = y.reshape(y.shape[0], -1)
 
@@ -272,10 +269,12 @@ def _run_torch(g: Graph, infos, plan, x: np.ndarray, trace: bool):
                 if isinstance(layer, Add):
                     e = info.acc_exp
                     sa, sb = exps[srcs[0]] - e, exps[srcs[1]] - e
-                    dt = torch.float32 if guards[layer.name] < _EXACT_F32 else torch.float64
+                    # the aligned sum and its rounding offset must stay exact
+                    dt = torch.float32 if guards[layer.name] + (1 << max(s - 1, 0)) < _EXACT_F32 else torch.float64
                     y = y.to(dt) * float(2 ** sa) + acts[srcs[1]].to(dt) * float(2 ** sb)
                 else:  # the rounding offset must stay exact too
-                    dt = torch.float32 if _bound(info.in_bounds) + (1 << max(s - 1, 0)) < _EXACT_F32 else torch.float64
+                    dt = torch.float32 if _bound(info.in_bounds) + (1 << max(s - 1, 0)) < _EXACT_F32 \
+                        else torch.float64
                     y = y.to(dt, copy=True)
                 if s > 0:
                     y = y.add_(float(2 ** (s - 1))).mul_(float(2.0 ** -s)).floor_()

@@ -59,8 +59,8 @@ def design_from_graph(g: Graph, levels_per_stage: int = DEFAULT_LEVELS_PER_STAGE
              "out_width": width, "out_signed": signed, "out_exp": info.out_exp, "parallelism": par[layer.name]}
         if isinstance(layer, (Conv2d, Linear)):
             if isinstance(layer, Conv2d):
-                d.update(op="conv2d", kernel=layer.kernel, stride=layer.stride, padding=layer.padding if isinstance(layer.padding, int) else list(layer.pads),
-                         groups=layer.groups)
+                padding = layer.padding if isinstance(layer.padding, int) else list(layer.pads)
+                d.update(op="conv2d", kernel=layer.kernel, stride=layer.stride, padding=padding, groups=layer.groups)
             else:
                 d.update(op="linear")
             d["weights"] = {"bits": layer.q.bits, "e_min": layer.q.e_min, "terms": layer.q.terms,
