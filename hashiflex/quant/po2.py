@@ -137,9 +137,13 @@ def _round_terms(a: np.ndarray, e_min: int, levels: tuple[np.ndarray, ...]) -> n
     return _nearest(v[v >= 0], a / 2.0 ** e_min)
 
 
+_E_MIN_NORMAL = -1022  # 2**e_min must be a normal float64: the rounding divides by it, torch's levels scale by it
+
+
 def terms_range(w: np.ndarray, bits: int, terms: int, levels: tuple[np.ndarray, ...] | None = None) -> int:
     """e_min of a ``terms``-term layer: e_max is the Po2 rounding of max|w| or one either side, whichever gives the
-    smallest squared error once every weight is rounded to its nearest sum of terms; e_min = e_max - span + 1."""
+    smallest squared error once every weight is rounded to its nearest sum of terms; e_min = e_max - span + 1,
+    but never below 2**-1022 (weights that small, below float64's normal range, round to zero)."""
     a = np.abs(np.asarray(w, dtype=np.float64)).ravel()
     sp = span(bits)
     levels = levels or term_values(sp, terms)
@@ -148,7 +152,7 @@ def terms_range(w: np.ndarray, bits: int, terms: int, levels: tuple[np.ndarray, 
     e0 = int(np.floor(np.log2(a.max()) + 0.5))
     best = None
     for e_max in (e0, e0 - 1, e0 + 1):
-        e_min = e_max - (sp - 1)
+        e_min = max(e_max - (sp - 1), _E_MIN_NORMAL)
         err = float(((_round_terms(a, e_min, levels) * 2.0 ** e_min - a) ** 2).sum())
         if best is None or err < best[0]:
             best = (err, e_min)
