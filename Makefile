@@ -36,7 +36,7 @@ deps-apt:
 deps-pip: $(STAMPS)/pip
 $(STAMPS)/pip: pyproject.toml
 	@mkdir -p $(STAMPS)
-	@if $(PYTHON) -c "import hashiflex, torch, torchvision, scipy, IPython, pyverilator, hypothesis, nbmake, ipywidgets, vcd, pyverilog, playwright, deptry" 2>/dev/null \
+	@if $(PYTHON) -c "import hashiflex, torch, torchvision, scipy, IPython, pyverilator, hypothesis, nbmake, ipywidgets, vcd, pyverilog, playwright, deptry, numba, da4ml" 2>/dev/null \
 	    && $(PYTHON) -m pip show hashiflex 2>/dev/null | grep -q "Editable project location: $(CURDIR)$$"; then \
 	  echo "make deps: Python packages present"; \
 	else \

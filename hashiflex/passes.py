@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from . import adders
 from .ir import MAX_TERMS, Add, Conv2d, Graph, Input, IRError, Linear, Po2Weights, Requant, SumPool, TensorType
 from .numfmt import width_for
 from .quant.po2 import quantize_po2, quantize_po2_terms
@@ -555,6 +556,7 @@ class AdderGraph:
     unshared: int          # every channel's tree on its own
     depth: int             # adder levels, the final bias/negation level included
     adder_bits: int | None = None  # sum of the adders' exact result widths (given the input bounds)
+    plan: "adders.AdderPlan | None" = None  # the plan counted (share=True)
 
 
 def _sint_width(lo: int, hi: int) -> int:
@@ -565,83 +567,39 @@ def _sint_width(lo: int, hi: int) -> int:
     return max(bits(-lo - 1), bits(hi)) + 1
 
 
-def slots_per_tap(terms: int) -> int:
-    """Tree slots a tap's terms fill: ``terms`` rounded up to a power of two, the rest empty, so that pairs never
-    straddle two taps and each tap's terms meet in one subtree (w_i * x_i), which channels with the same weight
-    share (Design.scala's ``Po2Weights.perTap`` is the same rule)."""
-    return 1 << (terms - 1).bit_length()
-
-
 def shared_adder_graph(codes: np.ndarray, bias_int: np.ndarray, depthwise: bool = False,
                        share: bool = True, in_bounds: tuple[int, int] | None = None, terms: int = 1) -> AdderGraph:
-    """The generator's adder graph (chisel ShiftAdd.scala, SharedPlan), counted the same way.
+    """One pixel lane's adder graph as the generator builds it: the plan of :mod:`hashiflex.adders` (carried in
+    design.json ``adders``), counted with the final level where each output meets its bias (one adder for
+    root + bias, bias - root or 0 - root).
 
-    Each output channel is a balanced tree over its input slots (a kxk window of all input channels, or of its
-    own channel when depthwise; a zero weight is an empty slot that passes its partner through). A sum is
-    canonical: operands ordered by (node, shift), the first positive, the smaller shift 0, so subtrees equal up
-    to a common shift and sign are one node (hash-consing = common-subexpression elimination across channels).
-    Node ids: inputs, then sums in creation order (level, channel, pair). The root then meets the bias: one
-    adder for root + bias, bias - root or 0 - root.
-
-    ``codes``: of the weight shape (``terms`` 1), or (terms, *weight shape): a channel's slots are then its taps
-    in order, each tap's terms one after another, padded to :func:`slots_per_tap` (Design.scala's
-    ``Po2Weights.slots``).
+    ``codes``: of the weight shape (``terms`` 1), or (terms, *weight shape). A channel's inputs are its kxk window
+    of all input channels, or of its own channel when depthwise. ``share=False`` counts every channel's sum on
+    its own (nonzero codes - 1 per channel, plus the final level), the figure sharing is measured against.
+    ``in_bounds``: the lane's input interval; with it, ``adder_bits`` sums every adder's width from interval
+    arithmetic over the plan (what the generator sizes wires with).
     """
+    plan = adders.plan_codes(codes, terms, depthwise)
+    bias = np.asarray(bias_int).astype(np.int64)
+    roots = plan.roots
+    finals = plan.final_adders(bias)
     tc = np.asarray(codes) if terms > 1 else np.asarray(codes)[None]
-    k, o_ch = tc.shape[0], tc.shape[1]
-    flat = np.moveaxis(tc.reshape(k, o_ch, -1), 0, -1)  # (out, taps, terms)
-    taps = flat.shape[1]
-    n_in = taps * (o_ch if depthwise else 1)
-    per_tap = slots_per_tap(k)
-    slots = [[(o * taps * depthwise + t, abs(int(c)) - 1, bool(c < 0)) if c else None
-              for t, cs in enumerate(row) for c in list(cs) + [0] * (per_tap - k)] for o, row in enumerate(flat)]
-    memo: dict[tuple, int] = {}
-    sums = unshared = levels = 0
-    bounds: list[tuple[int, int]] = []          # of each sum node, when in_bounds is given
-    bits = 0
-
-    def term(r):
-        lo, hi = in_bounds if r[0] < n_in else bounds[r[0] - n_in]
-        lo, hi = lo << r[1], hi << r[1]
-        return (-hi, -lo) if r[2] else (lo, hi)
-
-    while any(len(s) > 1 for s in slots):
-        levels += 1
-        nxt = []
-        for s in slots:
-            out = []
-            for j in range(0, len(s), 2):
-                x = s[j]
-                y = s[j + 1] if j + 1 < len(s) else None
-                if x is None or y is None:
-                    out.append(x if y is None else y)
-                    continue
-                unshared += 1
-                f, g = (x, y) if (x[0], x[1]) <= (y[0], y[1]) else (y, x)
-                base = min(f[1], g[1])
-                key = (f[0], f[1] - base, g[0], g[1] - base, g[2] != f[2])
-                node = memo.get(key) if share else None
-                if node is None:
-                    node = n_in + sums
-                    sums += 1
-                    if share:
-                        memo[key] = node
-                    if in_bounds is not None:
-                        (alo, ahi), (blo, bhi) = term((key[0], key[1], False)), term((key[2], key[3], key[4]))
-                        bounds.append((alo + blo, ahi + bhi))
-                        bits += _sint_width(alo + blo, ahi + bhi)
-                out.append((node, base, f[2]))
-            nxt.append(out)
-        slots = nxt
-    finals = 0
-    for s, b in zip(slots, bias_int):
-        if s and s[0] is not None and (s[0][2] or b != 0):
-            finals += 1
-            if in_bounds is not None:
-                lo, hi = term(s[0])
-                bits += _sint_width(lo + int(b), hi + int(b))
-    return AdderGraph(sums + finals, unshared + finals, levels + (1 if finals else 0),
-                      bits if in_bounds is not None else None)
+    flat = tc.reshape(tc.shape[0], tc.shape[1], -1)
+    per_row = np.count_nonzero(flat, axis=(0, 2))
+    all_neg = (per_row > 0) & (np.count_nonzero(flat > 0, axis=(0, 2)) == 0)
+    naive = int(np.maximum(per_row - 1, 0).sum() + ((per_row > 0) & ((bias != 0) | all_neg)).sum())
+    depth = plan.depth() + (1 if finals.any() else 0)
+    n_add = len(plan.sums) + int(finals.sum())
+    bits = None
+    if in_bounds is not None:
+        vals = adders.node_bounds(plan, in_bounds)
+        bits = sum(_sint_width(lo, hi) for lo, hi in vals[plan.n_in:])
+        for (node, s, ng), b, f in zip(roots.tolist(), bias.tolist(), finals.tolist()):
+            if f:
+                lo, hi = vals[node]
+                lo, hi = (-(hi << s), -(lo << s)) if ng else (lo << s, hi << s)
+                bits += _sint_width(lo + b, hi + b)
+    return AdderGraph(n_add if share else naive, naive, depth, bits, plan if share else None)
 
 
 def hw_model(g: Graph, levels_per_stage: int, target_ii: int | None = None) -> list[LayerHw]:

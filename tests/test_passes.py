@@ -4,6 +4,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from hashiflex import adders
 from hashiflex.data import digits
 from hashiflex.ir import Conv2d, Input, IRError, Linear, Requant, SumPool, TensorType
 from hashiflex.models import DigitsCNN
@@ -68,6 +69,10 @@ def test_adder_count_folds_signs_and_skips_zeros():
     # ch0: 3 terms -> 2 adders; ch1: bias only -> 0; ch2: -(x0 + x1) -> 1 + 1 negation; ch3: -x0 -> negation
     ag = shared_adder_graph(codes, bias, share=False)
     assert (ag.adders, ag.unshared, ag.depth) == (2 + 0 + 2 + 1, 5, 3)  # 2 pair levels + the negation level
+    # planned: the same (nothing repeats); a root is negative only where every term is (ch2, ch3)
+    ag = shared_adder_graph(codes, bias)
+    assert (ag.adders, ag.depth) == (5, 3)
+    assert ag.plan.roots[:, 2].tolist() == [0, 0, 1, 1]
 
 
 def test_sharing_builds_equal_subtrees_once_up_to_shift_and_sign():
@@ -83,16 +88,15 @@ def test_sharing_builds_equal_subtrees_once_up_to_shift_and_sign():
     assert shared_adder_graph(dw, np.zeros(2), depthwise=True).adders == 2
 
 
-def test_a_taps_three_terms_fill_four_slots_so_its_subtree_is_shared():
-    from hashiflex.passes import slots_per_tap
-
-    assert [slots_per_tap(k) for k in (1, 2, 3, 4)] == [1, 2, 4, 4]
-    a, b, c = (4, -2, 1), (3, -2, 1), (2, 1, 4)  # three terms each: 8 - 2 + 1, 4 - 2 + 1, 2 + 1 + 8
-    codes = np.array([[[a[t], b[t]], [a[t], c[t]]] for t in range(3)])  # (terms, out 2, in 2): a shared tap
+def test_multi_term_weights_are_planned_in_signed_digits_and_shared():
+    a, b, c = (4, -2, 1), (3, -2, 1), (2, 1, 4)  # three terms each: 8 - 2 + 1 = 7, 4 - 2 + 1 = 3, 2 + 1 + 8 = 11
+    codes = np.array([[[a[t], b[t]], [a[t], c[t]]] for t in range(3)])  # (terms, out 2, in 2): ch0 7, 3; ch1 7, 11
     ag = shared_adder_graph(codes, np.zeros(2, dtype=np.int64), terms=3)
-    # slots per channel: a0 a1 a2 _ | b0 b1 b2 _. ch0: (a0 + a1) + a2, (b0 + b1) + b2, their sum: 5 adders;
-    # ch1 reuses a's subtree: (c0 + c1) + c2 and the sum: 3. Three slots per tap would pair a2 with b0 / c0.
-    assert (ag.adders, ag.unshared, ag.depth) == (8, 10, 3)
+    assert np.array_equal(ag.plan.weights().astype(np.int64), [[7, 3], [7, 11]])
+    # in signed digits 7 = 8 - 1, 3 = 4 - 1, 11 = 16 - 4 - 1: 7 x0 and 3 x1 (11 x1 = 4 (3 x1) - x1) are built once;
+    # ch0 = 7 x0 + 3 x1, ch1 = 7 x0 + (3 x1 << 2) - x1: 2 + 1 + 2 adders, against 5 + 5 summing every code
+    assert (ag.adders, ag.unshared) == (5, 10)
+    assert ag.depth <= adders.min_depth(5) + adders.DEPTH_SLACK
 
 
 def test_hw_model_ii_is_the_largest_stream():

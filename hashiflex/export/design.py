@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import adders
 from ..ir import Add, Conv2d, Graph, Input, Linear, Po2Weights, Requant, SumPool, TensorType
 from ..numfmt import int_range, width_for
 from ..passes import annotate, choose_parallelism, initiation_interval
@@ -66,6 +67,8 @@ def design_from_graph(g: Graph, levels_per_stage: int = DEFAULT_LEVELS_PER_STAGE
             d["weights"] = {"bits": layer.q.bits, "e_min": layer.q.e_min, "terms": layer.q.terms,
                             "shape": list(layer.q.shape), "codes": _ints(layer.q.codes)}
             d["bias"] = _ints(layer.bias_int)
+            d["adders"] = adders.to_json(adders.plan_codes(layer.q.codes, layer.q.terms,
+                                                           isinstance(layer, Conv2d) and layer.depthwise))
         elif isinstance(layer, Requant):
             d.update(op="requant", shift=info.shift, act=layer.act, bits=layer.out.bits, signed=layer.out.signed,
                      clamp=list(layer.clamp()))
@@ -222,9 +225,14 @@ def _compare(want, have, path) -> None:
         for i, (a, b) in enumerate(zip(want, have)):
             _compare(a, b, path + [i])
     elif want != have:
-        shown = have if len(json.dumps(have)) < 80 else json.dumps(have)[:77] + "..."
-        raise DesignValidationError(f"{_path(path)}: expected {want} (derived from the weights and shapes), "
-                                    f"found {shown}")
+        def shown(v):
+            t = json.dumps(v)
+            if isinstance(v, list) and isinstance(have, list) and len(t) >= 80:
+                at = next((i for i, (a, b) in enumerate(zip(want, have)) if a != b), min(len(want), len(have)))
+                return f"{len(v)} entries" + (f" ({v[at]} at index {at})" if at < len(v) else "")
+            return t if len(t) < 80 else t[:77] + "..."
+        raise DesignValidationError(f"{_path(path)}: expected {shown(want)} (derived from the weights and shapes), "
+                                    f"found {shown(have)}")
 
 
 TABLE_THRESHOLD = 1 << 16  # weight codes above which write_design moves them into a binary table
@@ -272,6 +280,13 @@ def write_design(d: dict, path: str | os.PathLike, tables: bool | None = None) -
                                          "sha256": hashlib.sha256(b).hexdigest()}
                 chunks.append(b)
                 offset += len(b)
+            if "adders" in l:
+                a = l["adders"]
+                b = np.asarray(a.pop("sums") + a.pop("roots"), dtype="<i4").tobytes()
+                a["table"] = {"file": table.name, "offset": offset, "count": len(b) // 4,
+                              "sha256": hashlib.sha256(b).hexdigest()}
+                chunks.append(b)
+                offset += len(b)
         blob = (table, b"".join(chunks))
     tmps = []
     try:
@@ -293,28 +308,41 @@ def write_design(d: dict, path: str | os.PathLike, tables: bool | None = None) -
 
 
 def _resolve_tables(d: dict, base: Path) -> dict:
-    """Replace every ``weights.table`` by the codes it points to, checking count and SHA-256."""
+    """Replace every ``weights.table`` and ``adders.table`` by the values it points to (int8 codes; int32 sums
+    then roots), checking count and SHA-256."""
     blobs: dict[str, bytes] = {}
-    for k, l in enumerate(d.get("layers", [])):
-        t = l.get("weights", {}).get("table") if isinstance(l, dict) else None
-        if not isinstance(t, dict):
-            continue
-        where = f"design.layers[{k}].weights.table"
+
+    def read(t, where: str, item: int, what: str) -> np.ndarray:
         try:
             blob = blobs.setdefault(t["file"], (base / t["file"]).read_bytes())
-            b = blob[t["offset"]:t["offset"] + t["count"]]
+            b = blob[t["offset"]:t["offset"] + t["count"] * item]
         except (KeyError, TypeError, OSError) as e:
-            raise DesignValidationError(f"{where}: cannot read the weight table ({e})") from e
-        if len(b) != t["count"]:
-            raise DesignValidationError(f"{where}.count: expected {t['count']} bytes at offset {t['offset']} of "
-                                        f"{t['file']}, found {len(b)}")
+            raise DesignValidationError(f"{where}: cannot read the {what} table ({e})") from e
+        if len(b) != t["count"] * item:
+            raise DesignValidationError(f"{where}.count: expected {t['count'] * item} bytes at offset {t['offset']} "
+                                        f"of {t['file']}, found {len(b)}")
         if hashlib.sha256(b).hexdigest() != t["sha256"]:
             raise DesignValidationError(f"{where}.sha256: expected {t['sha256']}, found "
                                         f"{hashlib.sha256(b).hexdigest()} (corrupt or stale table)")
-        w = dict(l["weights"])
-        del w["table"]
-        w["codes"] = np.frombuffer(b, dtype=np.int8).astype(int).tolist()
-        l["weights"] = w
+        return np.frombuffer(b, dtype=np.int8 if item == 1 else "<i4").astype(int)
+
+    for k, l in enumerate(d.get("layers", [])):
+        if not isinstance(l, dict):
+            continue
+        t = l.get("weights", {}).get("table")
+        if isinstance(t, dict):
+            w = dict(l["weights"])
+            del w["table"]
+            w["codes"] = read(t, f"design.layers[{k}].weights.table", 1, "weight").tolist()
+            l["weights"] = w
+        t = l.get("adders", {}).get("table") if isinstance(l.get("adders"), dict) else None
+        if isinstance(t, dict):
+            v = read(t, f"design.layers[{k}].adders.table", 4, "adder")
+            n_roots = 3 * (l["out_shape"][0] if isinstance(l.get("out_shape"), list) and l["out_shape"] else 0)
+            if (len(v) - n_roots) % 5 or len(v) < n_roots:
+                raise DesignValidationError(f"design.layers[{k}].adders.table.count: expected 5 per sum + 3 per "
+                                            f"output channel ({n_roots // 3}), found {len(v)}")
+            l["adders"] = {"sums": v[:len(v) - n_roots].tolist(), "roots": v[len(v) - n_roots:].tolist()}
     return d
 
 

@@ -88,6 +88,7 @@ def test_large_designs_keep_codes_in_a_checksummed_binary_table(tmp_path, doc):
     p = write_design(doc, tmp_path / "d.json", tables=True)
     on_disk = json.loads(p.read_text())
     assert all("codes" not in l["weights"] and "table" in l["weights"] for l in on_disk["layers"] if "weights" in l)
+    assert all(set(l["adders"]) == {"table"} for l in on_disk["layers"] if "weights" in l)
     d2, g2 = load_design(p)
     assert d2 == doc
     x = random_inputs(g, 3, 1)
@@ -100,8 +101,9 @@ def test_large_designs_keep_codes_in_a_checksummed_binary_table(tmp_path, doc):
     with pytest.raises(DesignValidationError, match=r"design.layers\[0\].weights.table.sha256: expected"):
         load_design(p)
     b[0] ^= 1
-    table.write_bytes(bytes(b[:-1]))
-    with pytest.raises(DesignValidationError, match=r"weights.table.count: expected \d+ bytes"):
+    table.write_bytes(bytes(b[:-1]))  # the last table is the last layer's adder plan
+    last = max(k for k, l in enumerate(on_disk["layers"]) if "adders" in l)
+    with pytest.raises(DesignValidationError, match=rf"design.layers\[{last}\].adders.table.count: expected \d+ bytes"):
         load_design(p)
 
 

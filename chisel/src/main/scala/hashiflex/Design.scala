@@ -106,15 +106,22 @@ object Padding {
   def all(p: Int): Padding = Padding(p, p, p, p)
 }
 
+/** A layer's adder graph for one pixel lane as design.json plans it (hashiflex.adders): sum j is node nIn + j =
+  * (a << a.shift) +- (b << b.shift), its operands earlier nodes; output o is +-(root << shift) + bias(o) (None:
+  * the bias alone). Read by [[Design]], which checks that every output expands exactly to its weights' terms; a
+  * layer spec without one (ScalaTest specs that build layers directly) gets balanced trees ([[SharedPlan.apply]]).
+  */
+final case class AdderPlanSpec(sums: IndexedSeq[(SharedPlan.Ref, SharedPlan.Ref)], roots: IndexedSeq[Option[SharedPlan.Ref]])
+
 final case class Conv2dSpec(c: Common, kernel: Int, stride: Int, padding: Padding, groups: Int, weights: Po2Weights,
-                            bias: IndexedSeq[BigInt]) extends LayerSpec {
+                            bias: IndexedSeq[BigInt], adders: Option[AdderPlanSpec]) extends LayerSpec {
   val op = "conv2d"
   def depthwise: Boolean = groups > 1
   /** A 1x1, stride 1, unpadded conv maps pixels one to one: no line buffer. */
   def pointwise: Boolean = kernel == 1 && stride == 1 && !padding.any
 }
 
-final case class LinearSpec(c: Common, weights: Po2Weights, bias: IndexedSeq[BigInt]) extends LayerSpec {
+final case class LinearSpec(c: Common, weights: Po2Weights, bias: IndexedSeq[BigInt], adders: Option[AdderPlanSpec]) extends LayerSpec {
   val op = "linear"
 }
 
@@ -354,7 +361,10 @@ object Design {
         expectShape(Shape(outShape.c, oh, ow))
         val w = weights(l.field("weights"), Seq(outShape.c, prevShape.c / groups, k, k), base)
         expectExp(t.exp + w.eMin, "the input exponent + weights.e_min")
-        val spec = Conv2dSpec(common, k, s, p, groups, w, bias(l.field("bias"), outShape.c))
+        val taps = (prevShape.c / groups) * k * k
+        val plan = adders(l.field("adders"), prevShape.c * k * k, outShape.c, base,
+          o => w.slots(o * taps, taps, if (groups > 1) o * k * k else 0))
+        val spec = Conv2dSpec(common, k, s, p, groups, w, bias(l.field("bias"), outShape.c), Some(plan))
         if (spec.pointwise) samePar("a 1x1 conv maps pixels one to one")
         spec
       case "linear" =>
@@ -363,7 +373,8 @@ object Design {
           throw DesignError(s"${srcC.path}: a linear layer reads a vector (one pixel), found the ${prevShape.h}x${prevShape.w} map of \"$src\"")
         val w = weights(l.field("weights"), Seq(outShape.c, prevShape.c), base)
         expectExp(t.exp + w.eMin, "the input exponent + weights.e_min")
-        LinearSpec(common, w, bias(l.field("bias"), outShape.c))
+        val n = prevShape.c
+        LinearSpec(common, w, bias(l.field("bias"), outShape.c), Some(adders(l.field("adders"), n, outShape.c, base, o => w.slots(o * n, n))))
       case "requant" =>
         expectShape(prevShape)
         samePar("requant maps pixels one to one")
@@ -420,24 +431,93 @@ object Design {
     Po2Weights(bits, eMin, terms, codes)
   }
 
+  /** The `adders` plan of a layer with `nIn` lane inputs and `outC` outputs: every index and shift range-checked,
+    * every operand an earlier node, and every output expanded into its input terms and compared with
+    * `slotsOf(o)`, the terms of output o's weights (the deliberate check that the plan computes W x exactly).
+    */
+  private def adders(a: Cursor, nIn: Int, outC: Int, base: os.Path, slotsOf: Int => IndexedSeq[Option[Term]]): AdderPlanSpec = {
+    import SharedPlan.Ref
+    val (sv, rv, sumsPath, rootsPath) =
+      if (a.has("table")) {
+        val t = a.field("table")
+        val all = int32Table(t, base)
+        if (all.length < 3 * outC || (all.length - 3 * outC) % 5 != 0)
+          throw DesignError(s"${t.path}.count: expected 5 per sum + 3 per output channel ($outC), found ${all.length}")
+        (all.dropRight(3 * outC).map(BigInt(_)), all.takeRight(3 * outC).map(BigInt(_)), s"${t.path}[sums]", s"${t.path}[roots]")
+      } else {
+        val sc = a.field("sums")
+        val s = sc.arr.map(_.bigint)
+        if (s.length % 5 != 0) throw DesignError(s"${sc.path}: expected 5 integers per sum (a, a_shift, b, b_shift, b_neg), found ${s.length}")
+        (s, a.field("roots").arrOf(3 * outC).map(_.bigint), sc.path, a.field("roots").path)
+      }
+    val m = sv.length / 5
+    def int(v: BigInt, lo: Int, hi: Int, what: => String): Int =
+      if (v < lo || v > hi) throw DesignError(s"$what: expected an integer in [$lo, $hi], found $v") else v.toInt
+    val sums = (0 until m).map { j =>
+      val f = sv.slice(5 * j, 5 * j + 5)
+      val top = nIn + j - 1
+      (Ref(int(f(0), 0, top, s"$sumsPath[${5 * j}] (sum $j's first operand: an input or an earlier sum)"),
+        int(f(1), 0, 62, s"$sumsPath[${5 * j + 1}] (sum $j's first shift)"), neg = false),
+        Ref(int(f(2), 0, top, s"$sumsPath[${5 * j + 2}] (sum $j's second operand: an input or an earlier sum)"),
+          int(f(3), 0, 62, s"$sumsPath[${5 * j + 3}] (sum $j's second shift)"),
+          int(f(4), 0, 1, s"$sumsPath[${5 * j + 4}] (sum $j's sign: 0 add, 1 subtract)") == 1))
+    }
+    val roots = (0 until outC).map { o =>
+      val node = int(rv(3 * o), -1, nIn + m - 1, s"$rootsPath[${3 * o}] (output $o's root: -1, an input or a sum)")
+      val shift = int(rv(3 * o + 1), 0, 62, s"$rootsPath[${3 * o + 1}] (output $o's shift)")
+      val neg = int(rv(3 * o + 2), 0, 1, s"$rootsPath[${3 * o + 2}] (output $o's sign)") == 1
+      if (node < 0) None else Some(Ref(node, shift, neg))
+    }
+    // each output, expanded through the sums into input terms, must be its weights
+    for ((root, o) <- roots.zipWithIndex) {
+      val got = scala.collection.mutable.HashMap.empty[Int, BigInt].withDefaultValue(BigInt(0))
+      def expand(r: Ref, shift: Int, neg: Boolean): Unit = {
+        val s = shift + r.shift
+        val n = neg != r.neg
+        if (r.node < nIn) got(r.node) += (if (n) -(BigInt(1) << s) else BigInt(1) << s)
+        else { val (x, y) = sums(r.node - nIn); expand(x, s, n); expand(y, s, n) }
+      }
+      root.foreach(expand(_, 0, neg = false))
+      val want = scala.collection.mutable.HashMap.empty[Int, BigInt].withDefaultValue(BigInt(0))
+      for (t <- slotsOf(o).flatten) want(t.index) += (if (t.negative) -(BigInt(1) << t.shift) else BigInt(1) << t.shift)
+      val bad = (got.keySet ++ want.keySet).toSeq.sorted.find(i => got(i) != want(i))
+      for (i <- bad)
+        throw DesignError(s"${a.path}: output channel $o computes ${got(i)} x input $i, but its weights give ${want(i)} (the plan does not compute the weights)")
+    }
+    AdderPlanSpec(sums, roots)
+  }
+
+  /** int32 values (little-endian) in a binary table beside design.json, checked against count and SHA-256. */
+  private def int32Table(t: Cursor, base: os.Path): IndexedSeq[Int] = {
+    val n = t.field("count").intIn(0, Int.MaxValue / 4)
+    val b = java.nio.ByteBuffer.wrap(tableBytes(t, 4 * n, n, base)).order(java.nio.ByteOrder.LITTLE_ENDIAN)
+    IndexedSeq.fill(n)(b.getInt)
+  }
+
   /** Codes stored as int8 in a binary table beside design.json, checked against count and SHA-256. */
   private def table(t: Cursor, n: Int, base: os.Path): IndexedSeq[Int] = {
+    val count = t.field("count")
+    if (count.int != n) throw DesignError(s"${count.path}: expected $n (the weight shape's size), found ${count.int}")
+    tableBytes(t, n, n, base).toIndexedSeq.map(_.toInt)
+  }
+
+  /** `nBytes` bytes (`count` items) of a table beside design.json, checked against SHA-256. */
+  private def tableBytes(t: Cursor, nBytes: Int, n: Int, base: os.Path): Array[Byte] = {
     val file = t.field("file").str
     if (!file.matches("[A-Za-z0-9_.-]+")) throw DesignError(s"${t.path}.file: expected a file name beside design.json, found \"$file\"")
     val offset = t.field("offset").intIn(0, Int.MaxValue)
     val count = t.field("count")
-    if (count.int != n) throw DesignError(s"${count.path}: expected $n (the weight shape's size), found ${count.int}")
     val all = Try(os.read.bytes(base / file)) match {
       case Success(b) => b
       case Failure(e) => throw DesignError(s"${t.path}.file: cannot read ${base / file} (${e.getMessage})")
     }
-    if (offset.toLong + n > all.length)
-      throw DesignError(s"${count.path}: expected $n bytes at offset $offset of $file, found ${math.max(0, all.length - offset)}")
-    val bytes = all.slice(offset, offset + n)
+    if (offset.toLong + nBytes > all.length)
+      throw DesignError(s"${count.path}: expected $nBytes bytes at offset $offset of $file, found ${math.max(0, all.length - offset)}")
+    val bytes = all.slice(offset, offset + nBytes)
     val sha = java.security.MessageDigest.getInstance("SHA-256").digest(bytes).map(b => f"${b & 0xff}%02x").mkString
     val want = t.field("sha256").str
     if (sha != want) throw DesignError(s"${t.path}.sha256: expected $want, found $sha (corrupt or stale table)")
-    bytes.toIndexedSeq.map(_.toInt)
+    bytes
   }
 
   private def bias(b: Cursor, n: Int): IndexedSeq[BigInt] = b.arrOf(n).map(_.bigint)

@@ -33,7 +33,8 @@ object Conv2dLayer {
       else Some(WindowParams(s.inShape.c, s.inShape.h, s.inShape.w, k, s.stride, s.padding, in.width, s.inPar, s.par))
     // zero padding feeds zeros into the windows: the trees must hold them even when 0 lies outside in_bounds
     val treeIn = if (s.padding.any) s.inBounds.union(Bounds(0, 0)) else s.inBounds
-    (win, ShiftAddLayerParams(s.name, n, in, treeIn, channels, s.outFmt, s.outBounds, levelsPerStage, s.par))
+    (win, ShiftAddLayerParams(s.name, n, in, treeIn, channels, s.outFmt, s.outBounds, levelsPerStage, s.par,
+      planned = s.adders))
   }
   /** A kxk (or depthwise) convolution: line-buffered windows into `par` lanes of shift-add trees. Line
     * buffers come from `windows`, one Definition per distinct shape.
@@ -49,7 +50,7 @@ object LinearLayer {
   def params(s: LinearSpec, in: NumFmt, levelsPerStage: Int): ShiftAddLayerParams = {
     val n = s.inShape.c
     val channels = (0 until s.outShape.c).map(o => (s.weights.slots(o * n, n), s.bias(o)))
-    ShiftAddLayerParams(s.name, n, in, s.inBounds, channels, s.outFmt, s.outBounds, levelsPerStage)
+    ShiftAddLayerParams(s.name, n, in, s.inBounds, channels, s.outFmt, s.outBounds, levelsPerStage, planned = s.adders)
   }
 }
 

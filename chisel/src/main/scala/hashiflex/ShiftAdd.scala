@@ -68,6 +68,39 @@ object SharedPlan {
     }.sum
   }
 
+  /** Adders of every channel summed on its own: its nonzero terms - 1, plus the final level when it has a bias or
+    * only negative terms (hashiflex.passes.shared_adder_graph's share=False figure).
+    */
+  def unshared(channels: Seq[(IndexedSeq[Option[Term]], BigInt)]): Int = channels.map { case (slots, bias) =>
+    val ts = slots.flatten
+    math.max(ts.length - 1, 0) + (if (ts.nonEmpty && (bias != 0 || ts.forall(_.negative))) 1 else 0)
+  }.sum
+
+  /** The plan design.json carries (hashiflex.adders, checked against the weights by [[Design]]): each sum at the
+    * level one above its later operand (as soon as its operands are ready); a node stays live (and is
+    * registered at scheduled levels) until its last consumer's level, a root until the end.
+    */
+  def planned(nIn: Int, inBounds: Bounds, channels: Seq[(IndexedSeq[Option[Term]], BigInt)], spec: AdderPlanSpec): Plan = {
+    require(spec.roots.length == channels.length, s"the plan has ${spec.roots.length} roots for ${channels.length} channels")
+    val n = nIn + spec.sums.length
+    val lv = Array.fill(n)(0)
+    val sums = spec.sums.zipWithIndex.map { case ((a, b), j) =>
+      require(a.node < nIn + j && b.node < nIn + j && !a.neg, s"sum $j: operands must be earlier nodes, the first positive")
+      lv(nIn + j) = math.max(lv(a.node), lv(b.node)) + 1
+      Sum(nIn + j, a, b, lv(nIn + j))
+    }
+    val levels = spec.roots.flatten.map(r => lv(r.node)).maxOption.getOrElse(0)
+    val lastUse = Array.fill(n)(-1)
+    for (s <- sums; r <- Seq(s.a, s.b)) lastUse(r.node) = math.max(lastUse(r.node), s.level)
+    for (r <- spec.roots.flatten) lastUse(r.node) = levels + 1
+    val live = (0 to levels).map(l => (0 until n).filter(id => lv(id) <= l && lastUse(id) > l).toSet)
+    val outputs = spec.roots.zip(channels).map { case (r, (_, bias)) => Output(r, bias) }
+    Plan(nIn, inBounds, sums, outputs, levels, live, unshared(channels))
+  }
+
+  /** Balanced trees over the slots (slot 2j with 2j+1 at every level), identical subtrees hash-consed: the plan of
+    * layers built without design.json (the ScalaTest specs); design.json always carries a [[planned]] plan.
+    */
   def apply(nIn: Int, inBounds: Bounds, channels: Seq[(IndexedSeq[Option[Term]], BigInt)], share: Boolean = true): Plan = {
     val memo = mutable.HashMap.empty[(Ref, Ref), Int]
     val sums = mutable.ArrayBuffer.empty[Sum]
@@ -111,9 +144,11 @@ final case class StageSchedule(depth: Int, levelsPerStage: Int) {
   */
 final case class ShiftAddLayerParams(name: String, nIn: Int, in: NumFmt, inBounds: Bounds,
                                      channels: Seq[(IndexedSeq[Option[Term]], BigInt)], out: NumFmt, outBounds: Bounds,
-                                     levelsPerStage: Int, par: Int = 1, share: Boolean = true) {
+                                     levelsPerStage: Int, par: Int = 1, share: Boolean = true,
+                                     planned: Option[AdderPlanSpec] = None) {
   require(par >= 1, s"layer $name: parallelism must be >= 1, found $par")
-  val plan: SharedPlan.Plan = SharedPlan(nIn, inBounds, channels, share)
+  val plan: SharedPlan.Plan =
+    planned.map(SharedPlan.planned(nIn, inBounds, channels, _)).getOrElse(SharedPlan(nIn, inBounds, channels, share))
   val schedule: StageSchedule = StageSchedule(plan.depth, levelsPerStage)
   /** Adders of one pixel lane and of the whole layer, with sharing and without. */
   val laneAdders: Int = plan.adders
@@ -191,7 +226,7 @@ class ShiftAddLane(val p: ShiftAddLayerParams) extends Module {
 
 object ShiftAddLane {
   def hash(p: ShiftAddLayerParams): Int =
-    scala.util.hashing.MurmurHash3.stringHash(s"${p.channels};${p.nIn};${p.in};${p.inBounds};${p.schedule};${p.share}")
+    scala.util.hashing.MurmurHash3.stringHash(s"${p.channels};${p.nIn};${p.in};${p.inBounds};${p.schedule};${p.share};${p.planned}")
 }
 
 /** A layer's worth of shift-add trees behind a stallable ready/valid pipeline: `par` lanes (one per pixel of a

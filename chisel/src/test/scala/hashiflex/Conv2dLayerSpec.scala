@@ -42,7 +42,7 @@ object ConvModel {
     val chans = (0 until o).map(i => (Term.slots(codes.slice(i * c * k * k, (i + 1) * c * k * k)), bias(i)))
     val value = ShiftAddLayerParams("probe", c * k * k, in, inB, chans, NumFmt(8, signed = true), inB, 1).value
     Conv2dSpec(Common("conv", "input", Shape(c, h, w), shape, inB, value, NumFmt.forBounds(value), 0, 1, 1),
-      k, stride, pad, 1, Po2Weights(bits, 0, 1, codes), bias)
+      k, stride, pad, 1, Po2Weights(bits, 0, 1, codes), bias, None)
   }
 }
 

@@ -12,7 +12,8 @@ class DesignReadSpec extends AnyFreeSpec with Matchers {
       | "layers":[
       |  {"name":"conv","src":"input","op":"conv2d","groups":1,"in_shape":[1,3,3],"out_shape":[1,3,3],"kernel":1,"stride":1,"padding":0,
       |   "in_bounds":[0,3],"out_bounds":[1,7],"out_width":3,"out_signed":false,"out_exp":0,"parallelism":1,
-      |   "weights":{"bits":3,"e_min":0,"terms":1,"shape":[1,1,1,1],"codes":[2]},"bias":[1]},
+      |   "weights":{"bits":3,"e_min":0,"terms":1,"shape":[1,1,1,1],"codes":[2]},"bias":[1],
+      |   "adders":{"sums":[],"roots":[0,1,0]}},
       |  {"name":"pool","src":"conv","op":"sum_pool","in_shape":[1,3,3],"out_shape":[1,1,1],"in_bounds":[1,7],
       |   "out_bounds":[9,63],"out_width":6,"out_signed":false,"out_exp":0,"parallelism":1}],
       | "output":{"features":1,"exp":0,"bounds":[9,63],"width":6,"signed":false}}""".stripMargin
@@ -54,13 +55,15 @@ class DesignReadSpec extends AnyFreeSpec with Matchers {
   "multi-term weights: each weight is the sum of its terms, and the bounds are the exact ones" in {
     // w = 2**1 - 2**0 = 1 on x in [0, 3], bias 1: exactly [1, 4] (interval arithmetic on the terms gives [-2, 7])
     val two = good.replace("\"terms\":1,\"shape\":[1,1,1,1],\"codes\":[2]", "\"terms\":2,\"shape\":[1,1,1,1],\"codes\":[2,-1]")
+      .replace("\"sums\":[],\"roots\":[0,1,0]", "\"sums\":[0,1,0,0,1],\"roots\":[1,0,0]") // (x << 1) - x
       .replace("\"out_bounds\":[1,7],\"out_width\":3", "\"out_bounds\":[1,4],\"out_width\":3")
       .replace("\"in_bounds\":[1,7],", "\"in_bounds\":[1,4],").replace("[9,63],\"out_width\":6", "[9,36],\"out_width\":6")
       .replace("\"bounds\":[9,63]", "\"bounds\":[9,36]")
     val d = Design.parse(two)
     d.layers.head.asInstanceOf[Conv2dSpec].weights.slots(0, 1) shouldBe IndexedSeq(Some(Term(0, 1, false)), Some(Term(0, 0, true)))
     Pipeline.plan(d).map(_.adders) shouldBe Seq(2, 1) // x<<1 - x, then + bias
-    // three terms fill four slots per tap (hashiflex.passes.slots_per_tap): pairs never straddle two taps
+    // the balanced trees of layers built without a plan: three terms fill four slots per tap, so pairs never
+    // straddle two taps
     Po2Weights(3, 0, 3, IndexedSeq(2, -3, 1, 0, -1, 2)).slots(0, 2) shouldBe
       IndexedSeq(Some(Term(0, 1, false)), Some(Term(0, 0, false)), Some(Term(0, 0, true)), None,
         Some(Term(1, 2, true)), None, Some(Term(1, 1, false)), None)
@@ -84,6 +87,23 @@ class DesignReadSpec extends AnyFreeSpec with Matchers {
     e.getMessage should include("design.layers[0].out_shape: expected [1, 4, 4], found [1, 3, 3]")
     error(padded.replace("[1,0,0,1]", "[1,0,0]")) should include("design.layers[0].padding: expected 4 entries, found 3")
     error(padded.replace("[1,0,0,1]", "[1,0,0,9]")) should include("design.layers[0].padding[3]: expected an integer in [0, 7], found 9")
+  }
+  "the adder plan must compute the weights: each output expands to its weights' terms" in {
+    error(broken("\"roots\":[0,1,0]", "\"roots\":[0,0,0]")) should
+      include("design.layers[0].adders: output channel 0 computes 1 x input 0, but its weights give 2 (the plan does not compute the weights)")
+    error(broken("\"sums\":[],\"roots\":[0,1,0]", "\"sums\":[0,0,0,1,0],\"roots\":[1,0,0]")) should
+      include("design.layers[0].adders: output channel 0 computes 3 x input 0, but its weights give 2")
+    // x + x = x << 1 is a valid (if wasteful) plan: the check is on what it computes, not on its shape
+    Pipeline.plan(Design.parse(broken("\"sums\":[],\"roots\":[0,1,0]", "\"sums\":[0,0,0,0,0],\"roots\":[1,0,0]"))).map(_.adders) shouldBe Seq(2, 1)
+  }
+  "a malformed adder plan names the field" in {
+    error(broken("\"sums\":[]", "\"sums\":[1,0,0,0,0]")) should
+      include("design.layers[0].adders.sums[0] (sum 0's first operand: an input or an earlier sum): expected an integer in [0, 0], found 1")
+    error(broken("\"sums\":[]", "\"sums\":[0,0,0,0,2]")) should include("design.layers[0].adders.sums[4] (sum 0's sign: 0 add, 1 subtract)")
+    error(broken("\"sums\":[]", "\"sums\":[0,0,0]")) should include("design.layers[0].adders.sums: expected 5 integers per sum")
+    error(broken("\"roots\":[0,1,0]", "\"roots\":[0,1]")) should include("design.layers[0].adders.roots: expected 3 entries, found 2")
+    error(broken("\"roots\":[0,1,0]", "\"roots\":[5,1,0]")) should include("design.layers[0].adders.roots[0] (output 0's root: -1, an input or a sum): expected an integer in [-1, 0], found 5")
+    error(broken(",\n   \"adders\":{\"sums\":[],\"roots\":[0,1,0]}", "")) should include("design.layers[0].adders: required field is missing")
   }
   "out_bounds that the weights do not give are refused" in {
     val msg = error(broken("\"out_bounds\":[9,63],\"out_width\":6", "\"out_bounds\":[9,64],\"out_width\":7"))

@@ -1,0 +1,550 @@
+"""The adder-graph planner: y = W·x with two-input adders only (shifts are wiring), shared across outputs.
+
+Each output channel o is a set of signed, shifted input terms ±(x_i << s): the Po2 digits of its weights
+(a multi-term weight gives one term per digit). The planner
+
+1. counts every pattern ``x_a ± (x_b << d)`` over all pairs of terms within each output, across all outputs
+   (common-subexpression elimination in the style of Hartley's and da4ml's most-frequent-pair CSE);
+2. builds the most frequent pattern once as a new variable, substitutes it into every output that holds it,
+   updates the counts incrementally (only the touched outputs), and repeats while a pattern occurs twice;
+3. sums what is left of each output with a tree ordered by arrival level (Huffman on levels, so the output is
+   as shallow as its terms allow), choosing operand order so that a root is negative only when all its terms are.
+
+Depth is bounded: an output with T terms may use at most ``ceil(log2 T) + slack`` adder levels; a substitution
+that would push an output past its bound is not made there (a pattern pairing two terms of equal level never
+does). The plan is the design contract's statement of each layer's adder graph (design.json ``adders``): the
+generator checks that it computes exactly the weights (every output expands to its terms), sizes every wire
+from exact intervals and builds it as planned.
+
+A plan is a list of sums, node ids ``n_in, n_in + 1, ...`` in topological order, each
+``(a, a_shift, b, b_shift, b_neg)`` = ``(a << a_shift) ± (b << b_shift)`` (``a`` is never negated; one of the
+shifts is 0), and per output a root reference ``(node, shift, neg)`` (node -1 for an empty output): the
+output is ``±(node << shift) + bias``.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+import numba
+
+_njit = numba.njit(cache=True)  # compiled once per machine (cached beside this file)
+
+# key layout of a pattern (a, a_shift, b, b_shift, b_neg): one shift is 0, so d = b_shift - a_shift carries both
+_VAR_BITS = 26
+_D_OFF = 128        # d in [-127, 127]
+_ROW_BITS = 20
+_SHIFT_LIMIT = 127  # shifts of terms and sums stay below this (also the key's range)
+
+
+class PlanError(ValueError):
+    """The planner's input (terms) is out of its supported range."""
+
+
+@_njit
+def _key(v1, s1, g1, v2, s2, g2):
+    # canonical pattern of two terms: ordered by (var, shift); the smaller shift becomes 0
+    if v1 > v2 or (v1 == v2 and s1 > s2):
+        v1, s1, g1, v2, s2, g2 = v2, s2, g2, v1, s1, g1
+    d = s2 - s1
+    return ((((v1 << _VAR_BITS) | v2) << 8) | (d + _D_OFF)) << 1 | (1 if g1 != g2 else 0)
+
+
+@_njit
+def _rv(r, v, s):
+    return (((r << _VAR_BITS) | v) << 7) | s
+
+
+@_njit
+def _find(keys, k):
+    # open addressing, linear probing: the slot holding k, or the empty slot (-1) where it would go
+    mask = keys.shape[0] - 1
+    h = k * -7046029254386353131
+    i = (h ^ (h >> 31)) & mask
+    while keys[i] != k and keys[i] != -1:
+        i = (i + 1) & mask
+    return i
+
+
+@_njit
+def _get(keys, vals, k, default):
+    i = _find(keys, k)
+    return vals[i] if keys[i] == k else default
+
+
+@_njit
+def _add(keys, vals, used, k, delta):
+    # vals[k] += delta (0 when absent); returns the table (grown when half full), its use and the new value
+    i = _find(keys, k)
+    if keys[i] != k:
+        keys[i] = k
+        vals[i] = 0
+        used += 1
+    vals[i] += delta
+    v = vals[i]
+    if 2 * used > keys.shape[0]:
+        nk = np.full(2 * keys.shape[0], -1, np.int64)
+        nv = np.zeros(2 * keys.shape[0], np.int64)
+        for j in range(keys.shape[0]):
+            if keys[j] != -1:
+                m = _find(nk, keys[j])
+                nk[m] = keys[j]
+                nv[m] = vals[j]
+        keys, vals = nk, nv
+    return keys, vals, used, v
+
+
+def _table(n):
+    size = 16
+    while size < 2 * n + 2:
+        size *= 2
+    return size
+
+
+_BLOCKED = -(1 << 50)  # a pattern's count once its substitution is refused (depth): never selected again
+
+
+@_njit
+def _plan_kernel(row_ptr, t_var, t_shift, t_neg, n_in, slack):
+    n_out = row_ptr.shape[0] - 1
+    cap = t_var.shape[0]
+    nv_max = n_in + cap + 1
+    depth = np.zeros(nv_max, np.int64)
+    t_row = np.empty(cap, np.int64)
+    t_alive = np.ones(cap, np.bool_)
+    var = t_var.copy()
+    shift = t_shift.copy()
+    neg = t_neg.copy()
+    # alive terms of each row (swap-remove), positions of the slots
+    row_items = np.empty(cap, np.int64)
+    row_len = np.zeros(n_out, np.int64)
+    pos = np.empty(cap, np.int64)
+    load = np.zeros(n_out, np.int64)
+    limit = np.zeros(n_out, np.int64)
+    for r in range(n_out):
+        n = row_ptr[r + 1] - row_ptr[r]
+        for j in range(row_ptr[r], row_ptr[r + 1]):
+            t_row[j] = r
+            row_items[j] = j
+            pos[j] = j
+        row_len[r] = n
+        load[r] = n
+        lv = 0
+        while (1 << lv) < n:
+            lv += 1
+        limit[r] = 1 << (lv + slack)
+    # chains of each variable's term slots (a pool of (slot, next))
+    pool_slot = np.empty(2 * cap + 1, np.int64)
+    pool_next = np.empty(2 * cap + 1, np.int64)
+    head = -np.ones(nv_max, np.int64)
+    n_pool = 0
+    for j in range(cap):
+        pool_slot[n_pool] = j
+        pool_next[n_pool] = head[var[j]]
+        head[var[j]] = n_pool
+        n_pool += 1
+    size = 16
+    while size < 4 * cap + 2:
+        size *= 2
+    w_keys = np.full(size, -1, np.int64)     # (row, var, shift) -> slot of that term (-1: gone)
+    w_vals = np.zeros(size, np.int64)
+    w_used = 0
+    for j in range(cap):
+        w_keys, w_vals, w_used, _ = _add(w_keys, w_vals, w_used, _rv(t_row[j], var[j], shift[j]), j)
+    n_pairs = 0
+    for r in range(n_out):
+        n_pairs += row_len[r] * (row_len[r] - 1) // 2
+    size = 16
+    while size < min(2 * n_pairs + 2, 1 << 26):
+        size *= 2
+    c_keys = np.full(size, -1, np.int64)     # pattern -> occurrences
+    c_vals = np.zeros(size, np.int64)
+    c_used = 0
+    for r in range(n_out):
+        o = row_ptr[r]
+        n = row_len[r]
+        for x in range(n):
+            tx = row_items[o + x]
+            for y in range(x + 1, n):
+                ty = row_items[o + y]
+                k = _key(var[tx], shift[tx], neg[tx], var[ty], shift[ty], neg[ty])
+                c_keys, c_vals, c_used, _ = _add(c_keys, c_vals, c_used, k, 1)
+    # bucket queue of keys by count (lazy: an entry is checked against the count when popped)
+    n_buckets = 2
+    n_init = 0
+    for j in range(c_keys.shape[0]):
+        if c_keys[j] != -1 and c_vals[j] >= 2:
+            n_init += 1
+            if c_vals[j] + 1 > n_buckets:
+                n_buckets = c_vals[j] + 1
+    bucket_keys = np.empty(max(16, n_init * 2), np.int64)
+    bucket_next = np.empty(bucket_keys.shape[0], np.int64)
+    bucket_head = -np.ones(n_buckets + 1, np.int64)
+    n_b = 0
+    top = 0
+    for j in range(c_keys.shape[0]):
+        c = c_vals[j]
+        if c_keys[j] != -1 and c >= 2:
+            bucket_keys[n_b] = c_keys[j]
+            bucket_next[n_b] = bucket_head[c]
+            bucket_head[c] = n_b
+            n_b += 1
+            if c > top:
+                top = c
+    sums = np.empty((cap + n_out + 1, 5), np.int64)
+    n_sums = 0
+    occ_t = np.empty(cap, np.int64)
+    occ_p = np.empty(cap, np.int64)
+    while top >= 2:
+        b_i = bucket_head[top]
+        if b_i < 0:
+            top -= 1
+            continue
+        bucket_head[top] = bucket_next[b_i]
+        k = bucket_keys[b_i]
+        cur = _get(c_keys, c_vals, k, 0)
+        if cur != top:
+            if 2 <= cur < top:  # stale: requeue at its count
+                if n_b >= bucket_keys.shape[0]:
+                    bucket_keys = np.concatenate((bucket_keys, np.empty(bucket_keys.shape[0], np.int64)))
+                    bucket_next = np.concatenate((bucket_next, np.empty(bucket_next.shape[0], np.int64)))
+                bucket_keys[n_b] = k
+                bucket_next[n_b] = bucket_head[cur]
+                bucket_head[cur] = n_b
+                n_b += 1
+            continue
+        gneg = k & 1
+        d = ((k >> 1) & 255) - _D_OFF
+        b = (k >> 9) & ((1 << _VAR_BITS) - 1)
+        a = k >> (9 + _VAR_BITS)
+        da = -d if d < 0 else 0
+        db = d if d > 0 else 0
+        dnew = max(depth[a], depth[b]) + 1
+        grow = (1 << dnew) - (1 << depth[a]) - (1 << depth[b])
+        # occurrences: a term of a, its partner of b in the same row
+        n_occ = 0
+        c = head[a]
+        while c >= 0:
+            t = pool_slot[c]
+            c = pool_next[c]
+            if not t_alive[t] or var[t] != a or shift[t] < da:
+                continue
+            base = shift[t] - da
+            r = t_row[t]
+            p = _get(w_keys, w_vals, _rv(r, b, base + db), -1)
+            if p < 0 or p == t or not t_alive[p] or ((neg[t] != neg[p]) != (gneg == 1)):
+                continue
+            if load[r] + grow > limit[r]:
+                continue
+            occ_t[n_occ] = t
+            occ_p[n_occ] = p
+            n_occ += 1
+        if n_occ < 2:  # occurrences only ever go away: refused now, refused for good
+            c_keys, c_vals, c_used, _ = _add(c_keys, c_vals, c_used, k, _BLOCKED)
+            continue
+        v = n_in + n_sums
+        sums[n_sums, 0] = a
+        sums[n_sums, 1] = da
+        sums[n_sums, 2] = b
+        sums[n_sums, 3] = db
+        sums[n_sums, 4] = gneg
+        n_sums += 1
+        depth[v] = dnew
+        for q in range(n_occ):
+            t = occ_t[q]
+            p = occ_p[q]
+            r = t_row[t]
+            if not (t_alive[t] and t_alive[p]) or var[t] != a or var[p] != b or shift[p] - shift[t] != db - da \
+                    or load[r] + grow > limit[r]:
+                continue  # an overlapping occurrence (multi-term rows) was used already: its slot moved on
+            base = shift[t] - da
+            o = row_ptr[r]
+            for x in range(row_len[r]):
+                u = row_items[o + x]
+                if u == t or u == p:
+                    continue
+                for w in (t, p):
+                    kk = _key(var[w], shift[w], neg[w], var[u], shift[u], neg[u])
+                    c_keys, c_vals, c_used, _ = _add(c_keys, c_vals, c_used, kk, -1)
+            c_keys, c_vals, c_used, _ = _add(c_keys, c_vals, c_used, k, -1)
+            # remove p, reuse t's slot for the new term
+            w_keys, w_vals, w_used, _ = _add(w_keys, w_vals, w_used, _rv(r, var[t], shift[t]), -1 - t)
+            w_keys, w_vals, w_used, _ = _add(w_keys, w_vals, w_used, _rv(r, var[p], shift[p]), -1 - p)
+            t_alive[p] = False
+            last = row_items[o + row_len[r] - 1]
+            row_items[pos[p]] = last
+            pos[last] = pos[p]
+            row_len[r] -= 1
+            var[t] = v
+            shift[t] = base
+            w_keys, w_vals, w_used, _ = _add(w_keys, w_vals, w_used, _rv(r, v, base), t)
+            pool_slot[n_pool] = t
+            pool_next[n_pool] = head[v]
+            head[v] = n_pool
+            n_pool += 1
+            load[r] += grow
+            for x in range(row_len[r]):
+                u = row_items[o + x]
+                if u == t:
+                    continue
+                kk = _key(var[t], shift[t], neg[t], var[u], shift[u], neg[u])
+                c_keys, c_vals, c_used, nc = _add(c_keys, c_vals, c_used, kk, 1)
+                if nc >= 2:
+                    if n_b >= bucket_keys.shape[0]:
+                        bucket_keys = np.concatenate((bucket_keys, np.empty(bucket_keys.shape[0], np.int64)))
+                        bucket_next = np.concatenate((bucket_next, np.empty(bucket_next.shape[0], np.int64)))
+                    if nc >= bucket_head.shape[0]:
+                        bucket_head = np.concatenate((bucket_head, -np.ones(bucket_head.shape[0], np.int64)))
+                    bucket_keys[n_b] = kk
+                    bucket_next[n_b] = bucket_head[nc]
+                    bucket_head[nc] = n_b
+                    n_b += 1
+                    if nc > top:
+                        top = nc
+    # what is left of each output: a tree by arrival level (two-queue Huffman on levels)
+    roots = np.zeros((n_out, 3), np.int64)
+    roots[:, 0] = -1  # an empty output: the bias alone
+    qa_v = np.empty(cap + 1, np.int64)
+    qa_s = np.empty(cap + 1, np.int64)
+    qa_g = np.empty(cap + 1, np.int64)
+    qb_v = np.empty(cap + 1, np.int64)
+    qb_s = np.empty(cap + 1, np.int64)
+    qb_g = np.empty(cap + 1, np.int64)
+    for r in range(n_out):
+        n = row_len[r]
+        if n == 0:
+            continue
+        o = row_ptr[r]
+        dep = np.empty(n, np.int64)
+        for x in range(n):
+            dep[x] = depth[var[row_items[o + x]]] * (cap + 1) + x
+        order = np.argsort(dep)
+        for x in range(n):
+            t = row_items[o + order[x]]
+            qa_v[x] = var[t]
+            qa_s[x] = shift[t]
+            qa_g[x] = 1 if neg[t] else 0
+        ia, na, ib, nb = 0, n, 0, 0
+        for _ in range(n - 1):
+            ops_v = np.empty(2, np.int64)
+            ops_s = np.empty(2, np.int64)
+            ops_g = np.empty(2, np.int64)
+            for z in range(2):
+                take_a = ib >= nb or (ia < na and depth[qa_v[ia]] <= depth[qb_v[ib]])
+                if take_a:
+                    ops_v[z], ops_s[z], ops_g[z] = qa_v[ia], qa_s[ia], qa_g[ia]
+                    ia += 1
+                else:
+                    ops_v[z], ops_s[z], ops_g[z] = qb_v[ib], qb_s[ib], qb_g[ib]
+                    ib += 1
+            if ops_g[0] == 1 and ops_g[1] == 0:  # a positive operand first
+                ops_v[0], ops_v[1] = ops_v[1], ops_v[0]
+                ops_s[0], ops_s[1] = ops_s[1], ops_s[0]
+                ops_g[0], ops_g[1] = ops_g[1], ops_g[0]
+            base = min(ops_s[0], ops_s[1])
+            v = n_in + n_sums
+            sums[n_sums, 0] = ops_v[0]
+            sums[n_sums, 1] = ops_s[0] - base
+            sums[n_sums, 2] = ops_v[1]
+            sums[n_sums, 3] = ops_s[1] - base
+            sums[n_sums, 4] = 1 if ops_g[0] != ops_g[1] else 0
+            n_sums += 1
+            depth[v] = max(depth[ops_v[0]], depth[ops_v[1]]) + 1
+            qb_v[nb], qb_s[nb], qb_g[nb] = v, base, ops_g[0]
+            nb += 1
+        if nb > 0:
+            roots[r, 0], roots[r, 1], roots[r, 2] = qb_v[nb - 1], qb_s[nb - 1], qb_g[nb - 1]
+        else:
+            roots[r, 0], roots[r, 1], roots[r, 2] = qa_v[0], qa_s[0], qa_g[0]
+    return sums[:n_sums].copy(), roots
+
+
+@dataclass(frozen=True)
+class AdderPlan:
+    """One pixel lane's adder graph (see the module docstring for the encoding)."""
+    n_in: int
+    sums: np.ndarray    # (m, 5) int64: a, a_shift, b, b_shift, b_neg
+    roots: np.ndarray   # (n_out, 3) int64: node (-1: empty output), shift, neg
+
+    @property
+    def levels(self) -> np.ndarray:
+        """Adder level of every node (inputs 0; a sum one above its later operand)."""
+        lv = np.zeros(self.n_in + len(self.sums), np.int64)
+        for j, (a, _, b, _, _) in enumerate(self.sums.tolist()):
+            lv[self.n_in + j] = max(lv[a], lv[b]) + 1
+        return lv
+
+    def depth(self) -> int:
+        """Adder levels of the deepest root (the final bias/negation level not included)."""
+        lv = self.levels
+        return max((int(lv[r]) for r in self.roots[:, 0] if r >= 0), default=0)
+
+    def final_adders(self, bias: np.ndarray) -> np.ndarray:
+        """Whether each output's final level spends an adder: bias + root, bias - root, or 0 - root."""
+        bias = np.asarray(bias)
+        return (self.roots[:, 0] >= 0) & ((self.roots[:, 2] == 1) | (bias != 0))
+
+    def weights(self, n_out: int | None = None) -> np.ndarray:
+        """The integer matrix (n_out, n_in) the plan computes: each output expanded into its input terms."""
+        forms: dict[int, dict[int, int]] = {}
+
+        def form(node: int) -> dict[int, int]:
+            if node < self.n_in:
+                return {node: 1}
+            f = forms.get(node)
+            if f is None:
+                a, sa, b, sb, nb = (int(v) for v in self.sums[node - self.n_in])
+                f = {i: c << sa for i, c in form(a).items()}
+                for i, c in form(b).items():
+                    f[i] = f.get(i, 0) + (-(c << sb) if nb else c << sb)
+                forms[node] = f
+            return f
+
+        w = np.zeros((len(self.roots), self.n_in), dtype=object)
+        for o, (node, s, ng) in enumerate(self.roots.tolist()):
+            if node >= 0:
+                for i, c in form(node).items():
+                    w[o, i] = -(c << s) if ng else c << s
+        return w
+
+
+def terms_of(codes: np.ndarray, terms: int, depthwise: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                                       np.ndarray, int]:
+    """A layer's Po2 codes as the planner's terms: per output channel (row_ptr), each nonzero digit's input,
+    shift and sign. ``codes``: the weight shape (terms 1), or (terms, *weight shape); an output's inputs are its
+    weights in row-major order (a depthwise channel's own window: inputs ``o * taps + t``). Equal digits of one
+    input merge (x + x = x << 1) and opposite ones cancel, so every (input, shift) appears once per output.
+    Returns row_ptr, var, shift, neg, n_in."""
+    tc = np.asarray(codes) if terms > 1 else np.asarray(codes)[None]
+    k, o_ch = tc.shape[0], tc.shape[1]
+    flat = tc.reshape(k, o_ch, -1)  # (terms, out, taps)
+    taps = flat.shape[2]
+    n_in = taps * (o_ch if depthwise else 1)
+    tt, oo, ii = np.nonzero(flat)
+    c = flat[tt, oo, ii].astype(np.int64)
+    var = ii + oo * taps * int(depthwise)
+    shift = np.abs(c) - 1
+    neg = c < 0
+    if k > 1:  # merge equal (output, input, shift) digits until unique
+        rows, var, shift, neg = _merge_digits(oo, var, shift, neg)
+        oo = rows
+    order = np.lexsort((shift, var, oo))
+    oo, var, shift, neg = oo[order], var[order], shift[order], neg[order]
+    row_ptr = np.searchsorted(oo, np.arange(o_ch + 1)).astype(np.int64)
+    return row_ptr, var.astype(np.int64), shift.astype(np.int64), neg.astype(np.bool_), n_in
+
+
+def _merge_digits(rows, var, shift, neg):
+    """Sum each (row, input)'s digits exactly and re-express the sum in signed digits (:func:`_csd`)."""
+    value: dict[tuple[int, int], int] = {}
+    for r, v, s, g in zip(rows.tolist(), var.tolist(), shift.tolist(), neg.tolist()):
+        value[r, v] = value.get((r, v), 0) + (-(1 << s) if g else 1 << s)
+    return _csd(value.items())
+
+
+def _csd(entries):
+    """Canonical signed digits (nonadjacent form: the fewest digits) of ((row, input), value) entries, as arrays
+    row, input, shift, neg."""
+    r_out, v_out, s_out, g_out = [], [], [], []
+    for (r, v), val in entries:
+        s = 0
+        while val:
+            if val & 1:
+                digit = 2 - (val & 3)  # +1 or -1
+                r_out.append(r)
+                v_out.append(v)
+                s_out.append(s)
+                g_out.append(digit < 0)
+                val -= digit
+            val >>= 1
+            s += 1
+    return (np.asarray(r_out, np.int64), np.asarray(v_out, np.int64), np.asarray(s_out, np.int64),
+            np.asarray(g_out, np.bool_))
+
+
+def plan_terms(row_ptr, var, shift, neg, n_in: int, slack: int = 1) -> AdderPlan:
+    """Plan the adder graph of rows of terms (see :func:`terms_of`)."""
+    n_out = len(row_ptr) - 1
+    if len(var) and (int(shift.max()) >= _SHIFT_LIMIT - 8 or int(shift.min()) < 0):
+        raise PlanError(f"term shifts must lie in [0, {_SHIFT_LIMIT - 8}), found [{int(shift.min())}, "
+                        f"{int(shift.max())}]")
+    if n_in + len(var) >= 1 << _VAR_BITS or n_out >= 1 << _ROW_BITS:
+        raise PlanError(f"a lane of {n_in} inputs, {len(var)} terms and {n_out} outputs is beyond the planner's "
+                        f"range (2**{_VAR_BITS} variables, 2**{_ROW_BITS} outputs)")
+    if slack < 0:
+        raise PlanError(f"depth slack must be >= 0, found {slack}")
+    sums, roots = _plan_kernel(np.ascontiguousarray(row_ptr, np.int64), np.ascontiguousarray(var, np.int64),
+                               np.ascontiguousarray(shift, np.int64), np.ascontiguousarray(neg, np.bool_),
+                               int(n_in), int(slack))
+    return AdderPlan(int(n_in), sums, roots)
+
+
+DEPTH_SLACK = 1  # adder levels an output may take beyond a balanced tree of its terms, for more sharing
+
+_cache: OrderedDict[tuple, AdderPlan] = OrderedDict()
+_CACHE_SIZE = 256
+
+
+def plan_codes(codes: np.ndarray, terms: int = 1, depthwise: bool = False, slack: int = DEPTH_SLACK) -> AdderPlan:
+    """Plan one pixel lane of a conv/linear layer from its Po2 weight codes (``terms`` 1: the weight shape;
+    else (terms, *weight shape)). Deterministic; the last plans are cached by content, since the hardware model,
+    the export and its check each ask for the same layers."""
+    codes = np.ascontiguousarray(codes)
+    key = (hashlib.sha1(codes.astype(np.int64).tobytes()).hexdigest(), codes.shape, terms, depthwise, slack)
+    plan = _cache.get(key)
+    if plan is None:
+        row_ptr, var, shift, neg, n_in = terms_of(codes, terms, depthwise)
+        plan = plan_terms(row_ptr, var, shift, neg, n_in, slack)
+        _cache[key] = plan
+        if len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    else:
+        _cache.move_to_end(key)
+    return plan
+
+
+def node_bounds(plan: AdderPlan, in_bounds: tuple[int, int]) -> list[tuple[int, int]]:
+    """Interval of every node (inputs in ``in_bounds``) by interval arithmetic over the sums: the generator's
+    wire sizing (exact when a sum's operands share no input, as with one-term weights; wider, never narrower,
+    when a multi-term weight's digits of one input meet in a sum)."""
+    vals = [tuple(map(int, in_bounds))] * plan.n_in
+    for a, sa, b, sb, nb in plan.sums.tolist():
+        alo, ahi = vals[a]
+        blo, bhi = vals[b]
+        if nb:
+            blo, bhi = -bhi, -blo
+        vals.append(((alo << sa) + (blo << sb), (ahi << sa) + (bhi << sb)))
+    return vals
+
+
+def to_json(plan: AdderPlan) -> dict:
+    """design.json's ``adders`` field: flat sums (5 per sum) and roots (3 per output)."""
+    return {"sums": plan.sums.reshape(-1).tolist(), "roots": plan.roots.reshape(-1).tolist()}
+
+
+def plan_matrix(w: np.ndarray, slack: int = 1) -> AdderPlan:
+    """Plan y = w @ x for an integer matrix w (n_out, n_in), each entry in signed digits (CSD)."""
+    w = np.asarray(w)
+    if not np.issubdtype(w.dtype, np.integer):
+        raise PlanError(f"plan_matrix takes an integer matrix, found dtype {w.dtype}")
+    oo, ii = np.nonzero(w)
+    rows, var, shift, neg = _csd(((r, i), int(w[r, i])) for r, i in zip(oo.tolist(), ii.tolist()))
+    order = np.lexsort((shift, var, rows))
+    rows, var, shift, neg = rows[order], var[order], shift[order], neg[order]
+    row_ptr = np.searchsorted(rows, np.arange(w.shape[0] + 1)).astype(np.int64)
+    return plan_terms(row_ptr, var, shift, neg, w.shape[1], slack)
+
+
+def naive_adders(row_ptr: np.ndarray) -> int:
+    """Adders of every output summed on its own (no sharing): terms - 1 per nonempty output."""
+    n = np.diff(row_ptr)
+    return int(np.maximum(n - 1, 0).sum())
+
+
+def min_depth(n_terms: int) -> int:
+    """Adder levels of a balanced sum of ``n_terms`` terms."""
+    return math.ceil(math.log2(n_terms)) if n_terms > 1 else 0
