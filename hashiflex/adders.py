@@ -24,6 +24,7 @@ output is ``±(node << shift) + bias``.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -60,52 +61,82 @@ def _rv(r, v, s):
 
 
 @_njit
-def _find(keys, k):
-    # open addressing, linear probing: the slot holding k, or the empty slot (-1) where it would go
-    mask = keys.shape[0] - 1
+def _find(tab, k):
+    # open addressing, linear probing over rows (key, value): the row holding k, or the empty row (key -1)
+    mask = tab.shape[0] - 1
     h = k * -7046029254386353131
     i = (h ^ (h >> 31)) & mask
-    while keys[i] != k and keys[i] != -1:
+    while tab[i, 0] != k and tab[i, 0] != -1:
         i = (i + 1) & mask
     return i
 
 
 @_njit
-def _get(keys, vals, k, default):
-    i = _find(keys, k)
-    return vals[i] if keys[i] == k else default
+def _get(tab, k, default):
+    i = _find(tab, k)
+    return tab[i, 1] if tab[i, 0] == k else default
 
 
 @_njit
-def _add(keys, vals, used, k, delta):
-    # vals[k] += delta (0 when absent); returns the table (grown when half full), its use and the new value
-    i = _find(keys, k)
-    if keys[i] != k:
-        keys[i] = k
-        vals[i] = 0
-        used += 1
-    vals[i] += delta
-    v = vals[i]
-    if 2 * used > keys.shape[0]:
-        nk = np.full(2 * keys.shape[0], -1, np.int64)
-        nv = np.zeros(2 * keys.shape[0], np.int64)
-        for j in range(keys.shape[0]):
-            if keys[j] != -1:
-                m = _find(nk, keys[j])
-                nk[m] = keys[j]
-                nv[m] = vals[j]
-        keys, vals = nk, nv
-    return keys, vals, used, v
+def _inc(tab, k, delta):
+    # tab[k] += delta (0 when absent); returns the new value and whether k was inserted
+    i = _find(tab, k)
+    new = tab[i, 0] != k
+    if new:
+        tab[i, 0] = k
+        tab[i, 1] = 0
+    tab[i, 1] += delta
+    return tab[i, 1], new
 
 
-def _table(n):
-    size = 16
-    while size < 2 * n + 2:
-        size *= 2
-    return size
+@_njit
+def _dec(tab, k):
+    # tab[k] -= 1 where k is held (a pattern that never occurred twice is not)
+    i = _find(tab, k)
+    if tab[i, 0] == k:
+        tab[i, 1] -= 1
 
 
-_BLOCKED = -(1 << 50)  # a pattern's count once its substitution is refused (depth): never selected again
+@_njit
+def _grown(tab):
+    # the table at twice the size (callers grow it when half full)
+    nt = np.full((2 * tab.shape[0], 2), -1, np.int64)
+    for j in range(tab.shape[0]):
+        if tab[j, 0] != -1:
+            m = _find(nt, tab[j, 0])
+            nt[m, 0] = tab[j, 0]
+            nt[m, 1] = tab[j, 1]
+    return nt
+
+
+@_njit
+def _decode(k):
+    d = ((k >> 1) & 255) - _D_OFF
+    return k >> (9 + _VAR_BITS), (-d if d < 0 else 0), (k >> 9) & ((1 << _VAR_BITS) - 1), (d if d > 0 else 0), k & 1
+
+
+_BLOCKED = -(1 << 50)  # a pattern's count once the depth bound refuses it: never selected again
+_LEVELS = 64  # priority = count * _LEVELS + (_LEVELS - 1 - level of the new sum): most frequent, then shallowest
+
+
+@_njit
+def _prio(k, count, depth):
+    a, _, b, _, _ = _decode(k)
+    return count * _LEVELS + min(depth[a] + depth[b], _LEVELS - 1)
+
+
+@_njit
+def _push(bk, bn, bh, n_b, k, prio):
+    # a bucket queue: bucket `prio` is a list threaded through bk/bn from bh (LIFO)
+    if n_b >= bk.shape[0]:
+        bk = np.concatenate((bk, np.empty(bk.shape[0], np.int64)))
+        bn = np.concatenate((bn, np.empty(bn.shape[0], np.int64)))
+    while prio >= bh.shape[0]:
+        bh = np.concatenate((bh, -np.ones(bh.shape[0], np.int64)))
+    bk[n_b] = k
+    bn[n_b] = bh[prio]
+    bh[prio] = n_b
+    return bk, bn, bh, n_b + 1
 
 
 @_njit
@@ -150,82 +181,92 @@ def _plan_kernel(row_ptr, t_var, t_shift, t_neg, n_in, slack):
     size = 16
     while size < 4 * cap + 2:
         size *= 2
-    w_keys = np.full(size, -1, np.int64)     # (row, var, shift) -> slot of that term (-1: gone)
-    w_vals = np.zeros(size, np.int64)
+    wt = np.full((size, 2), -1, np.int64)    # (row, var, shift) -> slot of that term (< 0: gone)
     w_used = 0
     for j in range(cap):
-        w_keys, w_vals, w_used, _ = _add(w_keys, w_vals, w_used, _rv(t_row[j], var[j], shift[j]), j)
-    n_pairs = 0
-    for r in range(n_out):
-        n_pairs += row_len[r] * (row_len[r] - 1) // 2
-    size = 16
-    while size < min(2 * n_pairs + 2, 1 << 26):
-        size *= 2
-    c_keys = np.full(size, -1, np.int64)     # pattern -> occurrences
-    c_vals = np.zeros(size, np.int64)
+        _, new = _inc(wt, _rv(t_row[j], var[j], shift[j]), j + 1)
+        w_used += new
+    # pattern -> occurrences, holding only patterns that occur at least twice: a pattern's count is largest
+    # when the newer of its two variables is created (then all terms of both exist) and only falls after
+    ct = np.full((1024, 2), -1, np.int64)
     c_used = 0
-    for r in range(n_out):
-        o = row_ptr[r]
-        n = row_len[r]
-        for x in range(n):
-            tx = row_items[o + x]
-            for y in range(x + 1, n):
-                ty = row_items[o + y]
-                k = _key(var[tx], shift[tx], neg[tx], var[ty], shift[ty], neg[ty])
-                c_keys, c_vals, c_used, _ = _add(c_keys, c_vals, c_used, k, 1)
-    # bucket queue of keys by count (lazy: an entry is checked against the count when popped)
-    n_buckets = 2
-    n_init = 0
-    for j in range(c_keys.shape[0]):
-        if c_keys[j] != -1 and c_vals[j] >= 2:
-            n_init += 1
-            if c_vals[j] + 1 > n_buckets:
-                n_buckets = c_vals[j] + 1
-    bucket_keys = np.empty(max(16, n_init * 2), np.int64)
-    bucket_next = np.empty(bucket_keys.shape[0], np.int64)
-    bucket_head = -np.ones(n_buckets + 1, np.int64)
+    # bucket queue of keys by priority (lazy: an entry is checked against the key's count when popped)
+    bucket_keys = np.empty(1024, np.int64)
+    bucket_next = np.empty(1024, np.int64)
+    bucket_head = -np.ones(4 * _LEVELS, np.int64)
     n_b = 0
     top = 0
-    for j in range(c_keys.shape[0]):
-        c = c_vals[j]
-        if c_keys[j] != -1 and c >= 2:
-            bucket_keys[n_b] = c_keys[j]
-            bucket_next[n_b] = bucket_head[c]
-            bucket_head[c] = n_b
-            n_b += 1
-            if c > top:
-                top = c
+    # input pairs, counted per first input a in a dense scratch over (b, shift difference, sign)
+    smax = 0
+    for j in range(cap):
+        smax = max(smax, shift[j])
+    nbins = 2 * (2 * smax + 1)
+    loc = np.zeros(max(1, n_in) * nbins, np.int64)
+    touched = np.empty(cap * 2 + 16, np.int64)
+    for a in range(n_in):
+        n_t = 0
+        c = head[a]
+        while c >= 0:
+            ta = pool_slot[c]
+            c = pool_next[c]
+            r = t_row[ta]
+            o = row_ptr[r]
+            for x in range(row_len[r]):
+                u = row_items[o + x]
+                b = var[u]
+                if b < a or (b == a and shift[u] <= shift[ta]):
+                    continue
+                idx = b * nbins + (shift[u] - shift[ta] + smax) * 2 + (1 if neg[u] != neg[ta] else 0)
+                if loc[idx] == 0:
+                    if n_t >= touched.shape[0]:
+                        touched = np.concatenate((touched, np.empty(touched.shape[0], np.int64)))
+                    touched[n_t] = idx
+                    n_t += 1
+                loc[idx] += 1
+        for q in range(n_t):
+            idx = touched[q]
+            cnt = loc[idx]
+            loc[idx] = 0
+            if cnt >= 2:
+                b = idx // nbins
+                rem = idx % nbins
+                k = ((((a << _VAR_BITS) | b) << 8) | (rem // 2 - smax + _D_OFF)) << 1 | (rem % 2)
+                _inc(ct, k, cnt)
+                c_used += 1
+                if 2 * c_used > ct.shape[0]:
+                    ct = _grown(ct)
+    # queued in the table's (hashed) order: ties between equally good patterns fall in no structured order
+    for j in range(ct.shape[0]):
+        if ct[j, 0] != -1:
+            pr = _prio(ct[j, 0], ct[j, 1], depth)
+            bucket_keys, bucket_next, bucket_head, n_b = _push(bucket_keys, bucket_next, bucket_head, n_b,
+                                                               ct[j, 0], pr)
+            if pr > top:
+                top = pr
+    new_slots = np.empty(cap, np.int64)
     sums = np.empty((cap + n_out + 1, 5), np.int64)
     n_sums = 0
     occ_t = np.empty(cap, np.int64)
     occ_p = np.empty(cap, np.int64)
-    while top >= 2:
+    while top >= 2 * _LEVELS:
         b_i = bucket_head[top]
         if b_i < 0:
             top -= 1
             continue
         bucket_head[top] = bucket_next[b_i]
         k = bucket_keys[b_i]
-        cur = _get(c_keys, c_vals, k, 0)
-        if cur != top:
-            if 2 <= cur < top:  # stale: requeue at its count
-                if n_b >= bucket_keys.shape[0]:
-                    bucket_keys = np.concatenate((bucket_keys, np.empty(bucket_keys.shape[0], np.int64)))
-                    bucket_next = np.concatenate((bucket_next, np.empty(bucket_next.shape[0], np.int64)))
-                bucket_keys[n_b] = k
-                bucket_next[n_b] = bucket_head[cur]
-                bucket_head[cur] = n_b
-                n_b += 1
+        cur = _get(ct, k, 0)
+        if cur < 2:
             continue
-        gneg = k & 1
-        d = ((k >> 1) & 255) - _D_OFF
-        b = (k >> 9) & ((1 << _VAR_BITS) - 1)
-        a = k >> (9 + _VAR_BITS)
-        da = -d if d < 0 else 0
-        db = d if d > 0 else 0
+        pr = _prio(k, cur, depth)
+        if pr != top:  # stale (its count fell since it was queued): requeue at its priority now
+            if pr < top:
+                bucket_keys, bucket_next, bucket_head, n_b = _push(bucket_keys, bucket_next, bucket_head, n_b, k, pr)
+            continue
+        a, da, b, db, gneg = _decode(k)
         dnew = max(depth[a], depth[b]) + 1
         grow = (1 << dnew) - (1 << depth[a]) - (1 << depth[b])
-        # occurrences: a term of a, its partner of b in the same row
+        # occurrences: a term of a, its partner of b in the same row, within the row's depth bound
         n_occ = 0
         c = head[a]
         while c >= 0:
@@ -235,7 +276,7 @@ def _plan_kernel(row_ptr, t_var, t_shift, t_neg, n_in, slack):
                 continue
             base = shift[t] - da
             r = t_row[t]
-            p = _get(w_keys, w_vals, _rv(r, b, base + db), -1)
+            p = _get(wt, _rv(r, b, base + db), 0) - 1
             if p < 0 or p == t or not t_alive[p] or ((neg[t] != neg[p]) != (gneg == 1)):
                 continue
             if load[r] + grow > limit[r]:
@@ -243,8 +284,8 @@ def _plan_kernel(row_ptr, t_var, t_shift, t_neg, n_in, slack):
             occ_t[n_occ] = t
             occ_p[n_occ] = p
             n_occ += 1
-        if n_occ < 2:  # occurrences only ever go away: refused now, refused for good
-            c_keys, c_vals, c_used, _ = _add(c_keys, c_vals, c_used, k, _BLOCKED)
+        if n_occ < 2:  # the depth bound refuses it (occurrences only go away): refused for good
+            _inc(ct, k, _BLOCKED)
             continue
         v = n_in + n_sums
         sums[n_sums, 0] = a
@@ -254,6 +295,7 @@ def _plan_kernel(row_ptr, t_var, t_shift, t_neg, n_in, slack):
         sums[n_sums, 4] = gneg
         n_sums += 1
         depth[v] = dnew
+        n_new = 0
         for q in range(n_occ):
             t = occ_t[q]
             p = occ_p[q]
@@ -263,17 +305,16 @@ def _plan_kernel(row_ptr, t_var, t_shift, t_neg, n_in, slack):
                 continue  # an overlapping occurrence (multi-term rows) was used already: its slot moved on
             base = shift[t] - da
             o = row_ptr[r]
-            for x in range(row_len[r]):
+            for x in range(row_len[r]):  # the pairs the two terms formed with the rest of the row go away
                 u = row_items[o + x]
                 if u == t or u == p:
                     continue
-                for w in (t, p):
-                    kk = _key(var[w], shift[w], neg[w], var[u], shift[u], neg[u])
-                    c_keys, c_vals, c_used, _ = _add(c_keys, c_vals, c_used, kk, -1)
-            c_keys, c_vals, c_used, _ = _add(c_keys, c_vals, c_used, k, -1)
+                _dec(ct, _key(var[t], shift[t], neg[t], var[u], shift[u], neg[u]))
+                _dec(ct, _key(var[p], shift[p], neg[p], var[u], shift[u], neg[u]))
+            _dec(ct, k)
             # remove p, reuse t's slot for the new term
-            w_keys, w_vals, w_used, _ = _add(w_keys, w_vals, w_used, _rv(r, var[t], shift[t]), -1 - t)
-            w_keys, w_vals, w_used, _ = _add(w_keys, w_vals, w_used, _rv(r, var[p], shift[p]), -1 - p)
+            _inc(wt, _rv(r, var[t], shift[t]), -1 - t)  # gone: the value drops to 0
+            _inc(wt, _rv(r, var[p], shift[p]), -1 - p)
             t_alive[p] = False
             last = row_items[o + row_len[r] - 1]
             row_items[pos[p]] = last
@@ -281,30 +322,45 @@ def _plan_kernel(row_ptr, t_var, t_shift, t_neg, n_in, slack):
             row_len[r] -= 1
             var[t] = v
             shift[t] = base
-            w_keys, w_vals, w_used, _ = _add(w_keys, w_vals, w_used, _rv(r, v, base), t)
+            _, new = _inc(wt, _rv(r, v, base), t + 1)
+            w_used += new
+            if 2 * w_used > wt.shape[0]:
+                wt = _grown(wt)
             pool_slot[n_pool] = t
             pool_next[n_pool] = head[v]
             head[v] = n_pool
             n_pool += 1
             load[r] += grow
+            new_slots[n_new] = t
+            n_new += 1
+        # the new variable's pairs with the rest of its rows, counted locally; those occurring twice are kept
+        work = 0
+        for q in range(n_new):
+            work += row_len[t_row[new_slots[q]]]
+        size = 16
+        while size < 2 * work + 2:
+            size *= 2
+        lt = np.full((size, 2), -1, np.int64)
+        for q in range(n_new):
+            t = new_slots[q]
+            r = t_row[t]
+            o = row_ptr[r]
             for x in range(row_len[r]):
                 u = row_items[o + x]
-                if u == t:
-                    continue
-                kk = _key(var[t], shift[t], neg[t], var[u], shift[u], neg[u])
-                c_keys, c_vals, c_used, nc = _add(c_keys, c_vals, c_used, kk, 1)
-                if nc >= 2:
-                    if n_b >= bucket_keys.shape[0]:
-                        bucket_keys = np.concatenate((bucket_keys, np.empty(bucket_keys.shape[0], np.int64)))
-                        bucket_next = np.concatenate((bucket_next, np.empty(bucket_next.shape[0], np.int64)))
-                    if nc >= bucket_head.shape[0]:
-                        bucket_head = np.concatenate((bucket_head, -np.ones(bucket_head.shape[0], np.int64)))
-                    bucket_keys[n_b] = kk
-                    bucket_next[n_b] = bucket_head[nc]
-                    bucket_head[nc] = n_b
-                    n_b += 1
-                    if nc > top:
-                        top = nc
+                if u != t and t_alive[t]:
+                    _inc(lt, _key(var[t], shift[t], neg[t], var[u], shift[u], neg[u]), 1)
+        for j in range(size):
+            kk = lt[j, 0]
+            nc = lt[j, 1]
+            if kk != -1 and nc >= 2:
+                _inc(ct, kk, nc)
+                c_used += 1
+                if 2 * c_used > ct.shape[0]:
+                    ct = _grown(ct)
+                pr = _prio(kk, nc, depth)
+                bucket_keys, bucket_next, bucket_head, n_b = _push(bucket_keys, bucket_next, bucket_head, n_b, kk, pr)
+                if pr > top:
+                    top = pr
     # what is left of each output: a tree by arrival level (two-queue Huffman on levels)
     roots = np.zeros((n_out, 3), np.int64)
     roots[:, 0] = -1  # an empty output: the bias alone
@@ -466,8 +522,19 @@ def _csd(entries):
             np.asarray(g_out, np.bool_))
 
 
-def plan_terms(row_ptr, var, shift, neg, n_in: int, slack: int = 1) -> AdderPlan:
-    """Plan the adder graph of rows of terms (see :func:`terms_of`)."""
+MAX_PAIRS = 1 << 24  # term pairs one kernel call counts; a larger layer is planned in blocks of inputs
+
+
+def plan_terms(row_ptr, var, shift, neg, n_in: int, slack: int = 1, max_pairs: int = MAX_PAIRS) -> AdderPlan:
+    """Plan the adder graph of rows of terms (see :func:`terms_of`).
+
+    Counting patterns costs the pairs of terms within each output (quadratic in a row's terms). Beyond
+    ``max_pairs`` the inputs are split into contiguous blocks with about ``max_pairs`` pairs each (for a conv:
+    groups of input channels), each block planned with sharing across all outputs, and each output's block
+    results summed by a tree by level; patterns that straddle two blocks are not shared.
+    """
+    row_ptr, var = np.asarray(row_ptr, np.int64), np.asarray(var, np.int64)
+    shift, neg = np.asarray(shift, np.int64), np.asarray(neg, np.bool_)
     n_out = len(row_ptr) - 1
     if len(var) and (int(shift.max()) >= _SHIFT_LIMIT - 8 or int(shift.min()) < 0):
         raise PlanError(f"term shifts must lie in [0, {_SHIFT_LIMIT - 8}), found [{int(shift.min())}, "
@@ -477,9 +544,54 @@ def plan_terms(row_ptr, var, shift, neg, n_in: int, slack: int = 1) -> AdderPlan
                         f"range (2**{_VAR_BITS} variables, 2**{_ROW_BITS} outputs)")
     if slack < 0:
         raise PlanError(f"depth slack must be >= 0, found {slack}")
-    sums, roots = _plan_kernel(np.ascontiguousarray(row_ptr, np.int64), np.ascontiguousarray(var, np.int64),
-                               np.ascontiguousarray(shift, np.int64), np.ascontiguousarray(neg, np.bool_),
-                               int(n_in), int(slack))
+    t = np.diff(row_ptr)
+    n_pairs = int((t * (t - 1) // 2).sum())
+    blocks = max(1, min(n_in, -(-n_pairs // max_pairs)))
+    if blocks == 1:
+        sums, roots = _plan_kernel(row_ptr, var, shift, neg, int(n_in), int(slack))
+        return AdderPlan(int(n_in), sums, roots)
+    # blocks of inputs: each planned on its own (local input ids), then renumbered into one plan
+    edges = np.linspace(0, n_in, blocks + 1).round().astype(np.int64)
+    rows = np.repeat(np.arange(n_out), t)
+    all_sums, parts = [], []  # parts: per block, the global root ref of each output (or None)
+    next_id = n_in
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = (var >= lo) & (var < hi)
+        b_ptr = np.searchsorted(rows[m], np.arange(n_out + 1)).astype(np.int64)
+        sums, roots = _plan_kernel(b_ptr, var[m] - lo, shift[m], neg[m], int(hi - lo), int(slack))
+        nb = int(hi - lo)
+
+        def glob(ids, lo=lo, nb=nb, base=next_id):
+            return np.where(ids < nb, ids + lo, ids - nb + base)
+        if len(sums):
+            sums = sums.copy()
+            sums[:, 0], sums[:, 2] = glob(sums[:, 0]), glob(sums[:, 2])
+            all_sums.append(sums)
+        parts.append([(int(glob(np.int64(r))), int(s), int(g)) if r >= 0 else None for r, s, g in roots.tolist()])
+        next_id += len(sums)
+    sums = np.concatenate(all_sums) if all_sums else np.zeros((0, 5), np.int64)
+    plan = AdderPlan(int(n_in), sums, np.zeros((n_out, 3), np.int64))
+    lv = list(plan.levels)
+    extra, roots = [], np.zeros((n_out, 3), np.int64)
+    for o in range(n_out):
+        refs = sorted((lv[r[0]], k, r) for k, r in enumerate(p[o] for p in parts) if r is not None)
+        heap = [(lev, k, r) for lev, k, r in refs]
+        heapq.heapify(heap)
+        tie = len(heap)
+        while len(heap) > 1:
+            la, _, x = heapq.heappop(heap)
+            lb, _, y = heapq.heappop(heap)
+            if x[2] and not y[2]:  # a positive operand first
+                x, y = y, x
+            base = min(x[1], y[1])
+            node = next_id + len(extra)
+            extra.append((x[0], x[1] - base, y[0], y[1] - base, int(x[2] != y[2])))
+            lv.append(max(la, lb) + 1)
+            heapq.heappush(heap, (max(la, lb) + 1, tie, (node, base, x[2])))
+            tie += 1
+        roots[o] = heap[0][2] if heap else (-1, 0, 0)
+    if extra:
+        sums = np.concatenate([sums, np.asarray(extra, np.int64)])
     return AdderPlan(int(n_in), sums, roots)
 
 

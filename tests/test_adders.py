@@ -124,3 +124,18 @@ def test_bad_input_is_refused_with_what_was_expected():
         plan_matrix(np.array([[1, 2]]), slack=-1)
     with pytest.raises(PlanError, match=r"term shifts must lie in \[0, 119\), found \[0, 130\]"):
         adders.plan_terms(np.array([0, 2]), np.array([0, 1]), np.array([0, 130]), np.array([False, False]), 2)
+
+
+def test_a_layer_beyond_the_pair_limit_is_planned_in_blocks_of_inputs_and_still_exact():
+    rng = np.random.default_rng(3)
+    w = rng.choice([-8, -2, -1, 0, 1, 4, 16], size=(12, 40))
+    one = plan_matrix(w)
+    oo, ii = np.nonzero(w)
+    rows, var, shift, neg = adders._csd(((r, i), int(w[r, i])) for r, i in zip(oo.tolist(), ii.tolist()))
+    row_ptr = np.searchsorted(rows, np.arange(13))
+    blocked = adders.plan_terms(row_ptr, var, shift, neg, 40, max_pairs=500)
+    assert np.array_equal(blocked.weights().astype(np.int64), w)
+    # sharing within blocks only: more adders than one block, fewer than none at all
+    assert len(one.sums) <= len(blocked.sums) < sum(max(d - 1, 0) for d in _digits(w))
+    ids = blocked.n_in + np.arange(len(blocked.sums))
+    assert (blocked.sums[:, 0] < ids).all() and (blocked.sums[:, 2] < ids).all()
