@@ -66,8 +66,11 @@ def test_generator_checks_the_weight_table(tmp_path, elaborated):
     src = rtl.parent
     for f in ("design.json", "design.weights.bin"):
         shutil.copy(src / f, tmp_path / f)
-    b = bytearray((tmp_path / "design.weights.bin").read_bytes())
-    b[-1] ^= 1
-    (tmp_path / "design.weights.bin").write_bytes(bytes(b))
-    with pytest.raises(hw.ElaborationError, match=r"weights.table.sha256: expected [0-9a-f]{64}, found"):
-        hw.elaborate(tmp_path / "design.json", tmp_path / "rtl", quiet=True)
+    good = (tmp_path / "design.weights.bin").read_bytes()
+    # the first bytes are the first layer's codes, the last its last layer's adder plan (int32)
+    for at, field in ((0, r"design.layers\[0\].weights.table"), (-1, r"adders.table")):
+        b = bytearray(good)
+        b[at] ^= 1
+        (tmp_path / "design.weights.bin").write_bytes(bytes(b))
+        with pytest.raises(hw.ElaborationError, match=field + r".sha256: expected [0-9a-f]{64}, found"):
+            hw.elaborate(tmp_path / "design.json", tmp_path / "rtl", quiet=True)
