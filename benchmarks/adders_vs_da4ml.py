@@ -99,22 +99,7 @@ def run_ours(w: np.ndarray, repeats: int = 3) -> dict:
 
 def naive(w: np.ndarray) -> int:
     """Every output summed on its own over its signed digits."""
-    return int(sum(max(d - 1, 0) for d in _digits_per_row(w)))
-
-
-def _digits_per_row(w):
-    out = []
-    for row in w:
-        n = 0
-        for v in row.tolist():
-            v = abs(v)
-            while v:
-                if v & 1:
-                    v -= 2 - (v & 3)
-                    n += 1
-                v >>= 1
-        out.append(n)
-    return out
+    return adders.naive_adders(adders.matrix_terms(w)[0])
 
 
 def plot(rows, path: Path) -> None:

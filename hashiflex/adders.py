@@ -638,8 +638,9 @@ def to_json(plan: AdderPlan) -> dict:
     return {"sums": plan.sums.reshape(-1).tolist(), "roots": plan.roots.reshape(-1).tolist()}
 
 
-def plan_matrix(w: np.ndarray, slack: int = 1) -> AdderPlan:
-    """Plan y = w @ x for an integer matrix w (n_out, n_in), each entry in signed digits (CSD)."""
+def matrix_terms(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The planner's terms of an integer matrix w (n_out, n_in): each entry in signed digits (CSD), as row_ptr,
+    var, shift, neg (see :func:`terms_of`)."""
     w = np.asarray(w)
     if not np.issubdtype(w.dtype, np.integer):
         raise PlanError(f"plan_matrix takes an integer matrix, found dtype {w.dtype}")
@@ -647,8 +648,12 @@ def plan_matrix(w: np.ndarray, slack: int = 1) -> AdderPlan:
     rows, var, shift, neg = _csd(((r, i), int(w[r, i])) for r, i in zip(oo.tolist(), ii.tolist()))
     order = np.lexsort((shift, var, rows))
     rows, var, shift, neg = rows[order], var[order], shift[order], neg[order]
-    row_ptr = np.searchsorted(rows, np.arange(w.shape[0] + 1)).astype(np.int64)
-    return plan_terms(row_ptr, var, shift, neg, w.shape[1], slack)
+    return np.searchsorted(rows, np.arange(w.shape[0] + 1)).astype(np.int64), var, shift, neg
+
+
+def plan_matrix(w: np.ndarray, slack: int = 1) -> AdderPlan:
+    """Plan y = w @ x for an integer matrix w (n_out, n_in), each entry in signed digits (CSD)."""
+    return plan_terms(*matrix_terms(w), np.asarray(w).shape[1], slack)
 
 
 def naive_adders(row_ptr: np.ndarray) -> int:
