@@ -116,31 +116,130 @@ def _decode(k):
 
 
 _BLOCKED = -(1 << 50)  # a pattern's count once the depth bound refuses it: never selected again
-_LEVELS = 64  # priority = count * _LEVELS + (_LEVELS - 1 - level of the new sum): most frequent, then shallowest
+_LEVELS = 64  # priority levels per count (the operands' summed depth, capped)
+
+
+_SHIFT_BITS = 4  # the shift between a pattern's operands, capped, in the priority
+_SHIFT_CAP = (1 << _SHIFT_BITS) - 1
+_TIE_BITS = 4  # a salted hash of the key breaks ties between equally frequent, equally deep patterns
 
 
 @_njit
-def _prio(k, count, depth):
-    a, _, b, _, _ = _decode(k)
-    return count * _LEVELS + min(depth[a] + depth[b], _LEVELS - 1)
+def _prio(k, count, depth, salt):
+    # most frequent first, then the deeper operands (a larger subexpression built on), then the larger shift
+    # between them, then the salted tie-break (salt 0: none, ties fall in the table's order). Measured over
+    # random and real matrices (benchmarks/adders_vs_da4ml.py): depth before shift, and a larger shift first,
+    # each save 0.5-2 % of the adders against the other choices.
+    a, da, b, db, _ = _decode(k)
+    tie = 0
+    if salt != 0:
+        h = (k ^ salt) * -4658895280553007687
+        tie = (h ^ (h >> 29)) & ((1 << _TIE_BITS) - 1)
+    key = ((count * _LEVELS + min(depth[a] + depth[b], _LEVELS - 1)) << _SHIFT_BITS) | min(da + db, _SHIFT_CAP)
+    return (key << _TIE_BITS) | tie
 
 
 @_njit
-def _push(bk, bn, bh, n_b, k, prio):
-    # a bucket queue: bucket `prio` is a list threaded through bk/bn from bh (LIFO)
-    if n_b >= bk.shape[0]:
-        bk = np.concatenate((bk, np.empty(bk.shape[0], np.int64)))
-        bn = np.concatenate((bn, np.empty(bn.shape[0], np.int64)))
-    while prio >= bh.shape[0]:
-        bh = np.concatenate((bh, -np.ones(bh.shape[0], np.int64)))
-    bk[n_b] = k
-    bn[n_b] = bh[prio]
-    bh[prio] = n_b
-    return bk, bn, bh, n_b + 1
+def _push(hp, hk, n, prio, k):
+    # a binary max-heap of (priority, key) in two arrays, grown by doubling; returns the arrays and the size
+    if n >= hp.shape[0]:
+        hp = np.concatenate((hp, np.empty(hp.shape[0], np.int64)))
+        hk = np.concatenate((hk, np.empty(hk.shape[0], np.int64)))
+    i = n
+    while i > 0:
+        up = (i - 1) >> 1
+        if hp[up] >= prio:
+            break
+        hp[i] = hp[up]
+        hk[i] = hk[up]
+        i = up
+    hp[i] = prio
+    hk[i] = k
+    return hp, hk, n + 1
 
 
 @_njit
-def _plan_kernel(row_ptr, t_var, t_shift, t_neg, n_in, slack):
+def _pop(hp, hk, n):
+    # the top (priority, key) out of the heap (n > 0); returns them and the new size
+    prio, k = hp[0], hk[0]
+    n -= 1
+    hp[0], hk[0] = hp[n], hk[n]
+    _sift_down(hp, hk, n, 0)
+    return prio, k, n
+
+
+@_njit
+def _sift_down(hp, hk, n, i):
+    lp, lk = hp[i], hk[i]
+    while True:
+        c = 2 * i + 1
+        if c >= n:
+            break
+        if c + 1 < n and hp[c + 1] > hp[c]:
+            c += 1
+        if hp[c] <= lp:
+            break
+        hp[i] = hp[c]
+        hk[i] = hk[c]
+        i = c
+    hp[i] = lp
+    hk[i] = lk
+
+
+@_njit
+def _pair_counts(row_ptr, var, shift, neg, n_in):
+    # pattern -> occurrences over the input terms, holding only patterns that occur at least twice: a pattern's
+    # count is largest when the newer of its two variables is created (then all terms of both exist) and only
+    # falls after. Input pairs are counted per first input a in a dense scratch over (b, shift difference, sign).
+    n_out = row_ptr.shape[0] - 1
+    cap = var.shape[0]
+    t_row = np.empty(cap, np.int64)
+    for r in range(n_out):
+        for j in range(row_ptr[r], row_ptr[r + 1]):
+            t_row[j] = r
+    slots = np.argsort(var, kind="mergesort")  # each input's terms, in slot order
+    first = np.searchsorted(var[slots], np.arange(n_in + 1))
+    ct = np.full((1024, 2), -1, np.int64)
+    c_used = 0
+    smax = 0
+    for j in range(cap):
+        smax = max(smax, shift[j])
+    nbins = 2 * (2 * smax + 1)
+    loc = np.zeros(max(1, n_in) * nbins, np.int64)
+    touched = np.empty(cap * 2 + 16, np.int64)
+    for a in range(n_in):
+        n_t = 0
+        for c in range(first[a], first[a + 1]):
+            ta = slots[c]
+            r = t_row[ta]
+            for u in range(row_ptr[r], row_ptr[r + 1]):
+                b = var[u]
+                if b < a or (b == a and shift[u] <= shift[ta]):
+                    continue
+                idx = b * nbins + (shift[u] - shift[ta] + smax) * 2 + (1 if neg[u] != neg[ta] else 0)
+                if loc[idx] == 0:
+                    if n_t >= touched.shape[0]:
+                        touched = np.concatenate((touched, np.empty(touched.shape[0], np.int64)))
+                    touched[n_t] = idx
+                    n_t += 1
+                loc[idx] += 1
+        for q in range(n_t):
+            idx = touched[q]
+            cnt = loc[idx]
+            loc[idx] = 0
+            if cnt >= 2:
+                b = idx // nbins
+                rem = idx % nbins
+                k = ((((a << _VAR_BITS) | b) << 8) | (rem // 2 - smax + _D_OFF)) << 1 | (rem % 2)
+                _inc(ct, k, cnt)
+                c_used += 1
+                if 2 * c_used > ct.shape[0]:
+                    ct = _grown(ct)
+    return ct, c_used
+
+
+@_njit
+def _cse(row_ptr, t_var, t_shift, t_neg, n_in, slack, ct0, c_used0, salt):
     n_out = row_ptr.shape[0] - 1
     cap = t_var.shape[0]
     nv_max = n_in + cap + 1
@@ -186,82 +285,35 @@ def _plan_kernel(row_ptr, t_var, t_shift, t_neg, n_in, slack):
     for j in range(cap):
         _, new = _inc(wt, _rv(t_row[j], var[j], shift[j]), j + 1)
         w_used += new
-    # pattern -> occurrences, holding only patterns that occur at least twice: a pattern's count is largest
-    # when the newer of its two variables is created (then all terms of both exist) and only falls after
-    ct = np.full((1024, 2), -1, np.int64)
-    c_used = 0
-    # bucket queue of keys by priority (lazy: an entry is checked against the key's count when popped)
-    bucket_keys = np.empty(1024, np.int64)
-    bucket_next = np.empty(1024, np.int64)
-    bucket_head = -np.ones(4 * _LEVELS, np.int64)
-    n_b = 0
-    top = 0
-    # input pairs, counted per first input a in a dense scratch over (b, shift difference, sign)
-    smax = 0
-    for j in range(cap):
-        smax = max(smax, shift[j])
-    nbins = 2 * (2 * smax + 1)
-    loc = np.zeros(max(1, n_in) * nbins, np.int64)
-    touched = np.empty(cap * 2 + 16, np.int64)
-    for a in range(n_in):
-        n_t = 0
-        c = head[a]
-        while c >= 0:
-            ta = pool_slot[c]
-            c = pool_next[c]
-            r = t_row[ta]
-            o = row_ptr[r]
-            for x in range(row_len[r]):
-                u = row_items[o + x]
-                b = var[u]
-                if b < a or (b == a and shift[u] <= shift[ta]):
-                    continue
-                idx = b * nbins + (shift[u] - shift[ta] + smax) * 2 + (1 if neg[u] != neg[ta] else 0)
-                if loc[idx] == 0:
-                    if n_t >= touched.shape[0]:
-                        touched = np.concatenate((touched, np.empty(touched.shape[0], np.int64)))
-                    touched[n_t] = idx
-                    n_t += 1
-                loc[idx] += 1
-        for q in range(n_t):
-            idx = touched[q]
-            cnt = loc[idx]
-            loc[idx] = 0
-            if cnt >= 2:
-                b = idx // nbins
-                rem = idx % nbins
-                k = ((((a << _VAR_BITS) | b) << 8) | (rem // 2 - smax + _D_OFF)) << 1 | (rem % 2)
-                _inc(ct, k, cnt)
-                c_used += 1
-                if 2 * c_used > ct.shape[0]:
-                    ct = _grown(ct)
-    # queued in the table's (hashed) order: ties between equally good patterns fall in no structured order
+    ct = ct0.copy()  # the input pairs' counts (shared by all tries)
+    c_used = c_used0
+    # a heap of keys by priority (lazy: an entry is checked against the key's count when popped)
+    hp = np.empty(max(1024, 2 * c_used + 16), np.int64)
+    hk = np.empty(hp.shape[0], np.int64)
+    n_h = 0
     for j in range(ct.shape[0]):
         if ct[j, 0] != -1:
-            pr = _prio(ct[j, 0], ct[j, 1], depth)
-            bucket_keys, bucket_next, bucket_head, n_b = _push(bucket_keys, bucket_next, bucket_head, n_b,
-                                                               ct[j, 0], pr)
-            if pr > top:
-                top = pr
+            hp[n_h] = _prio(ct[j, 0], ct[j, 1], depth, salt)
+            hk[n_h] = ct[j, 0]
+            n_h += 1
+    for i in range(n_h // 2 - 1, -1, -1):  # heapify
+        _sift_down(hp, hk, n_h, i)
     new_slots = np.empty(cap, np.int64)
     sums = np.empty((cap + n_out + 1, 5), np.int64)
     n_sums = 0
     occ_t = np.empty(cap, np.int64)
+    lt = np.full((1024, 2), -1, np.int64)  # the new variable's pairs in its rows, counted locally
+    lt_at = np.empty(1024, np.int64)
     occ_p = np.empty(cap, np.int64)
-    while top >= 2 * _LEVELS:
-        b_i = bucket_head[top]
-        if b_i < 0:
-            top -= 1
-            continue
-        bucket_head[top] = bucket_next[b_i]
-        k = bucket_keys[b_i]
+    while n_h > 0:
+        top, k, n_h = _pop(hp, hk, n_h)
         cur = _get(ct, k, 0)
         if cur < 2:
             continue
-        pr = _prio(k, cur, depth)
+        pr = _prio(k, cur, depth, salt)
         if pr != top:  # stale (its count fell since it was queued): requeue at its priority now
             if pr < top:
-                bucket_keys, bucket_next, bucket_head, n_b = _push(bucket_keys, bucket_next, bucket_head, n_b, k, pr)
+                hp, hk, n_h = _push(hp, hk, n_h, pr, k)
             continue
         a, da, b, db, gneg = _decode(k)
         dnew = max(depth[a], depth[b]) + 1
@@ -337,10 +389,13 @@ def _plan_kernel(row_ptr, t_var, t_shift, t_neg, n_in, slack):
         work = 0
         for q in range(n_new):
             work += row_len[t_row[new_slots[q]]]
-        size = 16
-        while size < 2 * work + 2:
-            size *= 2
-        lt = np.full((size, 2), -1, np.int64)
+        if lt.shape[0] < 2 * work + 2:  # one table for all substitutions, emptied entry by entry after each
+            size = lt.shape[0]
+            while size < 2 * work + 2:
+                size *= 2
+            lt = np.full((size, 2), -1, np.int64)
+            lt_at = np.empty(size, np.int64)
+        n_lt = 0
         for q in range(n_new):
             t = new_slots[q]
             r = t_row[t]
@@ -348,19 +403,25 @@ def _plan_kernel(row_ptr, t_var, t_shift, t_neg, n_in, slack):
             for x in range(row_len[r]):
                 u = row_items[o + x]
                 if u != t and t_alive[t]:
-                    _inc(lt, _key(var[t], shift[t], neg[t], var[u], shift[u], neg[u]), 1)
-        for j in range(size):
-            kk = lt[j, 0]
-            nc = lt[j, 1]
-            if kk != -1 and nc >= 2:
+                    kk = _key(var[t], shift[t], neg[t], var[u], shift[u], neg[u])
+                    i = _find(lt, kk)
+                    if lt[i, 0] != kk:
+                        lt[i, 0] = kk
+                        lt[i, 1] = 0
+                        lt_at[n_lt] = i
+                        n_lt += 1
+                    lt[i, 1] += 1
+        for j in range(n_lt):
+            i = lt_at[j]
+            kk = lt[i, 0]
+            nc = lt[i, 1]
+            lt[i, 0] = -1
+            if nc >= 2:
                 _inc(ct, kk, nc)
                 c_used += 1
                 if 2 * c_used > ct.shape[0]:
                     ct = _grown(ct)
-                pr = _prio(kk, nc, depth)
-                bucket_keys, bucket_next, bucket_head, n_b = _push(bucket_keys, bucket_next, bucket_head, n_b, kk, pr)
-                if pr > top:
-                    top = pr
+                hp, hk, n_h = _push(hp, hk, n_h, _prio(kk, nc, depth, salt), kk)
     # what is left of each output: a tree by arrival level (two-queue Huffman on levels)
     roots = np.zeros((n_out, 3), np.int64)
     roots[:, 0] = -1  # an empty output: the bias alone
@@ -417,6 +478,32 @@ def _plan_kernel(row_ptr, t_var, t_shift, t_neg, n_in, slack):
         else:
             roots[r, 0], roots[r, 1], roots[r, 2] = qa_v[0], qa_s[0], qa_g[0]
     return sums[:n_sums].copy(), roots
+
+
+@_njit
+def _cost(sums, roots):
+    # adders of a plan with its negated roots (0 - root where no bias absorbs it)
+    c = sums.shape[0]
+    for r in range(roots.shape[0]):
+        if roots[r, 0] >= 0 and roots[r, 2] == 1:
+            c += 1
+    return c
+
+
+@_njit
+def _plan_kernel(row_ptr, t_var, t_shift, t_neg, n_in, slack, tries):
+    # the input pairs are counted once; each try runs the substitutions with its own tie-break (try 0: none);
+    # the plan with the fewest adders wins (the earliest of equals)
+    ct0, c_used0 = _pair_counts(row_ptr, t_var, t_shift, t_neg, n_in)
+    best_s, best_r = _cse(row_ptr, t_var, t_shift, t_neg, n_in, slack, ct0, c_used0, 0)
+    best = _cost(best_s, best_r)
+    for i in range(1, tries):
+        salt = (i * 0x2545F4914F6CDD1D) & 0x7FFFFFFFFFFFFFFF
+        s_i, r_i = _cse(row_ptr, t_var, t_shift, t_neg, n_in, slack, ct0, c_used0, salt)
+        c = _cost(s_i, r_i)
+        if c < best:
+            best_s, best_r, best = s_i, r_i, c
+    return best_s, best_r
 
 
 @dataclass(frozen=True)
@@ -523,10 +610,22 @@ def _csd(entries):
 
 
 MAX_PAIRS = 1 << 24  # term pairs one kernel call counts; a larger layer is planned in blocks of inputs
+TRIES = 8  # substitution runs per (small enough) layer, each with its own tie-break: the fewest adders win
+TRY_PAIRS = 1 << 24  # term pairs x tries one layer may spend on extra tries
 
 
-def plan_terms(row_ptr, var, shift, neg, n_in: int, slack: int = 1, max_pairs: int = MAX_PAIRS) -> AdderPlan:
-    """Plan the adder graph of rows of terms (see :func:`terms_of`).
+def default_tries(n_pairs: int) -> int:
+    """Tries of a layer with ``n_pairs`` term pairs: :data:`TRIES` while ``tries * n_pairs`` stays within
+    :data:`TRY_PAIRS`, at least one. Greedy substitution is sensitive to ties (about 0.2 % of the adders
+    between tie orders); a few tries buy that back where they are cheap, and a large layer, where the spread
+    is relatively smaller and a try costs seconds, gets one."""
+    return int(max(1, min(TRIES, TRY_PAIRS // max(1, n_pairs))))
+
+
+def plan_terms(row_ptr, var, shift, neg, n_in: int, slack: int = 1, max_pairs: int = MAX_PAIRS,
+               tries: int | None = None) -> AdderPlan:
+    """Plan the adder graph of rows of terms (see :func:`terms_of`); ``tries`` substitution runs (default
+    :func:`default_tries`), deterministic.
 
     Counting patterns costs the pairs of terms within each output (quadratic in a row's terms). Beyond
     ``max_pairs`` the inputs are split into contiguous blocks with about ``max_pairs`` pairs each (for a conv:
@@ -544,11 +643,14 @@ def plan_terms(row_ptr, var, shift, neg, n_in: int, slack: int = 1, max_pairs: i
                         f"range (2**{_VAR_BITS} variables, 2**{_ROW_BITS} outputs)")
     if slack < 0:
         raise PlanError(f"depth slack must be >= 0, found {slack}")
+    if tries is not None and tries < 1:
+        raise PlanError(f"tries must be >= 1, found {tries}")
     t = np.diff(row_ptr)
     n_pairs = int((t * (t - 1) // 2).sum())
     blocks = max(1, min(n_in, -(-n_pairs // max_pairs)))
     if blocks == 1:
-        sums, roots = _plan_kernel(row_ptr, var, shift, neg, int(n_in), int(slack))
+        sums, roots = _plan_kernel(row_ptr, var, shift, neg, int(n_in), int(slack),
+                                   int(tries or default_tries(n_pairs)))
         return AdderPlan(int(n_in), sums, roots)
     # blocks of inputs: each planned on its own (local input ids), then renumbered into one plan
     edges = np.linspace(0, n_in, blocks + 1).round().astype(np.int64)
@@ -558,7 +660,9 @@ def plan_terms(row_ptr, var, shift, neg, n_in: int, slack: int = 1, max_pairs: i
     for lo, hi in zip(edges[:-1], edges[1:]):
         m = (var >= lo) & (var < hi)
         b_ptr = np.searchsorted(rows[m], np.arange(n_out + 1)).astype(np.int64)
-        sums, roots = _plan_kernel(b_ptr, var[m] - lo, shift[m], neg[m], int(hi - lo), int(slack))
+        bt = np.diff(b_ptr)
+        sums, roots = _plan_kernel(b_ptr, var[m] - lo, shift[m], neg[m], int(hi - lo), int(slack),
+                                   int(tries or default_tries(int((bt * (bt - 1) // 2).sum()))))
         nb = int(hi - lo)
 
         def glob(ids, lo=lo, nb=nb, base=next_id):
@@ -601,16 +705,17 @@ _cache: OrderedDict[tuple, AdderPlan] = OrderedDict()
 _CACHE_SIZE = 256
 
 
-def plan_codes(codes: np.ndarray, terms: int = 1, depthwise: bool = False, slack: int = DEPTH_SLACK) -> AdderPlan:
+def plan_codes(codes: np.ndarray, terms: int = 1, depthwise: bool = False, slack: int = DEPTH_SLACK,
+               tries: int | None = None) -> AdderPlan:
     """Plan one pixel lane of a conv/linear layer from its Po2 weight codes (``terms`` 1: the weight shape;
     else (terms, *weight shape)). Deterministic; the last plans are cached by content, since the hardware model,
     the export and its check each ask for the same layers."""
     codes = np.ascontiguousarray(codes)
-    key = (hashlib.sha1(codes.astype(np.int64).tobytes()).hexdigest(), codes.shape, terms, depthwise, slack)
+    key = (hashlib.sha1(codes.astype(np.int64).tobytes()).hexdigest(), codes.shape, terms, depthwise, slack, tries)
     plan = _cache.get(key)
     if plan is None:
         row_ptr, var, shift, neg, n_in = terms_of(codes, terms, depthwise)
-        plan = plan_terms(row_ptr, var, shift, neg, n_in, slack)
+        plan = plan_terms(row_ptr, var, shift, neg, n_in, slack, tries=tries)
         _cache[key] = plan
         if len(_cache) > _CACHE_SIZE:
             _cache.popitem(last=False)
@@ -651,9 +756,9 @@ def matrix_terms(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
     return np.searchsorted(rows, np.arange(w.shape[0] + 1)).astype(np.int64), var, shift, neg
 
 
-def plan_matrix(w: np.ndarray, slack: int = 1) -> AdderPlan:
+def plan_matrix(w: np.ndarray, slack: int = 1, tries: int | None = None) -> AdderPlan:
     """Plan y = w @ x for an integer matrix w (n_out, n_in), each entry in signed digits (CSD)."""
-    return plan_terms(*matrix_terms(w), np.asarray(w).shape[1], slack)
+    return plan_terms(*matrix_terms(w), np.asarray(w).shape[1], slack, tries=tries)
 
 
 def naive_adders(row_ptr: np.ndarray) -> int:

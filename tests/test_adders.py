@@ -122,6 +122,8 @@ def test_bad_input_is_refused_with_what_was_expected():
         plan_matrix(np.array([[0.5, 1.0]]))
     with pytest.raises(PlanError, match=r"depth slack must be >= 0, found -1"):
         plan_matrix(np.array([[1, 2]]), slack=-1)
+    with pytest.raises(PlanError, match=r"tries must be >= 1, found 0"):
+        plan_matrix(np.array([[1, 2]]), tries=0)
     with pytest.raises(PlanError, match=r"term shifts must lie in \[0, 119\), found \[0, 130\]"):
         adders.plan_terms(np.array([0, 2]), np.array([0, 1]), np.array([0, 130]), np.array([False, False]), 2)
 
@@ -139,3 +141,29 @@ def test_a_layer_beyond_the_pair_limit_is_planned_in_blocks_of_inputs_and_still_
     assert len(one.sums) <= len(blocked.sums) < sum(max(d - 1, 0) for d in _digits(w))
     ids = blocked.n_in + np.arange(len(blocked.sums))
     assert (blocked.sums[:, 0] < ids).all() and (blocked.sums[:, 2] < ids).all()
+
+
+def _cost(plan):
+    return len(plan.sums) + int(((plan.roots[:, 0] >= 0) & (plan.roots[:, 2] == 1)).sum())
+
+
+@settings(max_examples=30, deadline=None)
+@given(arrays(np.int64, st.tuples(st.integers(2, 10), st.integers(2, 16)), elements=st.integers(-64, 64)),
+       st.integers(2, 6))
+def test_more_tries_never_cost_more_adders_and_each_is_exact(w, tries):
+    one, more = plan_matrix(w, tries=1), plan_matrix(w, tries=tries)
+    assert np.array_equal(more.weights().astype(np.int64), w)
+    assert _cost(more) <= _cost(one)
+    # the first try is the untied run: its plan is kept where no later try is strictly better
+    again = plan_matrix(w, tries=tries)
+    assert np.array_equal(again.sums, more.sums) and np.array_equal(again.roots, more.roots)
+
+
+def test_tries_differ_in_their_tie_breaks_and_the_default_follows_the_layer_size():
+    rng = np.random.default_rng(11)
+    w = rng.choice([-1, 1], size=(48, 96)) << rng.integers(0, 7, size=(48, 96))
+    costs = {_cost(plan_matrix(w, tries=k)) for k in (1, 2, 4, 8)}
+    assert len(costs) > 1  # the salted tie-breaks explore different plans (and the best is kept)
+    assert adders.default_tries(10) == adders.TRIES
+    assert adders.default_tries(adders.TRY_PAIRS) == 1 and adders.default_tries(10 * adders.TRY_PAIRS) == 1
+    assert adders.default_tries(adders.TRY_PAIRS // 2) == min(adders.TRIES, 2)
