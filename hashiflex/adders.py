@@ -5,8 +5,11 @@ Each output channel o is a set of signed, shifted input terms ±(x_i << s): the 
 
 1. counts every pattern ``x_a ± (x_b << d)`` over all pairs of terms within each output, across all outputs
    (common-subexpression elimination in the style of Hartley's and da4ml's most-frequent-pair CSE);
-2. builds the most frequent pattern once as a new variable, substitutes it into every output that holds it,
-   updates the counts incrementally (only the touched outputs), and repeats while a pattern occurs twice;
+2. builds the most frequent pattern once as a new variable (among equally frequent ones: the deeper operands,
+   then the larger shift between them), substitutes it into every output that holds it, updates the counts
+   incrementally (only the touched outputs), and repeats while a pattern occurs twice; this runs a few times
+   (:func:`default_tries`), each run breaking the remaining ties by its own salted hash, and the plan with the
+   fewest adders is kept;
 3. sums what is left of each output with a tree ordered by arrival level (Huffman on levels, so the output is
    as shallow as its terms allow), choosing operand order so that a root is negative only when all its terms are.
 
