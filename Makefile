@@ -7,7 +7,7 @@ SHELL       := /bin/bash
 PYTHON      ?= python3
 WORK        ?= build
 STAMPS      := .stamps
-APT_TOOLS   := verilator iverilog yosys chromium
+APT_TOOLS   := verilator iverilog yosys chromium sta:opensta
 PYTEST_ARGS ?=
 
 .PHONY: all demo test test-deps test-python test-scala vectors deps deps-apt deps-pip deps-mill clean help
@@ -23,9 +23,10 @@ help:
 deps: deps-apt deps-pip deps-mill
 
 # Debian packages: verilator (co-simulation), iverilog (pyverilog), yosys (netlist counts, area), chromium (the
-# browser test drives it with Playwright: no browser download). Skipped when present.
+# browser test drives it with Playwright: no browser download), OpenSTA (`sta`: timing of the synthesized
+# netlist). Each is command[:package]; skipped when the command is present.
 deps-apt:
-	@missing=""; for t in $(APT_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	@missing=""; for t in $(APT_TOOLS); do command -v $${t%%:*} >/dev/null 2>&1 || missing="$$missing $${t##*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "make deps: installing Debian packages:$$missing"; \
 	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \

@@ -120,9 +120,11 @@ def _bits(lo: int, hi: int) -> int:
     return max(int(hi).bit_length(), int(-lo - 1).bit_length()) + 1 if (lo, hi) != (0, 0) else 1
 
 
-def verilog(g: Graph, top: str) -> str:
-    """Plain Verilog of the graph, every wire as wide as its exact interval (by interval arithmetic)."""
+def verilog(g: Graph, top: str) -> tuple[str, int]:
+    """Plain Verilog of the graph, every wire as wide as its exact interval (by interval arithmetic), and its
+    adder bits: each sum's width less the low bits one operand alone sets (below the other's shift)."""
     lim = 1 << (IN_BITS - 1)
+    adder_bits = 0
     iv = [(-lim, lim - 1)] * g.n_in
 
     def rng(r, base):
@@ -139,6 +141,7 @@ def verilog(g: Graph, top: str) -> str:
         iv.append((alo + blo, ahi + bhi))
         w = _bits(*iv[n])
         ka, kb = g.scale[ra[0]] + ra[1] - base, g.scale[rb[0]] + rb[1] - base
+        adder_bits += w - kb - (0 if rb[2] else ka)  # b shifted: a alone sets its low bits; a shifted: b, if added
         lines.append(f"  wire signed [{w - 1}:0] n{n} = (n{ra[0]} <<< {ka}) {'-' if rb[2] else '+'} "
                      f"(n{rb[0]} <<< {kb});")
     ports = [f"input signed [{IN_BITS - 1}:0] n{i}" for i in range(g.n_in)]
@@ -152,7 +155,8 @@ def verilog(g: Graph, top: str) -> str:
         ports.append(f"output signed [{_bits(lo, hi) - 1}:0] y{o}")
         k = g.scale[r[0]] + r[1]
         outs.append(f"  assign y{o} = {'-' if r[2] else ''}(n{r[0]} <<< {k});")
-    return f"module {top}(\n  " + ",\n  ".join(ports) + ");\n" + "\n".join(lines + outs) + "\nendmodule\n"
+    src = f"module {top}(\n  " + ",\n  ".join(ports) + ");\n" + "\n".join(lines + outs) + "\nendmodule\n"
+    return src, adder_bits
 
 
 def simulate(src: str, top: str, g: Graph, x: np.ndarray, tmp: Path) -> np.ndarray:
@@ -177,7 +181,7 @@ def simulate(src: str, top: str, g: Graph, x: np.ndarray, tmp: Path) -> np.ndarr
 
 def measure(name: str, g: Graph, w: np.ndarray, tmp: Path) -> dict:
     top = "cmvm_" + name
-    src = verilog(g, top)
+    src, adder_bits = verilog(g, top)
     x = np.random.default_rng(0).integers(-(1 << (IN_BITS - 1)), 1 << (IN_BITS - 1), size=(6, w.shape[1]))
     exact = bool(all(np.array_equal(g.evaluate(r), (w.astype(object) @ r.astype(object))) for r in x))
     sim = simulate(src, top, g, x, tmp)
@@ -186,7 +190,7 @@ def measure(name: str, g: Graph, w: np.ndarray, tmp: Path) -> dict:
     path.write_text(src)
     t = time.perf_counter()
     rep = synthesize(path, top, log=tmp / top, flat=True)
-    return {"adders": g.adders(), "exact": exact, "rtl_exact": rtl_exact, "area_um2": rep.top_um2,
+    return {"adders": g.adders(), "adder_bits": adder_bits, "exact": exact, "rtl_exact": rtl_exact, "area_um2": rep.top_um2,
             "cells": rep.modules[top].cells, "logic_depth_cells": rep.max_depth(top),
             "synthesis_seconds": time.perf_counter() - t}
 
@@ -223,8 +227,10 @@ def main(argv=None):
                       f"{r['logic_depth_cells']:>5}" + ("" if r["exact"] and r["rtl_exact"] else "  NOT EXACT"))
             h, d = row["hashiflex"], row["da4ml"]
             row["ratio_adders"] = h["adders"] / d["adders"]
+            row["ratio_adder_bits"] = h["adder_bits"] / d["adder_bits"]
             row["ratio_area"] = h["area_um2"] / d["area_um2"]
-            print(f"{name:<30} {'ratio':>9} {row['ratio_adders']:>7.3f} {row['ratio_area']:>9.3f}")
+            print(f"{name:<30} {'ratio':>9} {row['ratio_adders']:>7.3f} {row['ratio_area']:>9.3f}   "
+                  f"adder bits {h['adder_bits']:,} / {d['adder_bits']:,} = {row['ratio_adder_bits']:.3f}")
             rows.append(row)
             RESULTS.mkdir(exist_ok=True)
             (RESULTS / args.out).write_text(json.dumps(out, indent=1) + "\n")
