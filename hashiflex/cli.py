@@ -84,6 +84,10 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--max-terms", type=int, default=d.max_terms, help="largest per-layer count for auto")
     g.add_argument("--adder-budget", type=int, default=None, metavar="N",
                    help="auto: total adders of the design (default: what 2 terms everywhere cost)")
+    g.add_argument("--rounding", default=d.rounding, choices=["nearest", "reconstruct"],
+                   help="Po2 rounding of the weights: each to its nearest grid value, or each layer's weights chosen "
+                   "so its output on the calibration images stays closest to the float layer's (error feedback "
+                   "through the inputs' second moments, GPTQ-style; default: %(default)s)")
     g.add_argument("--bias-correction", action="store_true", help="correct biases for the weights' mean error")
     g.add_argument("--distill-epochs", type=int, default=d.distill_epochs, metavar="N",
                    help="fine-tune the Po2 weights for N epochs to match the float model's outputs (distillation, "
@@ -234,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
                               classes=args.classes, calib_images=args.calib_images, preprocess=args.preprocess,
                               padding=args.padding, terms=args.terms, max_terms=args.max_terms,
                               adder_budget=args.adder_budget,
-                              bias_correction=args.bias_correction, target_ii=args.target_ii,
+                              bias_correction=args.bias_correction, rounding=args.rounding,
+                              target_ii=args.target_ii,
                               distill_epochs=args.distill_epochs, distill_data=args.distill_data,
                               distill_images=args.distill_images, distill_lr=args.distill_lr,
                               distill_batch=args.distill_batch,

@@ -64,6 +64,7 @@ class Config:
     max_terms: int = 3               # largest count "auto" may choose
     adder_budget: int | None = None  # "auto": total adders (default: what 2 terms everywhere would cost)
     bias_correction: bool = False    # correct each bias for the mean error its weights' rounding causes
+    rounding: str = "reconstruct"    # pretrained path: "nearest" grid value, or "reconstruct" against calibration data
     distill_data: str | None = None  # images to distill on (unlabelled; default: data_root)
     distill_images: int | None = None  # the first N of them (default: calib_images)
     distill_epochs: int = 0          # distillation fine-tuning of the Po2 weights against the float model
@@ -148,12 +149,16 @@ def step_quantize_pretrained(work: Path, cfg: Config, progress: bool = True) -> 
     on the first ``cfg.calib_images`` images of ``cfg.data_root`` (streamed: running ranges only), choose the
     terms per layer (``cfg.terms``; "auto" by sensitivity within ``cfg.adder_budget``), prune (``cfg.sparsity``),
     fine-tune the Po2 weights by distillation from the float model (``cfg.distill_epochs`` on the first
-    ``cfg.distill_images`` of ``cfg.distill_data``; under torchrun, with DDP), quantize (-> po2.pkl, with the
-    float graph beside it for ``evaluate``). No labels are used."""
+    ``cfg.distill_images`` of ``cfg.distill_data``; under torchrun, with DDP), quantize (rounding each layer's
+    weights against its inputs on the calibration images with ``cfg.rounding == "reconstruct"``,
+    :mod:`hashiflex.quant.reconstruct`) (-> po2.pkl, with the float graph beside it for ``evaluate``). No labels
+    are used."""
     from .imagenet import ImageFolder, input_type, value_batches
     from .quant.biascorr import bias_correction
 
     terms: int | dict[str, int] | None = None
+    if cfg.rounding not in ("nearest", "reconstruct"):
+        raise ValueError(f"--rounding: expected 'nearest' or 'reconstruct', found {cfg.rounding!r}")
     if cfg.terms != "auto":
         try:
             terms = int(cfg.terms)
@@ -173,10 +178,16 @@ def step_quantize_pretrained(work: Path, cfg: Config, progress: bool = True) -> 
     if cfg.terms == "auto" or cfg.bias_correction:
         x = ImageFolder(cfg.data_root, cfg.classes, preprocess=cfg.preprocess,
                         limit=min(16, cfg.calib_images)).arrays()[0] * 2.0 ** inp.type.exp
+    h = None  # the layers' input statistics, when the weights are rounded against calibration data
+    if cfg.rounding == "reconstruct":
+        from .quant.reconstruct import hessians
+
+        h = hessians(g, value_batches(calib, 8, inp.type.exp), progress=progress)
     if cfg.terms == "auto":
         from .quant.terms import choose_terms
 
-        terms, opts = choose_terms(g, bits, x, cfg.max_terms, cfg.adder_budget, cfg.target_ii, progress=progress)
+        terms, opts = choose_terms(g, bits, x, cfg.max_terms, cfg.adder_budget, cfg.target_ii, progress=progress,
+                                   h=h)
         options = [o.to_json() for o in opts]
     float_g = g  # the float model evaluate compares against (and distillation's teacher)
     if cfg.sparsity:
@@ -201,6 +212,10 @@ def step_quantize_pretrained(work: Path, cfg: Config, progress: bool = True) -> 
         distilled = {"images": len(data), "epochs": cfg.distill_epochs, "steps": r.steps, "loss": r.loss,
                      "processes": r.world_size}
     q = passes.quantize_weights(g, bits, terms)
+    if h is not None:
+        from .quant.reconstruct import reconstruct
+
+        q = reconstruct(g, q, h=h, progress=progress)
     if cfg.bias_correction:
         q = bias_correction(float_g, q, x, batch=4)
     work.mkdir(parents=True, exist_ok=True)

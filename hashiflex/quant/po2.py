@@ -47,6 +47,18 @@ def quantize_po2(w: np.ndarray, bits: int) -> tuple[np.ndarray, int]:
     return codes.astype(np.int64), e_min
 
 
+def quantize_po2_at(w: np.ndarray, bits: int, e_min: int) -> np.ndarray:
+    """Codes of ``w`` on a given exponent range [e_min, e_min + max_code - 1] (the rule of
+    :func:`po2_fake_quant_torch` with a fixed ``e_min``): e = floor(log2|w| + 1/2), zero below e_min, clipped above."""
+    w = np.asarray(w, dtype=np.float64)
+    a = np.abs(w)
+    with np.errstate(divide="ignore"):
+        e_hat = np.floor(np.log2(np.where(a > 0, a, 1.0)) + 0.5)
+    e = np.clip(e_hat, e_min, e_min + max_code(bits) - 1)
+    mag = (e - e_min + 1).astype(np.int64)
+    return np.where((a > 0) & (e_hat >= e_min), np.sign(w).astype(np.int64) * mag, 0).astype(np.int64)
+
+
 def po2_fake_quant_torch(w, bits: int, e_min: int | None = None):
     """Differentiable (straight-through) Po2 fake quantization of a torch tensor, same rule as NumPy.
 

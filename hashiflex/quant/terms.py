@@ -9,7 +9,8 @@ layers: most of the adders). For each conv/linear layer L and each k in 1..K thi
 * the **damage**: the mean squared error of the network's output (logits) against the float network on
   calibration images when only L's weights are k-term Po2 (everything else float),
 
-then assumes the damages add up (the usual first-order model of mixed-precision search) and chooses the k of every
+(with ``--rounding reconstruct`` both are those of the weights rounded against calibration data), then assumes
+the damages add up (the usual first-order model of mixed-precision search) and chooses the k of every
 layer greedily by damage removed per adder spent, within the budget. Layers left out of ``choices`` keep the
 counts they are given.
 """
@@ -35,13 +36,30 @@ class TermOption:
         return asdict(self)
 
 
-def layer_costs(calibrated: Graph, bits, max_terms: int, target_ii: int | None = None) -> dict[tuple[str, int], int]:
-    """(layer, k) -> adders of that layer with k-term weights (the generator's plan, all lanes)."""
-    from ..passes import hw_model, quantize_weights
+def quantized_versions(calibrated: Graph, bits, max_terms: int, h=None, progress: bool = False) -> dict[int, Graph]:
+    """k -> ``calibrated`` with every layer's weights k-term Po2, k = 1 .. max_terms: rounded to nearest, or,
+    given the layers' Hessians ``h`` (:func:`hashiflex.quant.reconstruct.hessians`), rounded against the
+    calibration data (:func:`hashiflex.quant.reconstruct.reconstruct`)."""
+    from ..passes import quantize_weights
+    from .reconstruct import reconstruct
 
     out = {}
     for k in range(1, max_terms + 1):
         q = quantize_weights(calibrated, bits, k)
+        out[k] = q if h is None else reconstruct(calibrated, q, h=h, progress=progress)
+    return out
+
+
+def layer_costs(calibrated: Graph, bits, max_terms: int, target_ii: int | None = None,
+                quantized: dict[int, Graph] | None = None) -> dict[tuple[str, int], int]:
+    """(layer, k) -> adders of that layer with k-term weights (the generator's plan, all lanes); ``quantized``:
+    the k-term graphs to count (default: :func:`quantized_versions`, nearest rounding)."""
+    from ..passes import hw_model
+
+    quantized = quantized or quantized_versions(calibrated, bits, max_terms)
+    out = {}
+    for k in range(1, max_terms + 1):
+        q = quantized[k]
         for m in hw_model(q, 4, target_ii):
             if m.op in ("conv2d", "linear"):
                 out[(m.name, k)] = m.adders
@@ -50,16 +68,15 @@ def layer_costs(calibrated: Graph, bits, max_terms: int, target_ii: int | None =
 
 @torch.no_grad()
 def layer_damage(calibrated: Graph, bits, max_terms: int, x_value, batch: int = 16,
-                 progress: bool = False) -> dict[tuple[str, int], float]:
-    """(layer, k) -> output MSE against the float network, only that layer's weights k-term Po2 (float32)."""
+                 progress: bool = False, quantized: dict[int, Graph] | None = None) -> dict[tuple[str, int], float]:
+    """(layer, k) -> output MSE against the float network, only that layer's weights k-term Po2 (float32);
+    ``quantized``: the k-term graphs (default: :func:`quantized_versions`, nearest rounding)."""
     from tqdm.auto import tqdm
-
-    from ..passes import quantize_weights
 
     xs = [torch.as_tensor(np.asarray(x), dtype=torch.float32) for x in _batches(x_value, batch)]
     ref_net = FakeQuantNet(calibrated, quantize=False).float().eval()
     ref_out = [ref_net(x) for x in xs]
-    quantized = {k: quantize_weights(calibrated, bits, k) for k in range(1, max_terms + 1)}
+    quantized = quantized or quantized_versions(calibrated, bits, max_terms)
     idx = [i for i, l in enumerate(calibrated.layers) if isinstance(l, (Conv2d, Linear))]
     out = {}
     with tqdm(total=len(idx) * max_terms, desc="term sensitivity", disable=not progress, leave=False) as bar:
@@ -115,13 +132,16 @@ def allocate(costs: dict[tuple[str, int], int], damage: dict[tuple[str, int], fl
 
 def choose_terms(calibrated: Graph, bits, x_value, max_terms: int = 3, budget: int | None = None,
                  target_ii: int | None = None, batch: int = 16, progress: bool = False,
-                 fixed: dict[str, int] | None = None) -> tuple[dict[str, int], list[TermOption]]:
+                 fixed: dict[str, int] | None = None, h=None) -> tuple[dict[str, int], list[TermOption]]:
     """Term counts per layer within ``budget`` adders (default: what 2 terms everywhere would cost), with the
-    measured options. ``fixed``: layers whose count is given (e.g. the first layer at 8 bits)."""
+    measured options. ``fixed``: layers whose count is given (e.g. the first layer at 8 bits). ``h``: the
+    layers' Hessians when the weights will be rounded against calibration data (``--rounding reconstruct``), so
+    costs and damages are those of that rounding."""
     if max_terms < 1:
         raise IRError(f"--max-terms: expected at least 1, found {max_terms}")
-    costs = layer_costs(calibrated, bits, max_terms, target_ii)
-    damage = layer_damage(calibrated, bits, max_terms, x_value, batch, progress)
+    quantized = quantized_versions(calibrated, bits, max_terms, h, progress)
+    costs = layer_costs(calibrated, bits, max_terms, target_ii, quantized)
+    damage = layer_damage(calibrated, bits, max_terms, x_value, batch, progress, quantized)
     names = [l.name for l in calibrated.layers if isinstance(l, (Conv2d, Linear))]
     if budget is None:
         budget = sum(costs[(n, min(2, max_terms))] for n in names)
