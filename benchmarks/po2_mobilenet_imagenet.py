@@ -8,7 +8,12 @@ top-1 agreement with the float model, and the adders of the design from the gene
 pixel per beat). Results: benchmarks/results/po2_mobilenet_imagenet.json and the accuracy-vs-adders plot (.png).
 
     python benchmarks/po2_mobilenet_imagenet.py [--padding torch|tf] [--calib 64] [--images 436]
-        [--budgets 1.25,1.5,1.75,2,2.5] [--max-terms 3] [--fixed 1,2,3] [--out FILE.json]
+        [--budgets 1.25,1.5,1.75,2,2.5] [--max-terms 3] [--fixed 1,2,3] [--rounding nearest|reconstruct]
+        [--out FILE.json]
+
+``--rounding reconstruct`` rounds each layer's weights against its inputs on the calibration images
+(:mod:`hashiflex.quant.reconstruct`, what ``hashiflex quantize`` does by default); the per-layer sensitivity of
+the auto points is then measured with that rounding too.
 """
 from __future__ import annotations
 
@@ -39,6 +44,7 @@ def main() -> None:
     ap.add_argument("--budgets", default="1.25,1.5,1.75,2,2.5",
                     help="auto points: adder budgets as multiples of the one-term design's adders")
     ap.add_argument("--fixed", default=None, help="the same-terms-everywhere points to run (default: 1..max-terms)")
+    ap.add_argument("--rounding", choices=["nearest", "reconstruct"], default="nearest")
     ap.add_argument("--golden-images", type=int, default=32, help="images the golden model runs on at each point")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/po2_mobilenet_imagenet.json")
     args = ap.parse_args()
@@ -50,7 +56,8 @@ def main() -> None:
     from hashiflex.imagenet import ImageFolder, input_type, value_batches
     from hashiflex.passes import calibrate_activations, hw_model, import_torch, quantize_weights, same_padding
     from hashiflex.quant.fakequant import FakeQuantNet, activation_ranges
-    from hashiflex.quant.terms import allocate, layer_costs, layer_damage
+    from hashiflex.quant.reconstruct import hessians, reconstruct
+    from hashiflex.quant.terms import allocate, layer_costs, layer_damage, quantized_versions
 
     t0 = time.perf_counter()
     inp = input_type()
@@ -81,9 +88,18 @@ def main() -> None:
     print(f"float: top-1 {100 * points[0]['top1']:.2f} %")
 
     t = time.perf_counter()
-    costs = layer_costs(g, bits, args.max_terms)
+    h = hessians(g, value_batches(calib, 8), progress=True) if args.rounding == "reconstruct" else None
+    t_h = time.perf_counter() - t
+
+    def quantize(terms):
+        q = quantize_weights(g, bits, terms)
+        return q if h is None else reconstruct(g, q, h=h)
+
+    t = time.perf_counter()
+    versions = quantized_versions(g, bits, args.max_terms, h, progress=True)
+    costs = layer_costs(g, bits, args.max_terms, quantized=versions)
     x_sens = calib.arrays()[0][:16] * 2.0 ** inp.type.exp
-    damage = layer_damage(g, bits, args.max_terms, x_sens, progress=True)
+    damage = layer_damage(g, bits, args.max_terms, x_sens, progress=True, quantized=versions)
     t_sens = time.perf_counter() - t
     names = [l.name for l in g.layers if hasattr(l, "weight")]
     one = sum(costs[(n, 1)] for n in names)
@@ -96,7 +112,7 @@ def main() -> None:
 
     for name, terms in tqdm(configs, desc="points"):
         t = time.perf_counter()
-        q = quantize_weights(g, bits, terms)
+        q = quantize(terms)
         qnet = FakeQuantNet(q).double().eval()
         lg = logits(qnet, torch.float64, x_val)
         n_gold = min(args.golden_images, len(x_rep))
@@ -118,11 +134,13 @@ def main() -> None:
            "report_images": {"count": len(report), "first": args.calib, "selection": "sorted ImageFolder order"},
            "bits": args.bits, "edge_bits": args.edge_bits, "padding": {"torch": "torchvision (symmetric)", "tf": "TF 'SAME'"}[args.padding],
            "preprocess": "inception (x-128)/128", "sensitivity_seconds": t_sens,
+           "rounding": args.rounding, "hessian_seconds": t_h,
            "seconds": time.perf_counter() - t0, "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
            "command": f"python benchmarks/po2_mobilenet_imagenet.py --padding {args.padding} --calib {args.calib} "
                       f"--images {args.images} "
                       f"--budgets {args.budgets} --max-terms {args.max_terms}"
-                      + (f" --fixed {args.fixed}" if args.fixed else "") + f" --out {args.out.name}",
+                      + (f" --fixed {args.fixed}" if args.fixed else "") + f" --rounding {args.rounding}"
+                      + f" --out {args.out.name}",
            "one_term_adders": one, "points": points,
            "options": [{"layer": n, "terms": t, "adders": costs[(n, t)], "damage": damage[(n, t)]}
                        for n in names for t in range(1, args.max_terms + 1)]}
@@ -147,7 +165,7 @@ def main() -> None:
     ax.set_xlabel("adders (millions, generator's plan, 1 pixel per beat)")
     ax.set_ylabel(f"top-1 % ({len(report)} ImageNet images)")
     ax.set_title(f"MobileNetV2-1.0-224 Po2 PTQ, {args.bits}-bit codes ({args.edge_bits} first/last), "
-                 f"{args.padding} padding")
+                 f"{args.padding} padding, {args.rounding} rounding")
     ax.legend()
     fig.savefig(args.out.with_suffix(".png"), dpi=110)
     print(f"-> {args.out}")

@@ -90,6 +90,7 @@ def test_the_pretrained_path_quantizes_and_evaluates_a_users_weights_and_folder(
 
     q, meta = load_quantized(work)
     assert meta["distill"]["images"] == 2 and meta["distill"]["steps"] == 1 and len(out["distill_loss"]) == 1
+    assert meta["config"]["rounding"] == "reconstruct"  # the default: rounded against the calibration image
     assert not (work / "distill.ck").exists()
     for g in (q, meta["float_graph"]):  # TF 'SAME': the stride-2 convs on even maps pad only below and right
         pads = {l.pads for l in g.layers if isinstance(l, Conv2d) and l.stride == 2}
