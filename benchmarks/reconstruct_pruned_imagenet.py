@@ -1,0 +1,103 @@
+"""Magnitude pruning + Po2 of a real pretrained MobileNetV2-1.0-224, with the remaining weights rounded to nearest
+or against calibration data (quant.reconstruct: each pruned weight's and each rounding's error is fed onto the
+weights still to be rounded, so the survivors compensate for the pruned ones).
+
+Calibrates on the first ``--calib`` images of the folder (sorted order, labels unused), reports on the next
+``--images``; top-1/top-5 and top-1 agreement with float of the fake-quant model (float64, equal to the golden
+model exactly: checked on ``--golden-images`` images per point). Results: benchmarks/results/<out>.json.
+
+    python benchmarks/reconstruct_pruned_imagenet.py [--padding tf] [--sparsity 0.5] [--terms 1,2,3]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--weights", type=Path, default=SHARED / "models/mobilenet_v2_coral/mobilenet_v2_coral.pth")
+    ap.add_argument("--data", type=Path, default=SHARED / "data/imagenet-dev")
+    ap.add_argument("--calib", type=int, default=64)
+    ap.add_argument("--images", type=int, default=436)
+    ap.add_argument("--padding", choices=["torch", "tf"], default="tf")
+    ap.add_argument("--sparsity", type=float, default=0.5)
+    ap.add_argument("--terms", default="1,2,3")
+    ap.add_argument("--bits", type=int, default=5)
+    ap.add_argument("--edge-bits", type=int, default=8)
+    ap.add_argument("--golden-images", type=int, default=8)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/reconstruct_pruned_imagenet.json")
+    args = ap.parse_args()
+
+    from hashiflex import ref
+    from hashiflex.flow import Config, layer_bits, pretrained_model
+    from hashiflex.imagenet import ImageFolder, input_type, value_batches
+    from hashiflex.passes import calibrate_activations, import_torch, quantize_weights, same_padding
+    from hashiflex.quant.fakequant import FakeQuantNet, activation_ranges
+    from hashiflex.quant.prune import prune, weight_sparsity
+    from hashiflex.quant.reconstruct import hessians, reconstruct
+
+    t0 = time.perf_counter()
+    inp = input_type()
+    g = same_padding(import_torch(pretrained_model("mobilenet_v2", str(args.weights)), inp, name="mobilenet_v2"),
+                     args.padding)
+    calib = ImageFolder(args.data, limit=args.calib)
+    g = calibrate_activations(g, activation_ranges(g, value_batches(calib, 8)))
+    bits = layer_bits(g, Config(weight_bits=args.bits, edge_bits=args.edge_bits))
+    names = list(bits)
+    h = hessians(g, value_batches(calib, 8), progress=True)  # the unpruned float network's layer inputs
+    x_rep, y_rep = ImageFolder(args.data, start=args.calib, limit=args.images).arrays()
+    x_val = x_rep * 2.0 ** inp.type.exp
+
+    def logits(net, dtype):
+        with torch.no_grad():
+            return np.concatenate([net(torch.as_tensor(x_val[i:i + 8], dtype=dtype)).double().numpy()
+                                   for i in range(0, len(x_val), 8)])
+
+    def topk(lg, k):
+        return float((np.argsort(-lg, 1, kind="stable")[:, :k] == y_rep[:, None]).any(1).mean())
+
+    f = logits(FakeQuantNet(g, quantize=False).float().eval(), torch.float32)
+    points = [{"name": "float", "top1": topk(f, 1), "top5": topk(f, 5), "agreement": 1.0}]
+    print(f"float: top-1 {100 * points[0]['top1']:.2f} %")
+    pg = prune(g, args.sparsity, "layer", exclude=(names[0], names[-1])) if args.sparsity else g
+    for k in [int(v) for v in args.terms.split(",")]:
+        near = quantize_weights(pg, bits, k)
+        for rounding, q in (("nearest", near), ("reconstruct", reconstruct(pg, near, h=h))):
+            t = time.perf_counter()
+            lg = logits(FakeQuantNet(q).double().eval(), torch.float64)
+            n = min(args.golden_images, len(x_rep))
+            exact = bool(np.array_equal(ref.run(q, x_rep[:n]), lg[:n] / 2.0 ** ref.output_exp(q)))
+            p = {"name": f"{k} term{'s' * (k > 1)}, {rounding}", "terms": k, "rounding": rounding,
+                 "top1": topk(lg, 1), "top5": topk(lg, 5), "agreement": float((lg.argmax(1) == f.argmax(1)).mean()),
+                 "weight_sparsity": weight_sparsity(q), "golden_equals_fake_quant": exact,
+                 "seconds": time.perf_counter() - t}
+            points.append(p)
+            print(f"{p['name']:>24}: top-1 {100 * p['top1']:.2f} %  top-5 {100 * p['top5']:.2f} %  agree "
+                  f"{100 * p['agreement']:.1f} %  zero weights {100 * p['weight_sparsity']:.1f} %  golden==fq {exact}")
+            if not exact:
+                raise SystemExit(f"{p['name']}: the golden model and fake-quant differ: the ladder is broken")
+    res = {"model": args.weights.name, "data": args.data.name, "calibration_images": len(calib),
+           "report_images": {"count": len(x_rep), "first": args.calib, "selection": "sorted ImageFolder order"},
+           "padding": args.padding, "bits": args.bits, "edge_bits": args.edge_bits, "sparsity": args.sparsity,
+           "prune_scope": "layer (first and last layer dense)", "points": points,
+           "seconds": time.perf_counter() - t0, "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+           "command": f"python benchmarks/reconstruct_pruned_imagenet.py --padding {args.padding} --sparsity "
+                      f"{args.sparsity} --terms {args.terms} --calib {args.calib} --images {args.images} "
+                      f"--out {args.out.name}"}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(res, indent=2) + "\n")
+    print(f"-> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
