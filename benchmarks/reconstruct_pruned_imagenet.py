@@ -72,7 +72,8 @@ def main() -> None:
     pg = prune(g, args.sparsity, "layer", exclude=(names[0], names[-1])) if args.sparsity else g
     for k in [int(v) for v in args.terms.split(",")]:
         near = quantize_weights(pg, bits, k)
-        for rounding, q in (("nearest", near), ("reconstruct", reconstruct(pg, near, h=h))):
+        rec = reconstruct(pg, near, h=h, dense=g if args.sparsity else None)  # survivors compensate the pruned
+        for rounding, q in (("nearest", near), ("reconstruct", rec)):
             t = time.perf_counter()
             lg = logits(FakeQuantNet(q).double().eval(), torch.float64)
             n = min(args.golden_images, len(x_rep))

@@ -119,12 +119,15 @@ def round_columns(w: torch.Tensor, h: torch.Tensor, rnd, damp: float = DAMP,
 
 
 def reconstruct_layer(layer, weight: np.ndarray, h: torch.Tensor, bits: int, terms: int, e_min: int,
-                      damp: float = DAMP) -> np.ndarray:
+                      damp: float = DAMP, keep: np.ndarray | None = None) -> np.ndarray:
     """Float weights ``weight`` of ``layer`` rounded onto the (bits, terms, e_min) Po2 grid against ``h``
-    (:func:`hessians`): the rounded float weights, every one a grid value."""
+    (:func:`hessians`): the rounded float weights, every one a grid value. ``keep`` (bool, like ``weight``;
+    default: its nonzero weights): where False the result is zero, and ``weight`` there is error the others
+    compensate (pass the unpruned weights and the pruning mask)."""
     rnd = _rounder(bits, terms, e_min)
     w = torch.as_tensor(np.asarray(weight, dtype=np.float64))
-    keep = (w != 0).reshape(w.shape[0], -1)  # a zero (pruned) weight stays zero
+    keep = (w != 0) if keep is None else torch.as_tensor(np.asarray(keep, dtype=bool))
+    keep = keep.reshape(w.shape[0], -1)
     w2 = w.reshape(w.shape[0], -1)
     if isinstance(layer, Conv2d) and layer.depthwise:
         if h.shape != (w2.shape[0], w2.shape[1], w2.shape[1]):
@@ -151,12 +154,13 @@ def codes_of(values: np.ndarray, bits: int, terms: int, e_min: int) -> np.ndarra
 
 
 def reconstruct(float_g: Graph, quant_g: Graph, x_value=None, *, h: dict[str, torch.Tensor] | None = None,
-                batch: int = 8, damp: float = DAMP, progress: bool = False) -> Graph:
+                batch: int = 8, damp: float = DAMP, progress: bool = False, dense: Graph | None = None) -> Graph:
     """``quant_g`` with the weights of every conv/linear layer re-rounded against its inputs on the calibration
     images ``x_value`` (or given Hessians ``h``, see :func:`hessians`); same grids (bits, terms, e_min), biases
     and activations, so only codes change. ``float_g`` is the float graph ``quant_g`` was quantized from (its
     zero weights, e.g. pruned ones, stay zero); ``h`` may come from another float network (the unpruned
-    teacher)."""
+    teacher). ``dense``: the unpruned float graph ``float_g`` was pruned from: its weights are the target and
+    ``float_g``'s zeros the mask, so the surviving weights also compensate for the pruned ones (OBS-style)."""
     from tqdm.auto import tqdm
 
     if [l.name for l in float_g.layers] != [l.name for l in quant_g.layers] or not quant_g.quantized:
@@ -176,6 +180,12 @@ def reconstruct(float_g: Graph, quant_g: Graph, x_value=None, *, h: dict[str, to
         if np.shape(w) != tuple(q.shape):
             raise IRError(f"layer {layer.name!r}: reconstruct: float weight shape {np.shape(w)} differs from the "
                           f"quantized {tuple(q.shape)}")
-        vals = reconstruct_layer(layer, w, h[layer.name], q.bits, q.terms, q.e_min, damp)
+        keep = None
+        if dense is not None:
+            keep, w = np.asarray(w) != 0, dense.layers[i].weight
+            if np.shape(w) != tuple(q.shape):
+                raise IRError(f"layer {layer.name!r}: reconstruct: dense weight shape {np.shape(w)} differs from "
+                              f"the quantized {tuple(q.shape)}")
+        vals = reconstruct_layer(layer, w, h[layer.name], q.bits, q.terms, q.e_min, damp, keep)
         out.layers[i] = replace(layer, q=replace(q, codes=codes_of(vals, q.bits, q.terms, q.e_min)))
     return out

@@ -89,6 +89,20 @@ def test_pruned_weights_stay_zero():
     assert np.all(rec[w == 0] == 0)
 
 
+def test_the_survivors_compensate_for_the_pruned_weights():
+    rng = np.random.default_rng(5)
+    x = _correlated(rng, 16)
+    dense = rng.normal(size=(5, 16)) * 0.2
+    keep = np.abs(dense) > np.median(np.abs(dense))
+    layer, h = Linear("fc", dense, np.zeros(5)), torch.as_tensor(x.T @ x)
+    pruned = np.where(keep, dense, 0.0)
+    alone = reconstruct_layer(layer, pruned, h, 5, 2, -10)          # the pruned weights are just gone
+    comp = reconstruct_layer(layer, dense, h, 5, 2, -10, keep=keep)  # their error is fed onto the survivors
+    assert np.all(comp[~keep] == 0) and np.all(alone[~keep] == 0)
+    err = lambda v: float(np.sum(((v - dense) @ x.T) ** 2))
+    assert err(comp) < 0.8 * err(alone), (err(comp), err(alone))
+
+
 def _small_net():
     torch.manual_seed(1)
     g = import_torch(DigitsCNN(6, 8, 10), Input(1, 8, 8, TensorType(5, False, -4)))
