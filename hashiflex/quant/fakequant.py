@@ -17,12 +17,17 @@ from ..ir import Add, Conv2d, Graph, IRError, Linear, Requant, SumPool
 from .po2 import po2_fake_quant_torch, po2_terms_fake_quant_torch
 
 
+def pad_torch(x: torch.Tensor, layer: Conv2d) -> torch.Tensor:
+    """``x`` with ``layer``'s zero padding (top, bottom, left, right; possibly asymmetric, TF 'SAME') applied."""
+    t, bot, l, r = layer.pads
+    return F.pad(x, (l, r, t, bot))
+
+
 def conv2d_torch(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, layer: Conv2d) -> torch.Tensor:
     """``layer``'s convolution in torch, its zero padding (possibly asymmetric, TF 'SAME') included."""
     if isinstance(layer.padding, int):
         return F.conv2d(x, w, b, stride=layer.stride, padding=layer.padding, groups=layer.groups)
-    t, bot, l, r = layer.pads
-    return F.conv2d(F.pad(x, (l, r, t, bot)), w, b, stride=layer.stride, groups=layer.groups)
+    return F.conv2d(pad_torch(x, layer), w, b, stride=layer.stride, groups=layer.groups)
 
 
 def _ste(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:

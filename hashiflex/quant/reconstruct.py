@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from ..ir import Conv2d, Graph, IRError, Linear
-from .fakequant import FakeQuantNet
-from .po2 import po2_fake_quant_torch, po2_terms_fake_quant_torch
+from .fakequant import FakeQuantNet, pad_torch
+from .po2 import po2_fake_quant_torch, po2_terms_fake_quant_torch, quantize_po2_at, quantize_po2_terms
 
 DAMP = 0.01
 
@@ -40,11 +40,7 @@ def _patches(x: torch.Tensor, layer) -> torch.Tensor:
     if isinstance(layer, Linear):
         return x.flatten(1)
     k = layer.kernel
-    if isinstance(layer.padding, int):
-        x = F.pad(x, (layer.padding,) * 4)
-    else:
-        t, b, left, r = layer.pads
-        x = F.pad(x, (left, r, t, b))
+    x = pad_torch(x, layer)
     if k == 1:
         x = x[:, :, ::layer.stride, ::layer.stride]
         p = x.reshape(x.shape[0], x.shape[1], 1, -1)              # N, C, 1, L
@@ -144,13 +140,9 @@ def reconstruct_layer(layer, weight: np.ndarray, h: torch.Tensor, bits: int, ter
 
 def codes_of(values: np.ndarray, bits: int, terms: int, e_min: int) -> np.ndarray:
     """Codes (the quantizer's format) of weights that are already values of the (bits, terms, e_min) grid."""
-    from .po2 import quantize_po2_at, quantize_po2_terms
-
     if terms == 1:
-        codes = quantize_po2_at(values, bits, e_min)
-    else:
-        codes = quantize_po2_terms(values, bits, terms, e_min)[0]
-    return codes
+        return quantize_po2_at(values, bits, e_min)
+    return quantize_po2_terms(values, bits, terms, e_min)[0]
 
 
 def reconstruct(float_g: Graph, quant_g: Graph, x_value=None, *, h: dict[str, torch.Tensor] | None = None,

@@ -12,7 +12,7 @@ from hashiflex.ir import Conv2d, Input, IRError, Linear, TensorType
 from hashiflex.models import DigitsCNN
 from hashiflex.passes import calibrate_activations, import_torch, quantize_weights
 from hashiflex.quant.fakequant import activation_ranges, conv2d_torch, fake_quant_int_outputs
-from hashiflex.quant.po2 import po2_fake_quant_torch, po2_terms_fake_quant_torch, quantize_po2
+from hashiflex.quant.po2 import po2_fake_quant_torch, po2_terms_fake_quant_torch, quantize_po2, terms_range
 from hashiflex.quant.reconstruct import (_patches, _rounder, codes_of, hessians, reconstruct, reconstruct_layer,
                                          round_columns)
 from tests.helpers import float_agreement
@@ -61,11 +61,7 @@ def test_the_output_error_falls_and_every_weight_is_on_the_grid(terms):
     w = rng.normal(size=(8, 24)) * 0.2
     layer = Linear("fc", w, np.zeros(8))
     h = torch.as_tensor(x.T @ x)
-    codes, e_min = quantize_po2(w, 5) if terms == 1 else (None, None)
-    if terms > 1:
-        from hashiflex.quant.po2 import terms_range
-
-        e_min = terms_range(w, 5, terms)
+    e_min = quantize_po2(w, 5)[1] if terms == 1 else terms_range(w, 5, terms)
     near = _rounder(5, terms, e_min)(torch.as_tensor(w)).numpy()
     rec = reconstruct_layer(layer, w, h, 5, terms, e_min)
     err = lambda v: float(np.sum(((v - w) @ x.T) ** 2))
@@ -158,7 +154,6 @@ def test_a_trained_network_keeps_more_of_its_float_agreement_than_with_nearest_r
     agreement = float_agreement(g, ds)
     with torch.no_grad():
         f = FakeQuantNet(g, quantize=False).double().eval()(torch.as_tensor(ds.value(ds.x_test))).numpy()
-    out_exp = None
     for terms in (1, 2):
         near = quantize_weights(g, bits, terms)
         rec = reconstruct(g, near, ds.value(ds.x_train[:256]))
