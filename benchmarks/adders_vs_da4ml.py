@@ -14,9 +14,11 @@ Writes benchmarks/results/adders_vs_da4ml.{json,png} (after every matrix, so a l
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import multiprocessing as mp
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -86,7 +88,7 @@ def run_da4ml(w: np.ndarray, timeout: float) -> dict:
     return r
 
 
-def run_ours(w: np.ndarray, repeats: int = 3) -> dict:
+def run_ours(w: np.ndarray, repeats: int = 5) -> dict:
     ts = []
     for _ in range(repeats):
         t = time.perf_counter()
@@ -138,8 +140,12 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", type=Path, default=SHARED_WEIGHTS, help="torchvision MobileNetV2 state_dict")
     ap.add_argument("--da4ml-timeout", type=float, default=600.0, help="seconds per da4ml solve")
-    ap.add_argument("--only", nargs="*", default=None, help="matrix names (substrings) to run")
+    ap.add_argument("--only", nargs="*", default=None,
+                    help="matrix names (substrings) to run; the other rows of an existing --out are kept")
     ap.add_argument("--out", default="adders_vs_da4ml.json")
+    ap.add_argument("--reuse-da4ml", action="store_true",
+                    help="take da4ml's figures from the existing --out where the matrix is the same (its SHA-1), "
+                         "instead of solving again (da4ml is deterministic; its time is the earlier run's)")
     args = ap.parse_args(argv)
     t = time.perf_counter()
     adders.plan_matrix(np.array([[1, 2], [3, 1]]))  # compile (or load) the kernel once
@@ -150,29 +156,42 @@ def main(argv=None):
         mats += [(name, lambda key=key, t=t: real_matrix(args.weights, key, t)) for name, key, t in REAL]
     else:
         print(f"{args.weights} not found: the real MobileNetV2 layers are skipped")
+    all_mats = list(mats)
     if args.only:
         mats = [m for m in mats if any(s in m[0] for s in args.only)]
     RESULTS.mkdir(exist_ok=True)
     rows = []
+    earlier = json.loads((RESULTS / args.out).read_text())["rows"] if (RESULTS / args.out).exists() else []
+    kept = []  # with --only: the other matrices' rows of an earlier run of the same file are kept, in order
+    if args.only and (RESULTS / args.out).exists():
+        ran = {m[0] for m in mats}
+        kept = [r for r in earlier if r["matrix"] not in ran]
     out = {"machine": f"{platform.node()} ({platform.processor() or platform.machine()}, "
                       f"{mp.cpu_count()} cores)", "planner_compile_seconds": compile_s,
-           "command": "python benchmarks/adders_vs_da4ml.py", "rows": rows}
+           "command": " ".join(["python benchmarks/adders_vs_da4ml.py"] + (argv if argv is not None else sys.argv[1:])),
+           "rows": rows}
     print(f"{'matrix':<40} {'naive':>7} {'hashiflex':>9} {'da4ml':>7} {'ratio':>6} {'ours s':>8} {'da4ml s':>8}")
     for name, make in mats:
         w = make()
+        sha = hashlib.sha1(np.ascontiguousarray(w, np.int64).tobytes() + str(w.shape).encode()).hexdigest()
         ours = run_ours(w)
-        theirs = run_da4ml(w, args.da4ml_timeout)
+        old = next((r["da4ml"] for r in earlier if r.get("sha1") == sha and r["da4ml"].get("adders")), None)
+        theirs = dict(old, reused=True) if args.reuse_da4ml and old else \
+            dict(run_da4ml(w, args.da4ml_timeout), measured=time.strftime("%Y-%m-%d"))
         ratio = ours["adders"] / theirs["adders"] if theirs.get("adders") else None
         speed = theirs["seconds"] / ours["seconds"] if theirs.get("seconds") else None
-        rows.append({"matrix": name, "shape": list(w.shape), "nonzero": int(np.count_nonzero(w)), "naive": naive(w),
+        rows.append({"matrix": name, "sha1": sha, "measured": time.strftime("%Y-%m-%d"), "shape": list(w.shape),
+                     "nonzero": int(np.count_nonzero(w)), "naive": naive(w),
                      "hashiflex": ours, "da4ml": theirs, "ratio_adders": ratio, "speedup": speed})
         d = theirs.get("adders")
         print(f"{name:<40} {naive(w):>7} {ours['adders']:>9} {d if d is not None else '-':>7} "
               f"{ratio if ratio else float('nan'):>6.3f} {ours['seconds']:>8.3f} "
               f"{theirs['seconds'] if theirs.get('seconds') else float('nan'):>8.2f}"
               + ("" if ours["exact"] and theirs.get("exact", True) else "  NOT EXACT"))
+        order = [m[0] for m in all_mats]
+        out["rows"] = sorted(kept + rows, key=lambda r: order.index(r["matrix"]) if r["matrix"] in order else 99)
         (RESULTS / args.out).write_text(json.dumps(out, indent=1) + "\n")
-        plot(rows, RESULTS / Path(args.out).with_suffix(".png").name)
+        plot(out["rows"], RESULTS / Path(args.out).with_suffix(".png").name)
     return out
 
 

@@ -9,6 +9,15 @@ wall time and the peak resident memory of the whole process tree (Mill, the gene
 proportional to unique weights, not to the unroll. Ratios are against the smallest width in the same run.
 Writes benchmarks/results/elaborate_mobilenet_v2.{json,png}.
 
+``--init WEIGHTS.pth --calib-data DIR``: the real network instead of random weights (widths 1.0 only): the user's
+pretrained path (``hashiflex quantize --arch mobilenet_v2 --init ... --calib-data ... --terms T --padding P``,
+:func:`hashiflex.flow.step_quantize_pretrained`) quantizes the given torchvision MobileNetV2 state_dict on the
+first ``--calib-images`` images of DIR, and the design is elaborated at ``--target-ii`` from that po2.pkl. E.g. the
+paper's throughput point with the shared ImageNet weights, both configurations:
+
+    python benchmarks/elaborate_mobilenet.py --init ../shared/models/mobilenet_v2_coral/mobilenet_v2_coral.pth \
+        --calib-data ../shared/data/imagenet-dev --padding tf --terms 1 --target-ii 224 [--npu]
+
 ``--npu``: the paper's main configuration instead, the classifier on the programmable NPU sized for the backbone's
 II (hashiflex.npu.size_npu); writes elaborate_mobilenet_v2_npu.{json,png} with the NPU's MACs and memory.
 """
@@ -70,6 +79,25 @@ def run_measured(cmd: list[str], cwd: Path, log: Path) -> tuple[int, float, int]
     return proc.returncode, time.perf_counter() - t0, peak
 
 
+def real_network(args, work: Path):
+    """The pretrained path's quantized graph (cached in WORK/real_<terms>_<padding>/po2.pkl by its config) and four
+    calibration images as values."""
+    from hashiflex.flow import Config, load_quantized, step_quantize_pretrained
+    from hashiflex.imagenet import ImageFolder
+
+    cfg = Config(dataset="imagefolder", data_root=str(args.calib_data), arch="mobilenet_v2", init=str(args.init),
+                 weight_bits=args.bits, edge_bits=8, padding=args.padding, terms=args.terms,
+                 calib_images=args.calib_images, target_ii=args.target_ii, levels_per_stage=args.levels_per_stage)
+    qdir = work / f"real_t{args.terms}_{args.padding}_c{args.calib_images}"
+    if not (qdir / "po2.pkl").exists() or Config(**load_quantized(qdir)[1]["config"]) != cfg:
+        print(f"quantizing {args.init} ({args.terms} term(s), {args.padding} padding) ...", flush=True)
+        step_quantize_pretrained(qdir, cfg)
+    g = load_quantized(qdir)[0]
+    g.name = f"mnv2_w10_real_t{args.terms}_{args.padding}"
+    x = ImageFolder(cfg.data_root, cfg.classes, preprocess=cfg.preprocess, limit=4).arrays()[0]
+    return g, x * 2.0 ** g.input.type.exp
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--widths", default="0.35,0.5,0.75,1.0")
@@ -82,23 +110,35 @@ def main(argv=None):
     ap.add_argument("--work", default="build/bench_elab")
     ap.add_argument("--npu", action="store_true", help="classifier on the programmable NPU (hardened + NPU)")
     ap.add_argument("--out", default=None, help="default: results/elaborate_mobilenet_v2[_npu]")
+    ap.add_argument("--init", type=Path, default=None, help="a torchvision MobileNetV2 state_dict (real weights)")
+    ap.add_argument("--calib-data", type=Path, default=None, help="with --init: ImageFolder to calibrate on")
+    ap.add_argument("--calib-images", type=int, default=64)
+    ap.add_argument("--terms", default="1", help="with --init: 1..4 or auto")
+    ap.add_argument("--padding", default="tf", choices=("tf", "torch"), help="with --init (default: %(default)s)")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
     root = project_root()
     work = Path(args.work).resolve()
     rows = []
-    for width in [float(w) for w in args.widths.split(",")]:
+    if args.init is not None and (args.calib_data is None or args.size != 224 or args.classes != 1000):
+        ap.error("--init needs --calib-data, and the real network is 224x224 with 1000 classes")
+    widths = [1.0] if args.init is not None else [float(w) for w in args.widths.split(",")]
+    for width in widths:
         torch.manual_seed(0)
         rng = np.random.default_rng(0)
-        inp = Input(3, args.size, args.size, TensorType(8, False, -8))
-        calib = rng.integers(0, 256, size=(4, 3, args.size, args.size)) * 2.0 ** -8
         t0 = time.perf_counter()
-        g = quantize_ptq(mobilenet_v2(width, args.classes), inp, f"mnv2_w{str(width).replace('.', '')}", calib,
-                         weight_bits=args.bits)
+        if args.init is not None:
+            g, calib = real_network(args, work)
+        else:
+            inp = Input(3, args.size, args.size, TensorType(8, False, -8))
+            calib = rng.integers(0, 256, size=(4, 3, args.size, args.size)) * 2.0 ** -8
+            g = quantize_ptq(mobilenet_v2(width, args.classes), inp, f"mnv2_w{str(width).replace('.', '')}", calib,
+                             weight_bits=args.bits)
         if args.npu:
             from hashiflex import npu
 
-            d = npu.npu_design(g, args.levels_per_stage, args.target_ii, np.rint(calib * 2 ** 8).astype(np.int64))
+            d = npu.npu_design(g, args.levels_per_stage, args.target_ii,
+                               np.rint(calib * 2.0 ** -g.input.type.exp).astype(np.int64))
             g = npu.split_head(g)[0]
             g.name += "_npu"
             d["name"] = g.name
@@ -114,7 +154,8 @@ def main(argv=None):
         print(f"width {width}: {weights:,} weights ({nonzero:,} nonzero), elaborating ...", flush=True)
         rc, wall, peak = run_measured(cmd, root, base / "elaborate.log")
         phases = [l for l in (base / "elaborate.log").read_text().splitlines() if "chisel" in l and "firtool" in l]
-        row = {"width": width, "weights": weights, "nonzero_weights": nonzero, "phases": phases[-1].strip() if phases else None,
+        row = {"width": width, "weights_source": str(args.init) if args.init else "random init",
+               "terms": args.terms if args.init else "1", "weights": weights, "nonzero_weights": nonzero, "phases": phases[-1].strip() if phases else None,
                "weight_sparsity": weight_sparsity(g), "export_s": round(t_export, 1), "rc": rc,
                "elaborate_s": round(wall, 1), "peak_rss_gib": round(peak / 2 ** 30, 2)}
         if rc == 0:

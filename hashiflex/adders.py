@@ -586,42 +586,72 @@ def terms_of(codes: np.ndarray, terms: int, depthwise: bool) -> tuple[np.ndarray
 
 def _merge_digits(rows, var, shift, neg):
     """Sum each (row, input)'s digits exactly and re-express the sum in signed digits (:func:`_csd`)."""
-    value: dict[tuple[int, int], int] = {}
-    for r, v, s, g in zip(rows.tolist(), var.tolist(), shift.tolist(), neg.tolist()):
-        value[r, v] = value.get((r, v), 0) + (-(1 << s) if g else 1 << s)
-    return _csd(value.items())
+    if len(shift) and int(shift.max()) >= 60:  # beyond int64 sums: exact Python integers
+        value: dict[tuple[int, int], int] = {}
+        for r, v, s, g in zip(rows.tolist(), var.tolist(), shift.tolist(), neg.tolist()):
+            value[r, v] = value.get((r, v), 0) + (-(1 << s) if g else 1 << s)
+        keys = list(value)
+        return _csd(np.array([k[0] for k in keys], np.int64), np.array([k[1] for k in keys], np.int64),
+                    [value[k] for k in keys])
+    key = np.stack([rows, var], 1).astype(np.int64)
+    uniq, inv = np.unique(key, axis=0, return_inverse=True)
+    val = np.zeros(len(uniq), np.int64)
+    np.add.at(val, inv.reshape(-1), np.where(neg, -1, 1).astype(np.int64) << shift.astype(np.int64))
+    return _csd(uniq[:, 0], uniq[:, 1], val)
 
 
-def _csd(entries):
-    """Canonical signed digits (nonadjacent form: the fewest digits) of ((row, input), value) entries, as arrays
-    row, input, shift, neg."""
-    r_out, v_out, s_out, g_out = [], [], [], []
-    for (r, v), val in entries:
-        s = 0
-        while val:
-            if val & 1:
-                digit = 2 - (val & 3)  # +1 or -1
-                r_out.append(r)
-                v_out.append(v)
-                s_out.append(s)
-                g_out.append(digit < 0)
-                val -= digit
-            val >>= 1
-            s += 1
-    return (np.asarray(r_out, np.int64), np.asarray(v_out, np.int64), np.asarray(s_out, np.int64),
-            np.asarray(g_out, np.bool_))
+def _csd(rows, var, values):
+    """Canonical signed digits (nonadjacent form: the fewest digits) of entries (rows[j], var[j]) = values[j], as
+    arrays row, input, shift, neg (in no particular order). ``values``: an int64 array (vectorized, one pass
+    per digit position) or a list of Python integers of any size."""
+    if not isinstance(values, np.ndarray):
+        r_out, v_out, s_out, g_out = [], [], [], []
+        for r, v, val in zip(rows.tolist(), var.tolist(), values):
+            s = 0
+            while val:
+                if val & 1:
+                    digit = 2 - (val & 3)  # +1 or -1
+                    r_out.append(r)
+                    v_out.append(v)
+                    s_out.append(s)
+                    g_out.append(digit < 0)
+                    val -= digit
+                val >>= 1
+                s += 1
+        return (np.asarray(r_out, np.int64), np.asarray(v_out, np.int64), np.asarray(s_out, np.int64),
+                np.asarray(g_out, np.bool_))
+    if len(values) and (values.min() <= -(1 << 62) or values.max() >= 1 << 62):
+        return _csd(rows, var, [int(v) for v in values])
+    val = values.astype(np.int64).copy()
+    out = []
+    s = 0
+    while True:
+        odd = (val & 1) != 0
+        if not val.any():
+            break
+        digit = np.where(odd, 2 - (val & 3), 0)  # +1 or -1 where odd
+        if odd.any():
+            out.append((rows[odd], var[odd], np.full(int(odd.sum()), s, np.int64), digit[odd] < 0))
+        val = (val - digit) >> 1  # exact: val - digit is even
+        s += 1
+    if not out:
+        return (np.zeros(0, np.int64),) * 3 + (np.zeros(0, np.bool_),)
+    return tuple(np.concatenate([o[i] for o in out]).astype(t) for i, t in
+                 enumerate((np.int64, np.int64, np.int64, np.bool_)))
 
 
 MAX_PAIRS = 1 << 24  # term pairs one kernel call counts; a larger layer is planned in blocks of inputs
-TRIES = 8  # substitution runs per (small enough) layer, each with its own tie-break: the fewest adders win
-TRY_PAIRS = 1 << 24  # term pairs x tries one layer may spend on extra tries
+TRIES = 3  # substitution runs per (small enough) layer, each with its own tie-break: the fewest adders win
+TRY_PAIRS = 1 << 19  # term pairs x tries one layer may spend on extra tries
 
 
 def default_tries(n_pairs: int) -> int:
     """Tries of a layer with ``n_pairs`` term pairs: :data:`TRIES` while ``tries * n_pairs`` stays within
     :data:`TRY_PAIRS`, at least one. Greedy substitution is sensitive to ties (about 0.2 % of the adders
-    between tie orders); a few tries buy that back where they are cheap, and a large layer, where the spread
-    is relatively smaller and a try costs seconds, gets one."""
+    between tie orders); a few tries buy that back where they are cheap. The budget is set by the benchmark
+    against da4ml (``benchmarks/adders_vs_da4ml.py``): every matrix there at no more adders than da4ml and
+    at least 10x less planner time; a larger layer, where a try costs seconds and the spread is relatively
+    smaller, gets one."""
     return int(max(1, min(TRIES, TRY_PAIRS // max(1, n_pairs))))
 
 
@@ -753,7 +783,9 @@ def matrix_terms(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
     if not np.issubdtype(w.dtype, np.integer):
         raise PlanError(f"plan_matrix takes an integer matrix, found dtype {w.dtype}")
     oo, ii = np.nonzero(w)
-    rows, var, shift, neg = _csd(((r, i), int(w[r, i])) for r, i in zip(oo.tolist(), ii.tolist()))
+    vals = w[oo, ii]
+    rows, var, shift, neg = _csd(oo.astype(np.int64), ii.astype(np.int64),
+                                 vals.astype(np.int64) if vals.dtype != np.uint64 else [int(v) for v in vals])
     order = np.lexsort((shift, var, rows))
     rows, var, shift, neg = rows[order], var[order], shift[order], neg[order]
     return np.searchsorted(rows, np.arange(w.shape[0] + 1)).astype(np.int64), var, shift, neg

@@ -132,15 +132,31 @@ def test_a_layer_beyond_the_pair_limit_is_planned_in_blocks_of_inputs_and_still_
     rng = np.random.default_rng(3)
     w = rng.choice([-8, -2, -1, 0, 1, 4, 16], size=(12, 40))
     one = plan_matrix(w)
-    oo, ii = np.nonzero(w)
-    rows, var, shift, neg = adders._csd(((r, i), int(w[r, i])) for r, i in zip(oo.tolist(), ii.tolist()))
-    row_ptr = np.searchsorted(rows, np.arange(13))
+    row_ptr, var, shift, neg = adders.matrix_terms(w)
     blocked = adders.plan_terms(row_ptr, var, shift, neg, 40, max_pairs=500)
     assert np.array_equal(blocked.weights().astype(np.int64), w)
     # sharing within blocks only: more adders than one block, fewer than none at all
     assert len(one.sums) <= len(blocked.sums) < sum(max(d - 1, 0) for d in _digits(w))
     ids = blocked.n_in + np.arange(len(blocked.sums))
     assert (blocked.sums[:, 0] < ids).all() and (blocked.sums[:, 2] < ids).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(-(2 ** 62) + 1, 2 ** 62 - 1), min_size=1, max_size=40))
+def test_signed_digits_vectorized_equal_the_integer_path_and_are_nonadjacent(values):
+    idx = np.arange(len(values), dtype=np.int64)
+    fast = adders._csd(idx, idx * 3, np.array(values, np.int64))
+    slow = adders._csd(idx, idx * 3, [int(v) for v in values])
+
+    def digits(t):
+        return sorted(zip(t[0].tolist(), t[1].tolist(), t[2].tolist(), t[3].tolist()))
+
+    assert digits(fast) == digits(slow)
+    for j, v in enumerate(values):  # each value is its digits' sum, no two digits adjacent (the fewest digits)
+        mine = [(s, g) for r, _, s, g in digits(fast) if r == j]
+        assert sum(-(1 << s) if g else 1 << s for s, g in mine) == v
+        pos = sorted(s for s, _ in mine)
+        assert all(b - a >= 2 for a, b in zip(pos, pos[1:]))
 
 
 def _cost(plan):
