@@ -177,6 +177,21 @@ def parser() -> argparse.ArgumentParser:
                    help="estimate the area with a fitted model (benchmarks/area_model.py writes "
                         "benchmarks/results/area_model.json) where it is not synthesized")
 
+    p = sub.add_parser("synth", help="every unique module synthesized (Yosys + ASAP7) and timed, fanned out on Ray",
+                       description="Synthesize every unique module of WORK/rtl's design on its own (its submodules "
+                                   "as black boxes) as Ray jobs, local by default or on a cluster (--address), "
+                                   "cached by module content (a stopped run resumes); time every leaf module with "
+                                   "OpenSTA; write WORK/report/synth_modules.json.")
+    _work(p)
+    _progress(p)
+    p.add_argument("--address", default=None, help="a running Ray cluster ('auto' or HOST:PORT); default: local")
+    p.add_argument("--jobs", type=int, default=None, help="local Ray: jobs at once (default: every core)")
+    p.add_argument("--limit", type=int, default=None, help="synthesize at most this many new modules this run")
+    p.add_argument("--no-timing", action="store_true", help="area only (no OpenSTA)")
+    p.add_argument("--cache", type=Path, default=None, help="result cache (default: ~/.cache/hashiflex/synth)")
+    p.add_argument("--area-model", type=Path, default=None, metavar="JSON",
+                   help="also estimate the area with this fitted model and report its error against the synthesis")
+
     p = sub.add_parser("netlist", help="pyverilog: module hierarchy, adders and registers, checked against hw_params",
                        description="Parse WORK/rtl's Verilog with pyverilog, print the module hierarchy with instance "
                                    "counts, adders and register bits, and cross-check every layer against "
@@ -301,6 +316,14 @@ def main(argv: list[str] | None = None) -> int:
                              netlist=not args.no_netlist, area_model=args.area_model)
             print(format_report(r))
             print(f"-> {args.work / 'report' / 'report.html'}")
+            return 0
+        elif args.cmd == "synth":
+            from .report.modsynth import format_synth, synth_work
+
+            r = synth_work(args.work, args.address, args.jobs, args.limit, not args.no_timing, args.area_model,
+                           args.cache, progress)
+            print(format_synth(r))
+            print(f"-> {args.work / 'report' / 'synth_modules.json'}")
             return 0
         elif args.cmd == "netlist":
             from .report.hierarchy import check_netlist, cross_check, format_hierarchy, instance_counts

@@ -110,16 +110,19 @@ _UNMAPPED = re.compile(r"^\s+(\$_\w+_)\s+(\d+)\s*$", re.M)
 
 
 def synthesis_script(verilog: str | Path, top: str, lib: Path, stat: Path, ltp: Path, flat: bool = False,
-                     netlist: Path | None = None) -> str:
+                     netlist: Path | None = None, blackboxes: tuple[str, ...] = ()) -> str:
     """The Yosys script: generic synthesis, every flip-flop legalized to a plain D flip-flop (its enable and
     reset become logic), all logic mapped onto ASAP7 cells by ABC (so the enable/reset multiplexers are counted),
     the register-to-register depth measured while the flip-flops are still Yosys's own (``ltp -noff``), then the
     flip-flops mapped onto the library's and ABC run once more for what that adds (ASAP7's DFFHQN has an
     inverted output), and the area counted. ``flat``: flatten the hierarchy first (the reference check).
     ``netlist``: then write those cells as structural Verilog a timing analyser reads (bit-level nets, tie
-    cells for constants, buffers for plain connections: after the area is counted, so it does not change it)."""
+    cells for constants, buffers for plain connections: after the area is counted, so it does not change it).
+    ``blackboxes``: modules read for their ports only (a module synthesized on its own, its submodules elsewhere:
+    :mod:`hashiflex.report.modsynth`)."""
     v = Path(verilog).resolve()
-    script = (f"read_liberty -lib {lib}; read_verilog -sv {v}; synth -top {top}{' -flatten' if flat else ''}; "
+    bb = f"blackbox {' '.join(blackboxes)}; " if blackboxes else ""
+    script = (f"read_liberty -lib {lib}; read_verilog -sv {v}; {bb}synth -top {top}{' -flatten' if flat else ''}; "
               f"dfflegalize -cell $_DFF_P_ 01; abc -liberty {lib}; opt_clean; tee -q -o {ltp} ltp -noff; "
               f"dfflibmap -liberty {lib}; abc -liberty {lib}; opt_clean; tee -q -o {stat} stat -liberty {lib}")
     if netlist is not None:
@@ -133,7 +136,7 @@ TIE_HI, TIE_LO, BUF = "TIEHIx1_ASAP7_75t_R H", "TIELOx1_ASAP7_75t_R L", "BUFx2_A
 
 
 def synthesize(verilog: str | Path, top: str, liberty: Path | None = None, log: Path | None = None,
-               flat: bool = False, netlist: Path | None = None) -> AreaReport:
+               flat: bool = False, netlist: Path | None = None, blackboxes: tuple[str, ...] = ()) -> AreaReport:
     """Synthesize with Yosys onto ASAP7 (hierarchy kept, or ``flat``) and read the area per module;
     ``netlist``: also write the mapped netlist there (for :func:`hashiflex.report.timing.critical_path`).
 
@@ -145,7 +148,7 @@ def synthesize(verilog: str | Path, top: str, liberty: Path | None = None, log: 
     stat = Path(str(log or Path(verilog).with_suffix(".yosys")) + (".flat" if flat else "") + ".stat")
     ltp = stat.with_suffix(".ltp")
     stat.parent.mkdir(parents=True, exist_ok=True)
-    script = synthesis_script(verilog, top, lib, stat, ltp, flat, netlist)
+    script = synthesis_script(verilog, top, lib, stat, ltp, flat, netlist, tuple(blackboxes))
     proc = subprocess.run(["yosys", "-q", "-p", script], capture_output=True, text=True)
     if proc.returncode != 0:
         errs = [l for l in proc.stderr.splitlines() if "unsupported expression" not in l]  # scan flops: harmless

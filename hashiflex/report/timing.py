@@ -38,7 +38,7 @@ class Timing:
 _START = re.compile(r"^Startpoint: (\S+)", re.M)
 _END = re.compile(r"^Endpoint: (\S+)", re.M)
 _ARRIVAL = re.compile(r"^\s*(-?[0-9.]+)\s+data arrival time", re.M)
-_SETUP = re.compile(r"^\s*(-?[0-9.]+)\s+(-?[0-9.]+)\s+library setup time", re.M)
+_SETUP = re.compile(r"^\s*(-?[0-9.]+)\s+(-?[0-9.]+)\s+(?:library setup time|output external delay)", re.M)
 _CELL = re.compile(r"^\s*-?[0-9.]+\s+-?[0-9.]+ [\^v] \S+/\S+ \((\S+)\)", re.M)
 
 
@@ -58,15 +58,28 @@ def parse_report(text: str) -> Timing:
     return Timing(arrival, setup, start, end, len(cells))
 
 
-def sta_script(netlist: Path, top: str, liberty: Path, clock: str) -> str:
-    return "\n".join([f"read_liberty {liberty}", f"read_verilog {netlist}", f"link_design {top}",
-                      f"create_clock -name clk -period 100000 [get_ports {clock}]",
-                      "report_checks -path_delay max -digits 1 -group_count 1", "exit", ""])
+# A module timed on its own (:mod:`hashiflex.report.modsynth`) has its ports constrained as if a flip-flop drove
+# every input and captured every output on the other side: ASAP7 DFFHQNx1's clock-to-Q and setup time at the TT
+# corner as OpenSTA reports them on a register-to-register path of a generated design (42.9 ps, 19.5 ps).
+PORT_INPUT_DELAY_PS = 42.9
+PORT_OUTPUT_DELAY_PS = 19.5
+
+
+def sta_script(netlist: Path, top: str, liberty: Path, clock: str, ports: bool = False) -> str:
+    lines = [f"read_liberty {liberty}", f"read_verilog {netlist}", f"link_design {top}",
+             f"create_clock -name clk -period 100000 [get_ports {clock}]"]
+    if ports:
+        lines += [f"set_input_delay {PORT_INPUT_DELAY_PS} -clock clk "
+                  f"[delete_from_list [all_inputs] [get_ports {clock}]]",
+                  f"set_output_delay {PORT_OUTPUT_DELAY_PS} -clock clk [all_outputs]"]
+    return "\n".join(lines + ["report_checks -path_delay max -digits 1 -group_count 1", "exit", ""])
 
 
 def critical_path(netlist: str | Path, top: str, liberty: Path | None = None, clock: str = "clock",
-                  log: Path | None = None) -> Timing:
-    """The worst register-to-register path of a mapped netlist (see the module docstring)."""
+                  log: Path | None = None, ports: bool = False) -> Timing:
+    """The worst register-to-register path of a mapped netlist (see the module docstring); ``ports``: also the
+    paths from input ports and to output ports, each port taken as a flip-flop on the other side
+    (:data:`PORT_INPUT_DELAY_PS`, :data:`PORT_OUTPUT_DELAY_PS`)."""
     if shutil.which("sta") is None:
         raise FileNotFoundError("OpenSTA is not installed (apt-get install opensta; `make deps` does it)")
     from .area import merged_liberty
@@ -74,7 +87,7 @@ def critical_path(netlist: str | Path, top: str, liberty: Path | None = None, cl
     lib = liberty or merged_liberty()
     with tempfile.TemporaryDirectory() as td:
         script = Path(td) / "sta.tcl"
-        script.write_text(sta_script(Path(netlist).resolve(), top, lib, clock))
+        script.write_text(sta_script(Path(netlist).resolve(), top, lib, clock, ports))
         proc = subprocess.run(["sta", "-no_init", "-no_splash", "-exit", str(script)], capture_output=True,
                               text=True)
     text = proc.stdout + proc.stderr

@@ -1,0 +1,270 @@
+"""Per-module synthesis of a generated design, fanned out: the area and logic depth of every unique module
+(Yosys + ASAP7), the critical path of every leaf module (OpenSTA), cached by module content.
+
+A full-size design is far too large for one Yosys run (MobileNetV2-224 holds about two million adders; a 1,461-adder
+layer takes 80 s), but the generator emits it as a hierarchy of unique modules, and synthesis keeps the hierarchy
+(nothing is optimized across a module boundary), so each unique module can be synthesized on its own, its
+submodules read as black boxes (ports only): the cells it maps for that module are those the one-run hierarchical
+synthesis maps for it (:func:`hashiflex.report.area.synthesize`; a test checks the two agree on a generated
+design). The design's area is then every module's own cells times its instances (:class:`AreaReport`, as
+before).
+
+Jobs run on Ray (:func:`hashiflex.fanout.run_jobs`, local by default, a cluster by ``address``); each result is
+stored under ``cache/<key>.json`` as soon as it arrives, the key hashing the module's text, its submodules' keys,
+the Liberty file and this flow's version, so a stopped run resumes and an unchanged module is never synthesized
+twice (across designs too: the generator's module names carry their parameters, and identical modules hash
+alike).
+
+Timing: a leaf module (no submodules: the adder lanes, line buffers, requantizers, pools) is timed with OpenSTA on
+its mapped netlist, ideal clock, no wires (:mod:`hashiflex.report.timing`): register to register, and from its
+inputs and to its outputs as if a flip-flop sat on the other side of every port. A path that runs through
+logic in two modules (combinational logic in a parent between a child's output and a register) is longer than
+what either shows, so the slowest leaf is a lower bound of the design's clock period; the whole-design timing of
+:func:`hashiflex.report.report.build_report` gives the exact figure on designs small enough for one run.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from .area import AreaReport, ModuleArea
+
+VERSION = 1  # bump when the synthesis script or what a job returns changes (invalidates the cache)
+
+_MODULE = re.compile(r"^module\s+([A-Za-z_][A-Za-z0-9_$]*)\s*[(#;]", re.M)
+_INSTANCE = re.compile(r"^\s+([A-Za-z_][A-Za-z0-9_$]*)\s+(?:#\s*\(.*?\)\s*)?([A-Za-z_][A-Za-z0-9_$]*)\s*\(", re.M)
+
+
+def split_modules(text: str) -> dict[str, str]:
+    """The modules of a Verilog file, each as its own text (``module`` to ``endmodule``), in file order."""
+    out: dict[str, str] = {}
+    starts = list(_MODULE.finditer(text))
+    for k, m in enumerate(starts):
+        end = text.find("\nendmodule", m.start())
+        if end < 0 or (k + 1 < len(starts) and end > starts[k + 1].start()):
+            raise ValueError(f"module {m.group(1)}: no endmodule before the next module")
+        name = m.group(1)
+        if name in out:
+            raise ValueError(f"module {name} is defined twice")
+        out[name] = text[m.start():end + len("\nendmodule")] + "\n"
+    if not out:
+        raise ValueError("no module found in the Verilog")
+    return out
+
+
+def submodules(mods: dict[str, str]) -> dict[str, Counter]:
+    """Per module: the modules of this file it instantiates, with their instance counts."""
+    return {name: Counter(t for t, _ in _INSTANCE.findall(text) if t in mods) for name, text in mods.items()}
+
+
+def reachable(children: dict[str, Counter], top: str) -> list[str]:
+    """The modules under ``top`` (itself included), children before parents."""
+    if top not in children:
+        raise ValueError(f"top module {top} is not in the Verilog (modules: {', '.join(list(children)[:8])} ...)")
+    order: list[str] = []
+    seen: set[str] = set()
+
+    def visit(m: str, path: tuple[str, ...]) -> None:
+        if m in path:
+            raise ValueError(f"module {m} instantiates itself through {' -> '.join(path)}")
+        if m in seen:
+            return
+        for c in children[m]:
+            visit(c, path + (m,))
+        seen.add(m)
+        order.append(m)
+
+    visit(top, ())
+    return order
+
+
+def module_keys(mods: dict[str, str], children: dict[str, Counter], order: list[str], liberty_digest: str) -> dict:
+    """Content key of every module in ``order`` (children first): its text, its submodules' keys, the Liberty
+    file, :data:`VERSION`."""
+    keys: dict[str, str] = {}
+    for m in order:
+        h = hashlib.sha256(f"v{VERSION}\n{liberty_digest}\n".encode())
+        h.update(mods[m].encode())
+        for c in sorted(children[m]):
+            h.update(f"{c}={keys[c]}\n".encode())
+        keys[m] = h.hexdigest()[:32]
+    return keys
+
+
+def synth_module(name: str, text: str, child_texts: dict[str, str], timing: bool) -> dict:
+    """One job: ``name`` synthesized alone onto ASAP7 (its submodules ``child_texts`` as black boxes); a leaf
+    module is also timed (``timing``). Runs on a Ray worker: everything it needs comes in the arguments or the
+    installed package."""
+    from .area import synthesize
+    from .timing import critical_path
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="hashiflex_synth_") as td:
+        src = Path(td) / f"{name}.sv"
+        src.write_text("".join(child_texts.values()) + text)
+        leaf = not child_texts
+        net = Path(td) / f"{name}.net.v" if timing and leaf else None
+        rep = synthesize(src, name, log=Path(td) / "yosys", netlist=net, blackboxes=tuple(child_texts))
+        m = rep.modules[name]
+        out = {"module": name, "own_um2": m.own_um2, "cells": m.cells, "logic_depth_cells": m.depth,
+               "synthesis_seconds": time.perf_counter() - t0}
+        if net is not None:
+            if re.search(r"^\s*DFF", net.read_text(), re.M):
+                t = critical_path(net, name, ports=True)
+                out.update(period_ps=t.period_ps, path_cells=t.cells, startpoint=t.startpoint,
+                           endpoint=t.endpoint)
+            else:
+                out["period_ps"] = None  # no flip-flop: purely combinational, timed with whatever registers it
+    return out
+
+
+@dataclass
+class ModuleSynthesis:
+    top: str
+    rows: dict[str, dict]          # module -> its job's result (+ key, cached)
+    children: dict[str, Counter]
+    instances: Counter             # module -> instances in the whole design
+    report: AreaReport
+
+    @property
+    def area_um2(self) -> float:
+        return self.report.total(self.top)
+
+    def slowest(self) -> dict | None:
+        timed = [r for r in self.rows.values() if r.get("period_ps")]
+        return max(timed, key=lambda r: r["period_ps"]) if timed else None
+
+    def to_json(self) -> dict:
+        s = self.slowest()
+        return {"top": self.top, "area_um2": self.area_um2, "modules": len(self.rows),
+                "slowest_leaf": s and {k: s[k] for k in ("module", "period_ps", "path_cells", "startpoint",
+                                                           "endpoint")},
+                "fmax_ghz": s and 1e3 / s["period_ps"],
+                "rows": [{**r, "instances": self.instances[m], "total_um2": self.report.total(m)}
+                         for m, r in self.rows.items()]}
+
+
+def instance_counts(children: dict[str, Counter], order: list[str], top: str) -> Counter:
+    n = Counter({top: 1})
+    for m in reversed(order):  # parents before children
+        for c, k in children[m].items():
+            n[c] += n[m] * k
+    return n
+
+
+def synthesize_modules(verilog: str | Path, top: str, cache: Path | None = None, address: str | None = None,
+                       jobs: int | None = None, timing: bool = True, progress: bool = True,
+                       limit: int | None = None) -> ModuleSynthesis:
+    """Synthesize every unique module under ``top`` (see the module docstring); results cached in ``cache``
+    (default ~/.cache/hashiflex/synth). ``limit``: run at most this many new jobs (a partial, resumable run: the
+    returned report then lacks the modules still to do and raises on their area)."""
+    import os
+
+    from ..fanout import run_jobs
+    from .area import merged_liberty
+
+    mods = split_modules(Path(verilog).read_text())
+    children = submodules(mods)
+    order = reachable(children, top)
+    lib = merged_liberty()
+    keys = module_keys(mods, children, order, hashlib.sha256(lib.read_bytes()).hexdigest())
+    cache = Path(cache or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hashiflex" / "synth")
+    cache.mkdir(parents=True, exist_ok=True)
+    rows: dict[str, dict] = {}
+    todo = []
+    for m in order:
+        f = cache / f"{keys[m]}.json"
+        if f.exists():
+            rows[m] = {**json.loads(f.read_text()), "module": m, "key": keys[m], "cached": True}
+        else:
+            todo.append(m)
+    if limit is not None:
+        todo = todo[:limit]
+    args = [(m, mods[m], {c: mods[c] for c in children[m]}, timing) for m in todo]
+    for i, r in run_jobs(synth_module, args, address=address, jobs=jobs, desc="synthesize modules",
+                         progress=progress):
+        m = todo[i]
+        tmp = cache / f".{keys[m]}.tmp"
+        tmp.write_text(json.dumps(r))
+        tmp.replace(cache / f"{keys[m]}.json")
+        rows[m] = {**r, "key": keys[m], "cached": False}
+    rows = {m: rows[m] for m in order if m in rows}
+    report = AreaReport(top, {m: ModuleArea(m, r["own_um2"], dict(children[m]), r["cells"], r["logic_depth_cells"])
+                              for m, r in rows.items()}, 0.0)
+    missing = [m for m in order if m not in rows]
+    if not missing:
+        report.top_um2 = report.total(top)
+    return ModuleSynthesis(top, rows, children, instance_counts(children, order, top), report)
+
+
+def synth_work(work: Path, address: str | None = None, jobs: int | None = None, limit: int | None = None,
+               timing: bool = True, area_model: Path | None = None, cache: Path | None = None,
+               progress: bool = True) -> dict:
+    """``hashiflex synth``: every unique module of WORK/rtl's design synthesized (fanned out, cached); writes
+    WORK/report/synth_modules.json: per module its area, instances, logic depth and (leaves) critical path; the
+    design's area; the slowest leaf and the images/s at the clock it supports; with ``area_model``, the model's
+    estimate of the same design and its error against the synthesis."""
+    from .. import hw
+
+    params = hw.read_hw_params(work / "rtl")
+    sv = work / "rtl" / params["verilog"]
+    ms = synthesize_modules(sv, params["top"], cache, address, jobs, timing, progress, limit)
+    order = reachable(ms.children, params["top"])
+    doc: dict = {"design": params["top"], "modules_total": len(order), "modules_done": len(ms.rows),
+                 "complete": len(ms.rows) == len(order), "ii_cycles_per_image": params["ii_cycles_per_image"],
+                 "cache": str(cache) if cache else "~/.cache/hashiflex/synth", "modules": []}
+    for m in order:
+        if m in ms.rows:
+            r = ms.rows[m]
+            row = {k: r.get(k) for k in ("module", "own_um2", "cells", "logic_depth_cells", "period_ps",
+                                         "path_cells", "synthesis_seconds", "cached")}
+            row["instances"] = ms.instances[m]
+            doc["modules"].append(row)
+    doc["synthesis_seconds"] = sum(r.get("synthesis_seconds") or 0 for r in ms.rows.values())
+    s = ms.slowest()
+    if s:
+        doc["slowest_leaf"] = {k: s.get(k) for k in ("module", "period_ps", "path_cells", "startpoint", "endpoint")}
+        doc["fmax_ghz_leaves"] = 1e3 / s["period_ps"]
+        doc["images_per_second_at_fmax"] = doc["fmax_ghz_leaves"] * 1e9 / params["ii_cycles_per_image"]
+    if doc["complete"]:
+        doc["area_um2"] = ms.area_um2
+        if area_model is not None:
+            from . import area_model as am
+
+            p = am.with_adder_bits(params, work / "design.json")
+            e = am.estimate(am.load(area_model), sv, p)
+            doc["area_model"] = {"file": str(area_model), "area_um2": e["area_um2"],
+                                 "unmodelled_modules": e["unmodelled_modules"],
+                                 "error": e["area_um2"] / ms.area_um2 - 1}
+    out = work / "report" / "synth_modules.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    tmp.replace(out)
+    return doc
+
+
+def format_synth(doc: dict) -> str:
+    lines = [f"{doc['design']}: {doc['modules_done']} of {doc['modules_total']} unique modules synthesized "
+             f"({doc['synthesis_seconds']:.0f} s of synthesis in all)"]
+    if doc.get("area_um2") is not None:
+        lines.append(f"area {doc['area_um2']:,.0f} um^2 (ASAP7, every module's own cells x its instances)")
+        if "area_model" in doc:
+            a = doc["area_model"]
+            lines.append(f"area model {a['area_um2']:,.0f} um^2: {100 * a['error']:+.1f} % against the synthesis"
+                         + (f" (not modelled: {', '.join(a['unmodelled_modules'])})" if a["unmodelled_modules"]
+                            else ""))
+    else:
+        lines.append("area: incomplete (run again to synthesize the rest; done modules are cached)")
+    if doc.get("slowest_leaf"):
+        s = doc["slowest_leaf"]
+        lines.append(f"slowest leaf module {s['module']}: {s['period_ps']:.1f} ps ({s['path_cells']} cells) -> "
+                     f"{doc['fmax_ghz_leaves']:.2f} GHz, {doc['images_per_second_at_fmax'] / 1e6:.2f} M images/s at "
+                     f"II {doc['ii_cycles_per_image']} (paths across modules not included)")
+    return "\n".join(lines)

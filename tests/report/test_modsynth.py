@@ -1,0 +1,121 @@
+"""Per-module synthesis fanned out on Ray (hashiflex.report.modsynth): the same cells as one hierarchical run."""
+import json
+import shutil
+from collections import Counter
+
+import pytest
+
+from hashiflex.report import modsynth
+from hashiflex.report.area import synthesize
+from hashiflex.report.timing import critical_path
+
+LEAF = """module add3(input clock, input [7:0] a, input [7:0] b, input [7:0] c, output reg [9:0] y);
+  always @(posedge clock) y <= a + b + c;
+endmodule
+"""
+MID = """module pair(input clock, input [7:0] a, input [7:0] b, output [10:0] y);
+  wire [9:0] u;
+  wire [9:0] v;
+  add3 first (.clock(clock), .a(a), .b(b), .c(a), .y(u));
+  add3 second (.clock(clock), .a(b), .b(a), .c(8'd3), .y(v));
+  assign y = u + v;
+endmodule
+"""
+NEG = """module neg(input clock, input [7:0] a, output reg [7:0] y);
+  always @(posedge clock) y <= -a;
+endmodule
+"""
+TOP = """module top(input clock, input [7:0] a, input [7:0] b, output reg [12:0] y);
+  wire [10:0] p;
+  wire [10:0] q;
+  wire [7:0] n;
+  pair one (.clock(clock), .a(a), .b(b), .y(p));
+  pair two (.clock(clock), .a(b), .b(a), .y(q));
+  neg inv (.clock(clock), .a(a), .y(n));
+  always @(posedge clock) y <= p + q + n;
+endmodule
+"""
+TEXT = "// a header line\n" + LEAF + "\n" + MID + "\n" + NEG + "\n" + TOP
+
+
+def test_the_hierarchy_is_read_from_the_text():
+    mods = modsynth.split_modules(TEXT)
+    assert list(mods) == ["add3", "pair", "neg", "top"]
+    assert mods["pair"].startswith("module pair(") and mods["pair"].rstrip().endswith("endmodule")
+    ch = modsynth.submodules(mods)
+    assert ch["top"] == Counter({"pair": 2, "neg": 1}) and ch["pair"] == Counter({"add3": 2}) and not ch["add3"]
+    order = modsynth.reachable(ch, "top")
+    assert order.index("add3") < order.index("pair") < order.index("top")
+    assert modsynth.instance_counts(ch, order, "top") == Counter({"top": 1, "pair": 2, "add3": 4, "neg": 1})
+    k1 = modsynth.module_keys(mods, ch, order, "lib")
+    changed = dict(mods, add3=mods["add3"].replace("a + b + c", "a + b - c"))
+    k2 = modsynth.module_keys(changed, ch, order, "lib")
+    # a changed leaf changes its own key and its parents', not its siblings'
+    assert k1["add3"] != k2["add3"] and k1["pair"] != k2["pair"] and k1["top"] != k2["top"]
+    assert k1["neg"] == k2["neg"]
+    assert modsynth.module_keys(mods, ch, order, "other lib")["neg"] != k1["neg"]
+
+
+def test_bad_verilog_is_named():
+    with pytest.raises(ValueError, match="no module found"):
+        modsynth.split_modules("// nothing\n")
+    with pytest.raises(ValueError, match="module neg is defined twice"):
+        modsynth.split_modules(NEG + NEG)
+    with pytest.raises(ValueError, match="module add3: no endmodule before the next module"):
+        modsynth.split_modules(LEAF.replace("endmodule", "") + NEG)
+    with pytest.raises(ValueError, match="top module nope is not in the Verilog"):
+        modsynth.reachable(modsynth.submodules(modsynth.split_modules(TEXT)), "nope")
+    loop = "module a(input x);\n  b u (.x(x));\nendmodule\nmodule b(input x);\n  a v (.x(x));\nendmodule\n"
+    with pytest.raises(ValueError, match="module a instantiates itself through a -> b"):
+        modsynth.reachable(modsynth.submodules(modsynth.split_modules(loop)), "a")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray for the module's runs (run_jobs leaves a Ray it did not start running)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("yosys") is None or shutil.which("sta") is None, reason="needs yosys and OpenSTA")
+def test_modules_synthesized_apart_on_ray_agree_with_one_hierarchical_run_and_are_cached(tmp_path, local_ray):
+    sv = tmp_path / "top.sv"
+    sv.write_text(TEXT)
+    whole = synthesize(sv, "top", log=tmp_path / "whole", netlist=tmp_path / "whole.net.v")
+    cache = tmp_path / "cache"
+    ms = modsynth.synthesize_modules(sv, "top", cache=cache, jobs=2, progress=False)
+    assert set(ms.rows) == {"add3", "pair", "neg", "top"} and not any(r["cached"] for r in ms.rows.values())
+    # the same logic, mapped by ABC in another context: ABC's result depends on the order it meets the logic
+    # (Yosys's global cell numbering), so a module's cells differ by a few percent between contexts (6 % on the
+    # 47-cell `pair` here); alone, a module always meets the same text, so its figure is reproducible
+    for m, r in ms.rows.items():
+        assert r["own_um2"] == pytest.approx(whole.modules[m].own_um2, rel=0.10), m
+    assert ms.area_um2 == pytest.approx(whole.top_um2, rel=0.05)
+    (tmp_path / "pair_alone.sv").write_text(LEAF + MID)
+    alone = synthesize(tmp_path / "pair_alone.sv", "pair", log=tmp_path / "alone", blackboxes=("add3",))
+    assert alone.modules["pair"].own_um2 == ms.rows["pair"]["own_um2"]
+    # leaves are timed (a module with submodules is not)
+    assert ms.rows["pair"].get("period_ps") is None and ms.rows["add3"]["period_ps"] > ms.rows["neg"]["period_ps"]
+    assert ms.slowest()["module"] == "add3"
+    doc = ms.to_json()
+    assert {r["module"]: r["instances"] for r in doc["rows"]} == {"add3": 4, "pair": 2, "neg": 1, "top": 1}
+    assert json.loads(json.dumps(doc))["fmax_ghz"] == pytest.approx(1e3 / ms.rows["add3"]["period_ps"])
+    # a path across modules (pair's unregistered sum into top's register) is longer than any leaf's: per-module
+    # timing is a lower bound of the design's clock period, which the whole-design timing gives where it fits
+    full = critical_path(tmp_path / "whole.net.v", "top")
+    assert full.period_ps > ms.rows["add3"]["period_ps"]
+    # a second run synthesizes nothing: every module comes from the cache, with the same figures
+    again = modsynth.synthesize_modules(sv, "top", cache=cache, jobs=2, progress=False)
+    assert all(r["cached"] for r in again.rows.values()) and again.area_um2 == ms.area_um2
+    # a partial run (limit) keeps what it did; the rest follows on the next call
+    cache2 = tmp_path / "cache2"
+    part = modsynth.synthesize_modules(sv, "top", cache=cache2, jobs=1, progress=False, limit=2)
+    assert len(part.rows) == 2 and len(list(cache2.glob("*.json"))) == 2
+    with pytest.raises(KeyError):
+        part.report.total("top")
+    rest = modsynth.synthesize_modules(sv, "top", cache=cache2, jobs=2, progress=False)
+    assert sum(not r["cached"] for r in rest.rows.values()) == 2 and rest.area_um2 == pytest.approx(ms.area_um2)
