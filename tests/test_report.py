@@ -120,12 +120,14 @@ def test_per_module_synthesis_on_ray_agrees_with_the_hierarchical_run_and_the_cl
     doc = json.loads((tiny / "report" / "synth_modules.json").read_text())
     assert doc["complete"] and doc["modules_done"] == doc["modules_total"] == len(whole.modules)
     assert sum(r["cached"] for r in doc["modules"]) == 3  # the partial run's modules came from the cache
-    # the same modules, each mapped alone: ABC's mapping varies a little with the context (see modsynth)
-    assert doc["area_um2"] == pytest.approx(whole.top_um2, rel=0.03)
+    # the same modules, each mapped alone: ABC's mapping varies a little with the context (see modsynth; measured
+    # here: -1.3 % in all, at most 3.7 % on one line buffer, most modules within 0.1 %)
+    assert doc["area_um2"] == pytest.approx(whole.top_um2, rel=0.02)
     for r in doc["modules"]:
-        assert r["own_um2"] == pytest.approx(whole.modules[r["module"]].own_um2, rel=0.15, abs=2.0), r["module"]
+        assert r["own_um2"] == pytest.approx(whole.modules[r["module"]].own_um2, rel=0.05), r["module"]
     n = {r["module"]: r["instances"] for r in doc["modules"]}
-    assert n[p["top"]] == 1 and sum(n.values()) > len(n)  # lanes are instantiated more than once
+    assert n[p["top"]] == 1 and set(n) == set(whole.modules)
+    assert doc["area_um2"] == pytest.approx(sum(r["own_um2"] * r["instances"] for r in doc["modules"]))
     timed = [r for r in doc["modules"] if r["period_ps"]]
     assert timed and doc["slowest_leaf"]["period_ps"] == max(r["period_ps"] for r in timed)
     assert doc["images_per_second_at_fmax"] == pytest.approx(1e12 / doc["slowest_leaf"]["period_ps"] / 64)

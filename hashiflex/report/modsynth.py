@@ -162,8 +162,8 @@ def synthesize_modules(verilog: str | Path, top: str, cache: Path | None = None,
                        jobs: int | None = None, timing: bool = True, progress: bool = True,
                        limit: int | None = None) -> ModuleSynthesis:
     """Synthesize every unique module under ``top`` (see the module docstring); results cached in ``cache``
-    (default ~/.cache/hashiflex/synth). ``limit``: run at most this many new jobs (a partial, resumable run: the
-    returned report then lacks the modules still to do and raises on their area)."""
+    (default ~/.cache/hashiflex/synth). ``limit``: run at most this many new jobs, the smallest modules first (a
+    partial, resumable run: the returned report then lacks the modules still to do and raises on their area)."""
     import os
 
     from ..fanout import run_jobs
@@ -184,6 +184,7 @@ def synthesize_modules(verilog: str | Path, top: str, cache: Path | None = None,
             rows[m] = {**json.loads(f.read_text()), "module": m, "key": keys[m], "cached": True}
         else:
             todo.append(m)
+    todo.sort(key=lambda m: len(mods[m]))  # the smallest first: a partial run (limit, or stopped) covers the most
     if limit is not None:
         todo = todo[:limit]
     args = [(m, mods[m], {c: mods[c] for c in children[m]}, timing) for m in todo]
