@@ -162,7 +162,8 @@ def main(argv=None):
                          "bound of its adders; the ratio is then against that bound and says so)")
     ap.add_argument("--reuse-da4ml", action="store_true",
                     help="take da4ml's figures from the existing --out where the matrix is the same (its SHA-1), "
-                         "instead of solving again (da4ml is deterministic; its time is the earlier run's)")
+                         "instead of solving again (da4ml is deterministic; its time is the earlier run's); an "
+                         "earlier time-out is kept when its limit was at least --da4ml-timeout")
     args = ap.parse_args(argv)
     t = time.perf_counter()
     adders.plan_matrix(np.array([[1, 2], [3, 1]]))  # compile (or load) the kernel once
@@ -192,7 +193,9 @@ def main(argv=None):
         w = make()
         sha = hashlib.sha1(np.ascontiguousarray(w, np.int64).tobytes() + str(w.shape).encode()).hexdigest()
         ours = run_ours(w)
-        old = next((r["da4ml"] for r in earlier if r.get("sha1") == sha and r["da4ml"].get("adders")), None)
+        # a solution, or a time-out at a limit no shorter than this run's (it would time out again)
+        old = next((r["da4ml"] for r in earlier if r.get("sha1") == sha and (
+            r["da4ml"].get("adders") or (r["da4ml"].get("timeout") or 0) >= args.da4ml_timeout)), None)
         theirs = dict(old, reused=True) if args.reuse_da4ml and old else \
             dict(run_da4ml(w, args.da4ml_timeout), measured=time.strftime("%Y-%m-%d"))
         if args.da4ml_blocks > 1 and theirs.get("adders") is None and "timeout" in theirs:

@@ -15,9 +15,14 @@ the Liberty file and this flow's version, so a stopped run resumes and an unchan
 twice (across designs too: the generator's module names carry their parameters, and identical modules hash
 alike).
 
+Memories (firtool's register arrays: the skip FIFOs' storage) are synthesized as standard-cell register files and
+timed, but kept out of the clock figure: in silicon they are SRAM macros or register files from a memory compiler,
+whose read path it sets.
+
 Timing: a leaf module (no submodules: the adder lanes, line buffers, requantizers, pools) is timed with OpenSTA on
 its mapped netlist, ideal clock, no wires (:mod:`hashiflex.report.timing`): register to register, and from its
-inputs and to its outputs as if a flip-flop sat on the other side of every port. A path that runs through
+inputs and to its outputs as if a flip-flop sat on the other side of every port (the synchronous reset excepted:
+held for many cycles, and unbuffered here its fanout alone would read as a 1.2 ns path). A path that runs through
 logic in two modules (combinational logic in a parent between a child's output and a register) is longer than
 what either shows, so the slowest leaf is a lower bound of the design's clock period; the whole-design timing of
 :func:`hashiflex.report.report.build_report` gives the exact figure on designs small enough for one run.
@@ -35,7 +40,7 @@ from pathlib import Path
 
 from .area import AreaReport, ModuleArea
 
-VERSION = 1  # bump when the synthesis script or what a job returns changes (invalidates the cache)
+VERSION = 2  # bump when the synthesis script or what a job returns changes (invalidates the cache)
 
 _MODULE = re.compile(r"^module\s+([A-Za-z_][A-Za-z0-9_$]*)\s*[(#;]", re.M)
 _INSTANCE = re.compile(r"^\s+([A-Za-z_][A-Za-z0-9_$]*)\s+(?:#\s*\(.*?\)\s*)?([A-Za-z_][A-Za-z0-9_$]*)\s*\(", re.M)
@@ -97,6 +102,9 @@ def module_keys(mods: dict[str, str], children: dict[str, Counter], order: list[
     return keys
 
 
+_MEMORY = re.compile(r"^\s*reg\s+\[[^\]]+\]\s+\w+\s*\[\d+:\d+\]\s*;", re.M)  # an array: firtool's memories
+
+
 def synth_module(name: str, text: str, child_texts: dict[str, str], timing: bool) -> dict:
     """One job: ``name`` synthesized alone onto ASAP7 (its submodules ``child_texts`` as black boxes); a leaf
     module is also timed (``timing``). Runs on a Ray worker: everything it needs comes in the arguments or the
@@ -136,8 +144,10 @@ class ModuleSynthesis:
     def area_um2(self) -> float:
         return self.report.total(self.top)
 
-    def slowest(self) -> dict | None:
-        timed = [r for r in self.rows.values() if r.get("period_ps")]
+    def slowest(self, memories: bool = False) -> dict | None:
+        """The leaf with the longest path; memories (register arrays, SRAM macros in silicon, whose read path a
+        memory compiler sets) only with ``memories``."""
+        timed = [r for r in self.rows.values() if r.get("period_ps") and (memories or not r.get("memory"))]
         return max(timed, key=lambda r: r["period_ps"]) if timed else None
 
     def to_json(self) -> dict:
@@ -195,7 +205,7 @@ def synthesize_modules(verilog: str | Path, top: str, cache: Path | None = None,
         tmp.write_text(json.dumps(r))
         tmp.replace(cache / f"{keys[m]}.json")
         rows[m] = {**r, "key": keys[m], "cached": False}
-    rows = {m: rows[m] for m in order if m in rows}
+    rows = {m: {**rows[m], "memory": bool(_MEMORY.search(mods[m]))} for m in order if m in rows}
     report = AreaReport(top, {m: ModuleArea(m, r["own_um2"], dict(children[m]), r["cells"], r["logic_depth_cells"])
                               for m, r in rows.items()}, 0.0)
     missing = [m for m in order if m not in rows]
@@ -224,7 +234,7 @@ def synth_work(work: Path, address: str | None = None, jobs: int | None = None, 
         if m in ms.rows:
             r = ms.rows[m]
             row = {k: r.get(k) for k in ("module", "own_um2", "cells", "logic_depth_cells", "period_ps",
-                                         "path_cells", "synthesis_seconds", "cached")}
+                                         "path_cells", "synthesis_seconds", "cached", "memory")}
             row["instances"] = ms.instances[m]
             doc["modules"].append(row)
     doc["synthesis_seconds"] = sum(r.get("synthesis_seconds") or 0 for r in ms.rows.values())
@@ -233,6 +243,10 @@ def synth_work(work: Path, address: str | None = None, jobs: int | None = None, 
         doc["slowest_leaf"] = {k: s.get(k) for k in ("module", "period_ps", "path_cells", "startpoint", "endpoint")}
         doc["fmax_ghz_leaves"] = 1e3 / s["period_ps"]
         doc["images_per_second_at_fmax"] = doc["fmax_ghz_leaves"] * 1e9 / params["ii_cycles_per_image"]
+    mem = [r for r in ms.rows.values() if r.get("memory")]
+    if mem:  # register arrays (the skip FIFOs' storage): standard-cell register files here, SRAM in silicon
+        doc["memories"] = {"modules": len(mem), "um2": sum(r["own_um2"] * ms.instances[r["module"]] for r in mem),
+                           "slowest_read_ps": max((r.get("period_ps") or 0) for r in mem)}
     if doc["complete"]:
         doc["area_um2"] = ms.area_um2
         if area_model is not None:
@@ -268,4 +282,8 @@ def format_synth(doc: dict) -> str:
         lines.append(f"slowest leaf module {s['module']}: {s['period_ps']:.1f} ps ({s['path_cells']} cells) -> "
                      f"{doc['fmax_ghz_leaves']:.2f} GHz, {doc['images_per_second_at_fmax'] / 1e6:.2f} M images/s at "
                      f"II {doc['ii_cycles_per_image']} (paths across modules not included)")
+    if doc.get("memories"):
+        m = doc["memories"]
+        lines.append(f"{m['modules']} memories as standard-cell register files: {m['um2']:,.0f} um^2 in all, "
+                     f"slowest read {m['slowest_read_ps']:.0f} ps (SRAM macros in silicon: not in the clock above)")
     return "\n".join(lines)
