@@ -7,8 +7,8 @@ per stage give a faster clock and more flip-flops. For each chosen layer of the 
 requantizer are exported as a design of their own (8x8 input of the layer's input type, one pixel per beat: the
 lane module is the full-size design's, up to its input interval, which is the type's full range here rather than
 the tighter one the previous layer's clamp gives), elaborated (``./mill hashiflex.run``), every module synthesized
-and every leaf timed (:func:`hashiflex.report.modsynth.synth_work`, cached by module content). The slowest timed
-module at each setting is the clock it supports.
+and every leaf timed (:func:`hashiflex.report.modsynth.synth_work`, cached by module content; ABC maps for the target
+clock, buffering high-fanout nets). The slowest timed module at each setting is the clock it supports.
 
     python benchmarks/timing_levels.py --work build/bench_elab/real_t1_tf_c64 --levels 1,2,3,4 \\
         --layers features.1.conv.0.0,features.1.conv.1,features.2.conv.0.0 --target-ghz 1.0
@@ -67,6 +67,12 @@ def main(argv=None) -> dict:
     from hashiflex.hw import check_design_hw, project_root, read_hw_params
     from hashiflex.report.modsynth import synth_work
 
+    import os
+
+    import ray
+
+    ray.init(num_cpus=args.jobs or os.cpu_count(), include_dashboard=False, log_to_driver=False,
+             configure_logging=False)  # one local Ray for every synthesis below
     g = load_quantized(args.work)[0]
     rows = []
     for name in args.layers.split(","):
@@ -84,7 +90,7 @@ def main(argv=None) -> dict:
             elab = time.perf_counter() - t
             p = read_hw_params(base / "rtl")
             check_design_hw(d, sub, p)
-            s = synth_work(base, jobs=args.jobs, progress=False)
+            s = synth_work(base, jobs=args.jobs, progress=False, delay_target_ps=1e3 / args.target_ghz)
             lane = [r for r in s["modules"] if r["module"].startswith("ShiftAddLane") and r["period_ps"]]
             row = {"layer": name, "levels_per_stage": lv, "period_ps": s["slowest_leaf"]["period_ps"],
                    "slowest_module": s["slowest_leaf"]["module"], "path_cells": s["slowest_leaf"]["path_cells"],
@@ -94,6 +100,7 @@ def main(argv=None) -> dict:
                    "synthesis_s": round(s["synthesis_seconds"], 1)}
             rows.append(row)
             print(json.dumps(row), flush=True)
+    ray.shutdown()
     levels = sorted({r["levels_per_stage"] for r in rows})
     worst = {lv: max(r["period_ps"] for r in rows if r["levels_per_stage"] == lv) for lv in levels}
     target_ps = 1e3 / args.target_ghz

@@ -187,7 +187,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=None, help="a running Ray cluster ('auto' or HOST:PORT); default: local")
     p.add_argument("--jobs", type=int, default=None, help="local Ray: jobs at once (default: every core)")
     p.add_argument("--limit", type=int, default=None, help="synthesize at most this many new modules this run")
+    p.add_argument("--match", default=None, metavar="REGEX",
+                   help="synthesize only modules whose names match (e.g. ShiftAddLane: the adder lanes first)")
     p.add_argument("--no-timing", action="store_true", help="area only (no OpenSTA)")
+    p.add_argument("--target-ghz", type=float, default=1.0,
+                   help="clock ABC maps for (buffers high-fanout nets, sizes slow paths; default: %(default)s)")
     p.add_argument("--cache", type=Path, default=None, help="result cache (default: ~/.cache/hashiflex/synth)")
     p.add_argument("--area-model", type=Path, default=None, metavar="JSON",
                    help="also estimate the area with this fitted model and report its error against the synthesis")
@@ -321,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
             from .report.modsynth import format_synth, synth_work
 
             r = synth_work(args.work, args.address, args.jobs, args.limit, not args.no_timing, args.area_model,
-                           args.cache, progress)
+                           args.cache, progress, args.match, 1e3 / args.target_ghz)
             print(format_synth(r))
             print(f"-> {args.work / 'report' / 'synth_modules.json'}")
             return 0

@@ -111,7 +111,7 @@ def test_per_module_synthesis_on_ray_agrees_with_the_hierarchical_run_and_the_cl
     from hashiflex.report.modsynth import synth_work
 
     p = json.loads((tiny / "rtl" / "hw_params.json").read_text())
-    whole = synthesize(tiny / "rtl" / p["verilog"], p["top"], log=tmp_path / "whole")
+    whole = synthesize(tiny / "rtl" / p["verilog"], p["top"], log=tmp_path / "whole", delay_target_ps=1000.0)
     cache = tmp_path / "cache"
     doc = synth_work(tiny, jobs=2, cache=cache, progress=False, limit=3)  # a partial run first
     assert doc["modules_done"] == 3 and not doc["complete"] and "area_um2" not in doc

@@ -110,7 +110,8 @@ _UNMAPPED = re.compile(r"^\s+(\$_\w+_)\s+(\d+)\s*$", re.M)
 
 
 def synthesis_script(verilog: str | Path, top: str, lib: Path, stat: Path, ltp: Path, flat: bool = False,
-                     netlist: Path | None = None, blackboxes: tuple[str, ...] = ()) -> str:
+                     netlist: Path | None = None, blackboxes: tuple[str, ...] = (),
+                     delay_target_ps: float | None = None) -> str:
     """The Yosys script: generic synthesis, every flip-flop legalized to a plain D flip-flop (its enable and
     reset become logic), all logic mapped onto ASAP7 cells by ABC (so the enable/reset multiplexers are counted),
     the register-to-register depth measured while the flip-flops are still Yosys's own (``ltp -noff``), then the
@@ -119,12 +120,21 @@ def synthesis_script(verilog: str | Path, top: str, lib: Path, stat: Path, ltp: 
     ``netlist``: then write those cells as structural Verilog a timing analyser reads (bit-level nets, tie
     cells for constants, buffers for plain connections: after the area is counted, so it does not change it).
     ``blackboxes``: modules read for their ports only (a module synthesized on its own, its submodules elsewhere:
-    :mod:`hashiflex.report.modsynth`)."""
+    :mod:`hashiflex.report.modsynth`). ``delay_target_ps``: ABC maps for that clock period with its timing
+    constraints (every input driven by a BUFx2, 1 fF on every output), so it buffers high-fanout nets (a pipeline
+    enable reaching thousands of flip-flops) and sizes cells on slow paths, as a layout flow would: without it a
+    timing figure is the unbuffered fanout's, tens of nanoseconds on a line buffer (the area is then a few percent
+    higher)."""
     v = Path(verilog).resolve()
     bb = f"blackbox {' '.join(blackboxes)}; " if blackboxes else ""
+    abc = f"abc -liberty {lib}"
+    if delay_target_ps is not None:
+        constr = stat.with_suffix(".constr")
+        constr.write_text(f"set_driving_cell {BUF.split()[0]}\nset_load 1.0\n")
+        abc += f" -constr {constr} -D {delay_target_ps:g}"
     script = (f"read_liberty -lib {lib}; read_verilog -sv {v}; {bb}synth -top {top}{' -flatten' if flat else ''}; "
-              f"dfflegalize -cell $_DFF_P_ 01; abc -liberty {lib}; opt_clean; tee -q -o {ltp} ltp -noff; "
-              f"dfflibmap -liberty {lib}; abc -liberty {lib}; opt_clean; tee -q -o {stat} stat -liberty {lib}")
+              f"dfflegalize -cell $_DFF_P_ 01; {abc}; opt_clean; tee -q -o {ltp} ltp -noff; "
+              f"dfflibmap -liberty {lib}; {abc}; opt_clean; tee -q -o {stat} stat -liberty {lib}")
     if netlist is not None:
         script += (f"; splitnets -ports -format __; setundef -zero; hilomap -singleton -hicell {TIE_HI} "
                    f"-locell {TIE_LO}; opt_clean -purge; insbuf -buf {BUF}; "
@@ -136,7 +146,8 @@ TIE_HI, TIE_LO, BUF = "TIEHIx1_ASAP7_75t_R H", "TIELOx1_ASAP7_75t_R L", "BUFx2_A
 
 
 def synthesize(verilog: str | Path, top: str, liberty: Path | None = None, log: Path | None = None,
-               flat: bool = False, netlist: Path | None = None, blackboxes: tuple[str, ...] = ()) -> AreaReport:
+               flat: bool = False, netlist: Path | None = None, blackboxes: tuple[str, ...] = (),
+               delay_target_ps: float | None = None) -> AreaReport:
     """Synthesize with Yosys onto ASAP7 (hierarchy kept, or ``flat``) and read the area per module;
     ``netlist``: also write the mapped netlist there (for :func:`hashiflex.report.timing.critical_path`).
 
@@ -148,7 +159,7 @@ def synthesize(verilog: str | Path, top: str, liberty: Path | None = None, log: 
     stat = Path(str(log or Path(verilog).with_suffix(".yosys")) + (".flat" if flat else "") + ".stat")
     ltp = stat.with_suffix(".ltp")
     stat.parent.mkdir(parents=True, exist_ok=True)
-    script = synthesis_script(verilog, top, lib, stat, ltp, flat, netlist, tuple(blackboxes))
+    script = synthesis_script(verilog, top, lib, stat, ltp, flat, netlist, tuple(blackboxes), delay_target_ps)
     proc = subprocess.run(["yosys", "-q", "-p", script], capture_output=True, text=True)
     if proc.returncode != 0:
         errs = [l for l in proc.stderr.splitlines() if "unsupported expression" not in l]  # scan flops: harmless

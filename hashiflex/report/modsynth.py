@@ -1,6 +1,10 @@
 """Per-module synthesis of a generated design, fanned out: the area and logic depth of every unique module
 (Yosys + ASAP7), the critical path of every leaf module (OpenSTA), cached by module content.
 
+Mapping is timing-driven (:func:`hashiflex.report.area.synthesis_script` with ``delay_target_ps``, default the
+paper's 1 GHz): ABC buffers high-fanout nets and sizes slow paths for that period, so a module's period is what a
+layout flow would start from, and its area includes those buffers.
+
 A full-size design is far too large for one Yosys run (MobileNetV2-224 holds about two million adders; a 1,461-adder
 layer takes 80 s), but the generator emits it as a hierarchy of unique modules, and synthesis keeps the hierarchy
 (nothing is optimized across a module boundary), so each unique module can be synthesized on its own, its
@@ -40,7 +44,7 @@ from pathlib import Path
 
 from .area import AreaReport, ModuleArea
 
-VERSION = 2  # bump when the synthesis script or what a job returns changes (invalidates the cache)
+VERSION = 3  # bump when the synthesis script or what a job returns changes (invalidates the cache)
 
 _MODULE = re.compile(r"^module\s+([A-Za-z_][A-Za-z0-9_$]*)\s*[(#;]", re.M)
 _INSTANCE = re.compile(r"^\s+([A-Za-z_][A-Za-z0-9_$]*)\s+(?:#\s*\(.*?\)\s*)?([A-Za-z_][A-Za-z0-9_$]*)\s*\(", re.M)
@@ -105,7 +109,8 @@ def module_keys(mods: dict[str, str], children: dict[str, Counter], order: list[
 _MEMORY = re.compile(r"^\s*reg\s+\[[^\]]+\]\s+\w+\s*\[\d+:\d+\]\s*;", re.M)  # an array: firtool's memories
 
 
-def synth_module(name: str, text: str, child_texts: dict[str, str], timing: bool) -> dict:
+def synth_module(name: str, text: str, child_texts: dict[str, str], timing: bool,
+                 delay_target_ps: float = 1000.0) -> dict:
     """One job: ``name`` synthesized alone onto ASAP7 (its submodules ``child_texts`` as black boxes); a leaf
     module is also timed (``timing``). Runs on a Ray worker: everything it needs comes in the arguments or the
     installed package."""
@@ -118,7 +123,8 @@ def synth_module(name: str, text: str, child_texts: dict[str, str], timing: bool
         src.write_text("".join(child_texts.values()) + text)
         leaf = not child_texts
         net = Path(td) / f"{name}.net.v" if timing and leaf else None
-        rep = synthesize(src, name, log=Path(td) / "yosys", netlist=net, blackboxes=tuple(child_texts))
+        rep = synthesize(src, name, log=Path(td) / "yosys", netlist=net, blackboxes=tuple(child_texts),
+                         delay_target_ps=delay_target_ps)
         m = rep.modules[name]
         out = {"module": name, "own_um2": m.own_um2, "cells": m.cells, "logic_depth_cells": m.depth,
                "synthesis_seconds": time.perf_counter() - t0}
@@ -170,10 +176,12 @@ def instance_counts(children: dict[str, Counter], order: list[str], top: str) ->
 
 def synthesize_modules(verilog: str | Path, top: str, cache: Path | None = None, address: str | None = None,
                        jobs: int | None = None, timing: bool = True, progress: bool = True,
-                       limit: int | None = None) -> ModuleSynthesis:
+                       limit: int | None = None, match: str | None = None,
+                       delay_target_ps: float = 1000.0) -> ModuleSynthesis:
     """Synthesize every unique module under ``top`` (see the module docstring); results cached in ``cache``
     (default ~/.cache/hashiflex/synth). ``limit``: run at most this many new jobs, the smallest modules first (a
-    partial, resumable run: the returned report then lacks the modules still to do and raises on their area)."""
+    partial, resumable run: the returned report then lacks the modules still to do and raises on their area);
+    ``match``: only new jobs for modules whose names match this regular expression (e.g. the adder lanes)."""
     import os
 
     from ..fanout import run_jobs
@@ -183,7 +191,8 @@ def synthesize_modules(verilog: str | Path, top: str, cache: Path | None = None,
     children = submodules(mods)
     order = reachable(children, top)
     lib = merged_liberty()
-    keys = module_keys(mods, children, order, hashlib.sha256(lib.read_bytes()).hexdigest())
+    keys = module_keys(mods, children, order,
+                       hashlib.sha256(lib.read_bytes()).hexdigest() + f"/D{delay_target_ps:g}/t{int(timing)}")
     cache = Path(cache or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hashiflex" / "synth")
     cache.mkdir(parents=True, exist_ok=True)
     rows: dict[str, dict] = {}
@@ -194,10 +203,12 @@ def synthesize_modules(verilog: str | Path, top: str, cache: Path | None = None,
             rows[m] = {**json.loads(f.read_text()), "module": m, "key": keys[m], "cached": True}
         else:
             todo.append(m)
+    if match is not None:
+        todo = [m for m in todo if re.search(match, m)]
     todo.sort(key=lambda m: len(mods[m]))  # the smallest first: a partial run (limit, or stopped) covers the most
     if limit is not None:
         todo = todo[:limit]
-    args = [(m, mods[m], {c: mods[c] for c in children[m]}, timing) for m in todo]
+    args = [(m, mods[m], {c: mods[c] for c in children[m]}, timing, delay_target_ps) for m in todo]
     for i, r in run_jobs(synth_module, args, address=address, jobs=jobs, desc="synthesize modules",
                          progress=progress):
         m = todo[i]
@@ -216,7 +227,7 @@ def synthesize_modules(verilog: str | Path, top: str, cache: Path | None = None,
 
 def synth_work(work: Path, address: str | None = None, jobs: int | None = None, limit: int | None = None,
                timing: bool = True, area_model: Path | None = None, cache: Path | None = None,
-               progress: bool = True) -> dict:
+               progress: bool = True, match: str | None = None, delay_target_ps: float = 1000.0) -> dict:
     """``hashiflex synth``: every unique module of WORK/rtl's design synthesized (fanned out, cached); writes
     WORK/report/synth_modules.json: per module its area, instances, logic depth and (leaves) critical path; the
     design's area; the slowest leaf and the images/s at the clock it supports; with ``area_model``, the model's
@@ -225,11 +236,12 @@ def synth_work(work: Path, address: str | None = None, jobs: int | None = None, 
 
     params = hw.read_hw_params(work / "rtl")
     sv = work / "rtl" / params["verilog"]
-    ms = synthesize_modules(sv, params["top"], cache, address, jobs, timing, progress, limit)
+    ms = synthesize_modules(sv, params["top"], cache, address, jobs, timing, progress, limit, match, delay_target_ps)
     order = reachable(ms.children, params["top"])
     doc: dict = {"design": params["top"], "modules_total": len(order), "modules_done": len(ms.rows),
                  "complete": len(ms.rows) == len(order), "ii_cycles_per_image": params["ii_cycles_per_image"],
-                 "cache": str(cache) if cache else "~/.cache/hashiflex/synth", "modules": []}
+                 "cache": str(cache) if cache else "~/.cache/hashiflex/synth", "delay_target_ps": delay_target_ps,
+                 "modules": []}
     for m in order:
         if m in ms.rows:
             r = ms.rows[m]

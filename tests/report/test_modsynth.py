@@ -85,7 +85,7 @@ def local_ray():
 def test_modules_synthesized_apart_on_ray_agree_with_one_hierarchical_run_and_are_cached(tmp_path, local_ray):
     sv = tmp_path / "top.sv"
     sv.write_text(TEXT)
-    whole = synthesize(sv, "top", log=tmp_path / "whole", netlist=tmp_path / "whole.net.v")
+    whole = synthesize(sv, "top", log=tmp_path / "whole", netlist=tmp_path / "whole.net.v", delay_target_ps=1000.0)
     cache = tmp_path / "cache"
     ms = modsynth.synthesize_modules(sv, "top", cache=cache, jobs=2, progress=False)
     assert set(ms.rows) == {"add3", "pair", "neg", "top"} and not any(r["cached"] for r in ms.rows.values())
@@ -96,7 +96,8 @@ def test_modules_synthesized_apart_on_ray_agree_with_one_hierarchical_run_and_ar
         assert r["own_um2"] == pytest.approx(whole.modules[m].own_um2, rel=0.10), m
     assert ms.area_um2 == pytest.approx(whole.top_um2, rel=0.05)
     (tmp_path / "pair_alone.sv").write_text(LEAF + MID)
-    alone = synthesize(tmp_path / "pair_alone.sv", "pair", log=tmp_path / "alone", blackboxes=("add3",))
+    alone = synthesize(tmp_path / "pair_alone.sv", "pair", log=tmp_path / "alone", blackboxes=("add3",),
+                       delay_target_ps=1000.0)
     assert alone.modules["pair"].own_um2 == ms.rows["pair"]["own_um2"]
     # leaves are timed (a module with submodules is not)
     assert ms.rows["pair"].get("period_ps") is None and ms.rows["add3"]["period_ps"] > ms.rows["neg"]["period_ps"]
@@ -117,5 +118,7 @@ def test_modules_synthesized_apart_on_ray_agree_with_one_hierarchical_run_and_ar
     assert len(part.rows) == 2 and len(list(cache2.glob("*.json"))) == 2
     with pytest.raises(KeyError):
         part.report.total("top")
+    only = modsynth.synthesize_modules(sv, "top", cache=tmp_path / "cache3", jobs=1, progress=False, match="^ne")
+    assert list(only.rows) == ["neg"]  # only the modules the pattern names
     rest = modsynth.synthesize_modules(sv, "top", cache=cache2, jobs=2, progress=False)
     assert sum(not r["cached"] for r in rest.rows.values()) == 2 and rest.area_um2 == pytest.approx(ms.area_um2)
