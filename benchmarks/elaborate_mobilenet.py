@@ -93,7 +93,8 @@ def real_network(args, work: Path):
         print(f"quantizing {args.init} ({args.terms} term(s), {args.padding} padding) ...", flush=True)
         step_quantize_pretrained(qdir, cfg)
     g = load_quantized(qdir)[0]
-    g.name = f"mnv2_w10_real_t{args.terms}_{args.padding}"
+    g.name = f"mnv2_w10_real_t{args.terms}_{args.padding}" + \
+        (f"_l{args.levels_per_stage}" if args.levels_per_stage != 4 else "")
     x = ImageFolder(cfg.data_root, cfg.classes, preprocess=cfg.preprocess, limit=4).arrays()[0]
     return g, x * 2.0 ** g.input.type.exp
 
