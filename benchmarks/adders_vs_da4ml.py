@@ -138,6 +138,9 @@ def plot(rows, path: Path) -> None:
     speed = [r["speedup"] or np.nan for r in rows]
     a2.bar(x - 0.2, ratio, 0.4, label="adders hashiflex / da4ml")
     a2.axhline(1.0, color="k", lw=0.8)
+    finite = [v for v in ratio if v == v]
+    if finite:  # the ratios sit within a few percent of 1: show that range
+        a2.set_ylim(min(finite) - 0.01, max(max(finite), 1.0) + 0.01)
     a2.set_xticks(x, names, rotation=30, ha="right", fontsize=7)
     a2.set_ylabel("adders ratio")
     a3 = a2.twinx()
