@@ -98,7 +98,7 @@ def test_unmapped_cells_are_an_error_not_a_smaller_area(tmp_path, monkeypatch):
     v.write_text("module top(input clock, input en, input [3:0] a, output reg [3:0] q);\n"
                  "  always @(posedge clock) if (en) q <= a + 4'd1;\nendmodule\n")
     # the old order (ABC before the flip-flops are legalized) leaves the enable multiplexers unmapped
-    monkeypatch.setattr(area, "synthesis_script", lambda verilog, top, lib, stat, ltp, flat=False, netlist=None: (
+    monkeypatch.setattr(area, "synthesis_script", lambda verilog, top, lib, stat, ltp, flat=False, netlist=None, *_, **__: (
         f"read_liberty -lib {lib}; read_verilog -sv {verilog}; synth -top {top}; abc -liberty {lib}; opt_clean; "
         f"tee -q -o {ltp} ltp -noff; dfflibmap -liberty {lib}; opt_clean; tee -q -o {stat} stat -liberty {lib}"))
     with pytest.raises(RuntimeError, match=r"yosys left cells unmapped on ASAP7 .*\$_MUX_"):
