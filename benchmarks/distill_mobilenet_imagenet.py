@@ -51,20 +51,18 @@ def main() -> None:
     args = ap.parse_args()
 
     from hashiflex import ref
-    from hashiflex.flow import Config, layer_bits, pretrained_model
-    from hashiflex.imagenet import ImageFolder, image_source, input_type, value_batches
-    from hashiflex.passes import calibrate_activations, hw_model, import_torch, quantize_weights, same_padding
+    from hashiflex.flow import Config, calibrated_pretrained
+    from hashiflex.imagenet import ImageFolder, image_source
+    from hashiflex.passes import hw_model, quantize_weights
     from hashiflex.quant.distill import distill
-    from hashiflex.quant.fakequant import FakeQuantNet, activation_ranges
+    from hashiflex.quant.fakequant import FakeQuantNet
     from hashiflex.quant.prune import prune
 
     t0 = time.perf_counter()
-    inp = input_type()
-    g = same_padding(import_torch(pretrained_model("mobilenet_v2", str(args.weights)), inp, name="mobilenet_v2"),
-                     args.padding)
-    calib = ImageFolder(args.data, limit=args.calib)
-    g = calibrate_activations(g, activation_ranges(g, value_batches(calib, 8), progress=True))
-    bits = layer_bits(g, Config(weight_bits=args.bits, edge_bits=args.edge_bits))
+    g, calib, bits = calibrated_pretrained(Config(
+        dataset="imagefolder", data_root=str(args.data), arch="mobilenet_v2", init=str(args.weights),
+        padding=args.padding, calib_images=args.calib, weight_bits=args.bits, edge_bits=args.edge_bits))
+    inp = g.input
     names = list(bits)
     x_rep, y_rep = ImageFolder(args.data, start=args.calib, limit=args.images).arrays()
     distill_data = calib if args.distill_data is None else image_source(args.distill_data, limit=args.distill_images)

@@ -52,20 +52,18 @@ def main() -> None:
     from tqdm.auto import tqdm
 
     from hashiflex import ref
-    from hashiflex.flow import Config, layer_bits, pretrained_model
-    from hashiflex.imagenet import ImageFolder, input_type, value_batches
-    from hashiflex.passes import calibrate_activations, hw_model, import_torch, quantize_weights, same_padding
-    from hashiflex.quant.fakequant import FakeQuantNet, activation_ranges
+    from hashiflex.flow import Config, calibrated_pretrained
+    from hashiflex.imagenet import ImageFolder, value_batches
+    from hashiflex.passes import hw_model, quantize_weights
+    from hashiflex.quant.fakequant import FakeQuantNet
     from hashiflex.quant.reconstruct import hessians, reconstruct
     from hashiflex.quant.terms import allocate, layer_costs, layer_damage, quantized_versions
 
     t0 = time.perf_counter()
-    inp = input_type()
-    model = pretrained_model("mobilenet_v2", str(args.weights))
-    g = same_padding(import_torch(model, inp, name="mobilenet_v2"), args.padding)
-    calib = ImageFolder(args.data, limit=args.calib)
-    g = calibrate_activations(g, activation_ranges(g, value_batches(calib, 8), progress=True))
-    bits = layer_bits(g, Config(weight_bits=args.bits, edge_bits=args.edge_bits))
+    g, calib, bits = calibrated_pretrained(Config(
+        dataset="imagefolder", data_root=str(args.data), arch="mobilenet_v2", init=str(args.weights),
+        padding=args.padding, calib_images=args.calib, weight_bits=args.bits, edge_bits=args.edge_bits))
+    inp = g.input
     report = ImageFolder(args.data, start=args.calib, limit=args.images)
     x_rep, y_rep = report.arrays()
     x_val = x_rep * 2.0 ** inp.type.exp

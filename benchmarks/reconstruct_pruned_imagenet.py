@@ -39,20 +39,18 @@ def main() -> None:
     args = ap.parse_args()
 
     from hashiflex import ref
-    from hashiflex.flow import Config, layer_bits, pretrained_model
-    from hashiflex.imagenet import ImageFolder, input_type, value_batches
-    from hashiflex.passes import calibrate_activations, import_torch, quantize_weights, same_padding
-    from hashiflex.quant.fakequant import FakeQuantNet, activation_ranges
+    from hashiflex.flow import Config, calibrated_pretrained
+    from hashiflex.imagenet import ImageFolder, value_batches
+    from hashiflex.passes import quantize_weights
+    from hashiflex.quant.fakequant import FakeQuantNet
     from hashiflex.quant.prune import prune, weight_sparsity
     from hashiflex.quant.reconstruct import hessians, reconstruct
 
     t0 = time.perf_counter()
-    inp = input_type()
-    g = same_padding(import_torch(pretrained_model("mobilenet_v2", str(args.weights)), inp, name="mobilenet_v2"),
-                     args.padding)
-    calib = ImageFolder(args.data, limit=args.calib)
-    g = calibrate_activations(g, activation_ranges(g, value_batches(calib, 8)))
-    bits = layer_bits(g, Config(weight_bits=args.bits, edge_bits=args.edge_bits))
+    g, calib, bits = calibrated_pretrained(Config(
+        dataset="imagefolder", data_root=str(args.data), arch="mobilenet_v2", init=str(args.weights),
+        padding=args.padding, calib_images=args.calib, weight_bits=args.bits, edge_bits=args.edge_bits), progress=False)
+    inp = g.input
     names = list(bits)
     h = hessians(g, value_batches(calib, 8), progress=True)  # the unpruned float network's layer inputs
     x_rep, y_rep = ImageFolder(args.data, start=args.calib, limit=args.images).arrays()

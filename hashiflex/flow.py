@@ -144,6 +144,21 @@ def pretrained_model(arch: str, init: str):
     return model.eval()
 
 
+def calibrated_pretrained(cfg: Config, progress: bool = True):
+    """The pretrained path's float graph: the torchvision ``cfg.arch`` with weights ``cfg.init`` imported with
+    ``cfg.padding``, its activations calibrated on the first ``cfg.calib_images`` images of ``cfg.data_root``
+    (streamed: running ranges only). Returns the graph, that calibration folder and the weight bits per layer."""
+    from .imagenet import ImageFolder, input_type, value_batches
+
+    model = pretrained_model(cfg.arch, cfg.init)
+    calib = ImageFolder(cfg.data_root, cfg.classes, preprocess=cfg.preprocess, limit=cfg.calib_images)
+    inp = input_type(cfg.preprocess)
+    g = passes.same_padding(passes.import_torch(model, inp, name=cfg.arch), cfg.padding)
+    g = passes.calibrate_activations(g, activation_ranges(g, value_batches(calib, 8, inp.type.exp), progress=progress),
+                                     cfg.act_bits)
+    return g, calib, layer_bits(g, cfg)
+
+
 def step_quantize_pretrained(work: Path, cfg: Config, progress: bool = True) -> dict:
     """The pretrained path: import the torchvision ``cfg.arch`` with weights ``cfg.init``, calibrate activations
     on the first ``cfg.calib_images`` images of ``cfg.data_root`` (streamed: running ranges only), choose the
@@ -153,7 +168,7 @@ def step_quantize_pretrained(work: Path, cfg: Config, progress: bool = True) -> 
     weights against its inputs on the calibration images with ``cfg.rounding == "reconstruct"``,
     :mod:`hashiflex.quant.reconstruct`) (-> po2.pkl, with the float graph beside it for ``evaluate``). No labels
     are used."""
-    from .imagenet import ImageFolder, input_type, value_batches
+    from .imagenet import ImageFolder, value_batches
     from .quant.biascorr import bias_correction
 
     terms: int | dict[str, int] | None = None
@@ -166,13 +181,8 @@ def step_quantize_pretrained(work: Path, cfg: Config, progress: bool = True) -> 
             terms = 0
         if not 1 <= terms <= 4:
             raise ValueError(f"--terms: expected 1, 2, 3, 4 or 'auto', found {cfg.terms!r}")
-    model = pretrained_model(cfg.arch, cfg.init)
-    calib = ImageFolder(cfg.data_root, cfg.classes, preprocess=cfg.preprocess, limit=cfg.calib_images)
-    inp = input_type(cfg.preprocess)
-    g = passes.same_padding(passes.import_torch(model, inp, name=cfg.arch), cfg.padding)
-    g = passes.calibrate_activations(g, activation_ranges(g, value_batches(calib, 8, inp.type.exp), progress=progress),
-                                     cfg.act_bits)
-    bits = layer_bits(g, cfg)
+    g, calib, bits = calibrated_pretrained(cfg, progress)
+    inp = g.input
     options = []
     x = None  # the first 16 calibration images in memory, for the term sensitivity and bias correction
     if cfg.terms == "auto" or cfg.bias_correction:
