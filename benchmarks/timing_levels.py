@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -64,7 +63,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     from hashiflex.export import design_from_graph, write_design
     from hashiflex.flow import load_quantized
-    from hashiflex.hw import check_design_hw, project_root, read_hw_params
+    from hashiflex.hw import check_design_hw, elaborate
     from hashiflex.report.modsynth import synth_work
 
     import os
@@ -82,13 +81,8 @@ def main(argv=None) -> dict:
             d = design_from_graph(sub, lv, None)
             write_design(d, base / "design.json", tables=True)
             t = time.perf_counter()
-            proc = subprocess.run([str(project_root() / "mill"), "--no-server", "--ticker", "false", "hashiflex.run",
-                                   "--design", str(base / "design.json"), "--out", str(base / "rtl")],
-                                  cwd=project_root(), capture_output=True, text=True)
-            if proc.returncode:
-                raise RuntimeError(f"{name} at {lv} levels: elaboration failed:\n{proc.stdout[-2000:]}{proc.stderr}")
+            p = elaborate(base / "design.json", base / "rtl", quiet=True)
             elab = time.perf_counter() - t
-            p = read_hw_params(base / "rtl")
             check_design_hw(d, sub, p)
             s = synth_work(base, jobs=args.jobs, progress=False, delay_target_ps=1e3 / args.target_ghz)
             lane = [r for r in s["modules"] if r["module"].startswith("ShiftAddLane") and r["period_ps"]]

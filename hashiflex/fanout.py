@@ -17,12 +17,11 @@ from collections.abc import Callable, Iterator, Sequence
 
 
 def run_jobs(fn: Callable, args: Sequence[tuple], *, address: str | None = None, jobs: int | None = None,
-             desc: str = "jobs", progress: bool = True, memory_gib: float | None = None) -> Iterator[tuple[int, object]]:
+             desc: str = "jobs", progress: bool = True) -> Iterator[tuple[int, object]]:
     """Run ``fn(*args[i])`` for every i as Ray tasks; yield ``(i, result)`` in completion order.
 
     ``address``: a running Ray cluster ("auto", or "HOST:PORT"); None starts a local one with ``jobs`` CPUs
-    (default: all cores) and stops it at the end. ``memory_gib``: memory each task reserves (Ray then runs fewer
-    at once where memory is short). A failing job raises its error here, naming the job's index; the results
+    (default: all cores) and stops it at the end. A failing job raises its error here, naming the job's index; the results
     already yielded stay with the caller."""
     from tqdm.auto import tqdm
 
@@ -40,10 +39,7 @@ def run_jobs(fn: Callable, args: Sequence[tuple], *, address: str | None = None,
             ray.init(address=address, log_to_driver=False, configure_logging=False)
         started = True
     try:
-        opts: dict = {"num_cpus": 1, "max_retries": 0}
-        if memory_gib:
-            opts["memory"] = int(memory_gib * 2 ** 30)
-        task = ray.remote(**opts)(fn)
+        task = ray.remote(num_cpus=1, max_retries=0)(fn)
         refs = {task.remote(*a): i for i, a in enumerate(args)}
         pending = list(refs)
         with tqdm(total=len(refs), desc=desc, disable=not progress) as bar:

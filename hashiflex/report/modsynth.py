@@ -141,10 +141,16 @@ def synth_module(name: str, text: str, child_texts: dict[str, str], timing: bool
 @dataclass
 class ModuleSynthesis:
     top: str
-    rows: dict[str, dict]          # module -> its job's result (+ key, cached)
+    order: list[str]               # every module under top, children first
+    rows: dict[str, dict]          # module -> its job's result (+ key, cached, memory), for the modules done
     children: dict[str, Counter]
     instances: Counter             # module -> instances in the whole design
     report: AreaReport
+    cache: Path
+
+    @property
+    def complete(self) -> bool:
+        return len(self.rows) == len(self.order)
 
     @property
     def area_um2(self) -> float:
@@ -157,13 +163,28 @@ class ModuleSynthesis:
         return max(timed, key=lambda r: r["period_ps"]) if timed else None
 
     def to_json(self) -> dict:
+        """Per module done: its area, cells, depth, (leaves) critical path and instances; the slowest leaf and
+        the clock it supports; the memories; the design's area once every module is done."""
+        doc: dict = {"design": self.top, "modules_total": len(self.order), "modules_done": len(self.rows),
+                     "complete": self.complete, "cache": str(self.cache),
+                     "modules": [{**{k: self.rows[m].get(k) for k in (
+                         "module", "own_um2", "cells", "logic_depth_cells", "period_ps", "path_cells",
+                         "synthesis_seconds", "cached", "memory")}, "instances": self.instances[m]}
+                                 for m in self.order if m in self.rows],
+                     "synthesis_seconds": sum(r.get("synthesis_seconds") or 0 for r in self.rows.values())}
         s = self.slowest()
-        return {"top": self.top, "area_um2": self.area_um2, "modules": len(self.rows),
-                "slowest_leaf": s and {k: s[k] for k in ("module", "period_ps", "path_cells", "startpoint",
-                                                           "endpoint")},
-                "fmax_ghz": s and 1e3 / s["period_ps"],
-                "rows": [{**r, "instances": self.instances[m], "total_um2": self.report.total(m)}
-                         for m, r in self.rows.items()]}
+        if s:
+            doc["slowest_leaf"] = {k: s.get(k) for k in ("module", "period_ps", "path_cells", "startpoint",
+                                                         "endpoint")}
+            doc["fmax_ghz_leaves"] = 1e3 / s["period_ps"]
+        mem = [r for r in self.rows.values() if r.get("memory")]
+        if mem:  # register arrays (the skip FIFOs' storage): standard-cell register files here, SRAM in silicon
+            doc["memories"] = {"modules": len(mem),
+                               "um2": sum(r["own_um2"] * self.instances[r["module"]] for r in mem),
+                               "slowest_read_ps": max((r.get("period_ps") or 0) for r in mem)}
+        if self.complete:
+            doc["area_um2"] = self.area_um2
+        return doc
 
 
 def instance_counts(children: dict[str, Counter], order: list[str], top: str) -> Counter:
@@ -219,10 +240,10 @@ def synthesize_modules(verilog: str | Path, top: str, cache: Path | None = None,
     rows = {m: {**rows[m], "memory": bool(_MEMORY.search(mods[m]))} for m in order if m in rows}
     report = AreaReport(top, {m: ModuleArea(m, r["own_um2"], dict(children[m]), r["cells"], r["logic_depth_cells"])
                               for m, r in rows.items()}, 0.0)
-    missing = [m for m in order if m not in rows]
-    if not missing:
+    ms = ModuleSynthesis(top, order, rows, children, instance_counts(children, order, top), report, cache)
+    if ms.complete:
         report.top_um2 = report.total(top)
-    return ModuleSynthesis(top, rows, children, instance_counts(children, order, top), report)
+    return ms
 
 
 def synth_work(work: Path, address: str | None = None, jobs: int | None = None, limit: int | None = None,
@@ -237,38 +258,16 @@ def synth_work(work: Path, address: str | None = None, jobs: int | None = None, 
     params = hw.read_hw_params(work / "rtl")
     sv = work / "rtl" / params["verilog"]
     ms = synthesize_modules(sv, params["top"], cache, address, jobs, timing, progress, limit, match, delay_target_ps)
-    order = reachable(ms.children, params["top"])
-    doc: dict = {"design": params["top"], "modules_total": len(order), "modules_done": len(ms.rows),
-                 "complete": len(ms.rows) == len(order), "ii_cycles_per_image": params["ii_cycles_per_image"],
-                 "cache": str(cache) if cache else "~/.cache/hashiflex/synth", "delay_target_ps": delay_target_ps,
-                 "modules": []}
-    for m in order:
-        if m in ms.rows:
-            r = ms.rows[m]
-            row = {k: r.get(k) for k in ("module", "own_um2", "cells", "logic_depth_cells", "period_ps",
-                                         "path_cells", "synthesis_seconds", "cached", "memory")}
-            row["instances"] = ms.instances[m]
-            doc["modules"].append(row)
-    doc["synthesis_seconds"] = sum(r.get("synthesis_seconds") or 0 for r in ms.rows.values())
-    s = ms.slowest()
-    if s:
-        doc["slowest_leaf"] = {k: s.get(k) for k in ("module", "period_ps", "path_cells", "startpoint", "endpoint")}
-        doc["fmax_ghz_leaves"] = 1e3 / s["period_ps"]
+    doc = {**ms.to_json(), "ii_cycles_per_image": params["ii_cycles_per_image"], "delay_target_ps": delay_target_ps}
+    if "fmax_ghz_leaves" in doc:
         doc["images_per_second_at_fmax"] = doc["fmax_ghz_leaves"] * 1e9 / params["ii_cycles_per_image"]
-    mem = [r for r in ms.rows.values() if r.get("memory")]
-    if mem:  # register arrays (the skip FIFOs' storage): standard-cell register files here, SRAM in silicon
-        doc["memories"] = {"modules": len(mem), "um2": sum(r["own_um2"] * ms.instances[r["module"]] for r in mem),
-                           "slowest_read_ps": max((r.get("period_ps") or 0) for r in mem)}
-    if doc["complete"]:
-        doc["area_um2"] = ms.area_um2
-        if area_model is not None:
-            from . import area_model as am
+    if ms.complete and area_model is not None:
+        from . import area_model as am
 
-            p = am.with_adder_bits(params, work / "design.json")
-            e = am.estimate(am.load(area_model), sv, p)
-            doc["area_model"] = {"file": str(area_model), "area_um2": e["area_um2"],
-                                 "unmodelled_modules": e["unmodelled_modules"],
-                                 "error": e["area_um2"] / ms.area_um2 - 1}
+        p = am.with_adder_bits(params, work / "design.json")
+        e = am.estimate(am.load(area_model), sv, p)
+        doc["area_model"] = {"file": str(area_model), "area_um2": e["area_um2"],
+                             "unmodelled_modules": e["unmodelled_modules"], "error": e["area_um2"] / ms.area_um2 - 1}
     out = work / "report" / "synth_modules.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
