@@ -21,8 +21,8 @@ def run_jobs(fn: Callable, args: Sequence[tuple], *, address: str | None = None,
     """Run ``fn(*args[i])`` for every i as Ray tasks; yield ``(i, result)`` in completion order.
 
     ``address``: a running Ray cluster ("auto", or "HOST:PORT"); None starts a local one with ``jobs`` CPUs
-    (default: all cores) and stops it at the end. A failing job raises its error here, naming the job's index; the results
-    already yielded stay with the caller."""
+    (default: all cores) and stops it at the end. A failing job raises its error here, naming the job's index;
+    the results already yielded stay with the caller."""
     from tqdm.auto import tqdm
 
     if not args:
