@@ -72,7 +72,8 @@ def check_hw_params(g: Graph, hw: dict, levels_per_stage: int, target_ii: int | 
         for key, want in (("op", m.op), ("adders", m.adders), ("stages", m.stages), ("beats_in", m.beats_in),
                           ("beats_out", m.beats_out), ("parallelism", m.parallelism),
                           ("adders_unshared", m.adders if m.adders_unshared is None else m.adders_unshared)) + (
-                          (("adder_bits", m.adder_bits),) if m.adder_bits is not None and "adder_bits" in l else ()):
+                          (("adder_bits", m.adder_bits),) if m.adder_bits is not None and "adder_bits" in l else ()) + (
+                          ("comparators", m.comparators),):
             if l[key] != want:
                 diffs.append(f"layers[{m.name}].{key}: Python model {want}, generator {l[key]}")
         if m.acc_width is not None and l["out_width"] != m.acc_width:
@@ -80,6 +81,7 @@ def check_hw_params(g: Graph, hw: dict, levels_per_stage: int, target_ii: int | 
     backbone_ii = initiation_interval(g, target_ii)
     totals = (("ii_cycles_per_image", max(backbone_ii, npu.cycles_per_image if npu else 0)),
               ("adders", sum(m.adders for m in model)),
+              ("comparators", sum(m.comparators for m in model)),
               ("latency_stages", latency_stages(g, model)),
               ("adders_unshared", sum(m.adders if m.adders_unshared is None else m.adders_unshared for m in model)))
     for key, want in totals:

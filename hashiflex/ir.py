@@ -2,6 +2,9 @@
 (or the layer named by ``src``; ``"input"`` is the graph input). Residual adds read a second, earlier
 layer (``skip``).
 
+What each layer type means (shape rule, golden and fake-quant functions, design.json fields, hardware cost)
+is defined once in :mod:`hashiflex.ops`; layer types added later define their dataclass there too.
+
 Layers hold float parameters (as imported from torch) and, once :func:`hashiflex.passes.quantize_weights`
 has run, their Po2 weight codes and integer biases. Everything derived (shapes, exponents, value bounds,
 widths) is computed by :func:`hashiflex.passes.annotate`, never stored twice.
@@ -212,7 +215,7 @@ class Add:
         return self.out.range
 
 
-Layer = Union[Conv2d, Linear, Requant, SumPool, Add]
+Layer = Union[Conv2d, Linear, Requant, SumPool, Add]  # and the types defined in hashiflex.ops (max_pool2d, ...)
 
 
 @dataclass
@@ -226,15 +229,15 @@ class Graph:
 
     @property
     def quantized(self) -> bool:
-        return all(l.q is not None for l in self.layers if isinstance(l, (Conv2d, Linear))) and all(
-            l.out is not None for l in self.layers if isinstance(l, (Requant, Add)))
+        """Every weighted layer has Po2 codes and every calibrated one an output type (fields ``q``, ``out``)."""
+        return all(getattr(l, "q", True) is not None and getattr(l, "out", True) is not None for l in self.layers)
 
     def sources(self) -> list[tuple[str, ...]]:
         """For each layer, the names it reads ("input" is the graph input), resolved from src/skip."""
         out, prev = [], "input"
         for layer in self.layers:
             src = layer.src or prev
-            out.append((src, layer.skip) if isinstance(layer, Add) else (src,))
+            out.append((src, layer.skip) if hasattr(layer, "skip") else (src,))
             prev = layer.name
         return out
 

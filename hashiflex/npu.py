@@ -268,7 +268,8 @@ def quantize_head(weight: np.ndarray, bias: np.ndarray, in_exp: int, cfg: NpuCon
 # ------------------------------------------------------------------------------------------------ golden model
 def accumulate(head: Head, x: np.ndarray) -> np.ndarray:
     """Exact accumulators (N, out) for integer vectors x (N, in)."""
-    from .ref import _guard, exact_matmul
+    from .ops.intmath import exact_matmul
+    from .ops.intmath import guard_of as _guard
 
     x = np.asarray(x, dtype=np.int64).reshape(len(x), -1)
     w = np.asarray(head.weights, dtype=np.int64)

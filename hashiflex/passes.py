@@ -4,14 +4,14 @@ Each pass takes a :class:`~hashiflex.ir.Graph` and returns a new one (or a deriv
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from . import adders
-from .ir import MAX_TERMS, Add, Conv2d, Graph, Input, IRError, Linear, Po2Weights, Requant, SumPool, TensorType
-from .numfmt import width_for
+from .ir import MAX_TERMS, Add, Conv2d, Graph, Input, IRError, Linear, Po2Weights, Requant, SumPool
+from .ops import MaxPool2d, Tensor, op_of
+from .ops.base import MAX_SHIFT, LayerHw, check_finite  # noqa: F401 (re-exported: the passes' vocabulary)
+from .ops.weighted import AdderGraph, shared_adder_graph  # noqa: F401 (re-exported)
 from .quant.po2 import quantize_po2, quantize_po2_terms
 
 
@@ -111,6 +111,67 @@ def import_torch(model, input: Input, name: str = "net") -> Graph:
         calls[target] = k + 1
         return name
 
+    def _pair(v):
+        return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+    def add_max_pool(node, src, kernel, stride, padding, dilation, ceil_mode, return_indices, where):
+        k, s_, p, d = (_pair(v) for v in (kernel, stride if stride not in (None, ()) else kernel, padding,
+                                          dilation))
+        if k[0] != k[1] or s_[0] != s_[1]:
+            raise IRError(f"{where}: expected a square kernel and stride, found {list(k)}/{list(s_)}")
+        if d != (1, 1) or return_indices:
+            raise IRError(f"{where}: expected dilation=1, return_indices=False, found dilation={list(d)}, "
+                          f"return_indices={return_indices}")
+        c, h, w = shape[src]
+        pads = [p[0], p[0], p[1], p[1]]
+        if ceil_mode:  # torch's ceil mode is extra padding below and right (padding never wins a maximum)
+            for i, (n, pi) in enumerate(((h, p[0]), (w, p[1]))):
+                out = -(-(n + 2 * pi - k[0]) // s_[0]) + 1
+                if (out - 1) * s_[0] >= n + pi:  # the last window must start inside the image or the left padding
+                    out -= 1
+                pads[2 * i + 1] += max(0, (out - 1) * s_[0] + k[0] - (n + 2 * pi))
+        pool = MaxPool2d(layer_name(node.target) if node.op == "call_module" else node.name, k[0], s_[0],
+                         tuple(pads), src=src)
+        if not pool.fits(h, w):
+            raise IRError(f"{where}: kernel {pool.kernel}, stride {pool.stride}, padding {pool.padding} do not fit "
+                          f"{h}x{w}")
+        add(pool, (c, *pool.out_hw(h, w)), node)
+
+    def add_global_pool(node, src, name):
+        """An average over all pixels: an exact sum pool whose 1/N the next Linear absorbs."""
+        c, h, w = shape[src]
+        add(SumPool(name, src=src), (c, 1, 1), node)
+        pool_n[name] = h * w
+
+    def add_mean(node, args, kwargs, where):
+        dims = kwargs.get("dim", args[0] if args else None)
+        dims = tuple(dims) if isinstance(dims, (tuple, list)) else (dims,)
+        extra = {k: v for k, v in kwargs.items() if k not in ("dim", "keepdim")}
+        if sorted(d % 4 for d in dims if isinstance(d, int)) != [2, 3] or len(dims) != 2 or extra or len(args) > 2:
+            raise IRError(f"{where}: a mean is supported over H and W (dim=(2, 3), a global average pool), found "
+                          f"dim={list(dims)}{', ' + str(extra) if extra else ''}")
+        add_global_pool(node, src_of(node, where), node.name)
+
+    def check_flatten(node, start_at: int, where):
+        """torch.flatten(x, 1) / x.flatten(1): one vector per image (the IR's vectors are already flat)."""
+        args = dict(zip(("input", "start_dim", "end_dim"), node.args), **node.kwargs)
+        if (args.get("start_dim", start_at), args.get("end_dim", -1)) != (1, -1):
+            raise IRError(f"{where}: expected a flatten from dim 1 (one vector per image), found start_dim="
+                          f"{args.get('start_dim', start_at)}, end_dim={args.get('end_dim', -1)}")
+
+    def unsupported_hint(name) -> str:
+        name = str(name)
+        if name in ("mul", "mul_"):
+            return (": an elementwise product of two activations (squeeze-excitation) needs real multipliers, "
+                    "which a shift-add datapath does not have")
+        if name in ("sigmoid", "hardsigmoid", "silu", "hardswish", "gelu", "tanh"):
+            return ": activations other than ReLU/ReLU6 (a lookup table on the quantized input) are not supported yet"
+        if name in ("cat", "chunk", "transpose", "split"):
+            return ": channel concatenation and shuffles are not supported yet"
+        return ""
+
+    sizes: set = set()           # fx nodes of x.size(...) (shape queries for view/reshape)
+
     for node in traced.graph.nodes:
         if node.op == "placeholder":
             produced[node] = "input"
@@ -164,10 +225,21 @@ def import_torch(model, input: Input, name: str = "net") -> Graph:
             elif isinstance(m, nn.AdaptiveAvgPool2d):
                 if m.output_size not in (1, (1, 1)):
                     raise IRError(f"{where}: expected output_size 1 (global pool), found {m.output_size}")
-                pool = SumPool(layer_name(node.target), src=src)
-                add(pool, (c, 1, 1), node)
-                pool_n[pool.name] = h * w
+                add_global_pool(node, src, layer_name(node.target))
+            elif isinstance(m, nn.MaxPool2d):
+                add_max_pool(node, src, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode,
+                             m.return_indices, where)
+            elif isinstance(m, nn.AvgPool2d):
+                k, s_, p = (_pair(v) for v in (m.kernel_size, m.stride if m.stride is not None else m.kernel_size,
+                                               m.padding))
+                if k != (h, w) or p != (0, 0):
+                    raise IRError(f"{where}: an average pool is supported over the whole {h}x{w} map (a global pool "
+                                  f"before a Linear), found kernel {list(k)}, padding {list(p)}")
+                add_global_pool(node, src, m.__class__.__name__)
             elif isinstance(m, (nn.Flatten, nn.Dropout, nn.Identity)):
+                if isinstance(m, nn.Flatten) and (m.start_dim, m.end_dim) != (1, -1):
+                    raise IRError(f"{where}: expected Flatten(start_dim=1) (one vector per image), found start_dim="
+                                  f"{m.start_dim}, end_dim={m.end_dim}")
                 produced[node] = src
             elif isinstance(m, nn.Linear):
                 weight = m.weight.detach().double().numpy().copy()
@@ -176,7 +248,8 @@ def import_torch(model, input: Input, name: str = "net") -> Graph:
                 bias = m.bias.detach().double().numpy() if m.bias is not None else np.zeros(m.out_features)
                 add(Linear(layer_name(node.target), weight, bias.copy(), src=src), (m.out_features, 1, 1), node)
             else:
-                raise IRError(f"{where}: op {type(m).__name__} is not supported by the hardware")
+                raise IRError(f"{where}: op {type(m).__name__} is not supported by the hardware"
+                              f"{unsupported_hint(type(m).__name__.lower())}")
         elif node.op == "call_function":
             fname = getattr(node.target, "__name__", str(node.target))
             where = f"node {node.name!r} (function {fname})"
@@ -187,7 +260,16 @@ def import_torch(model, input: Input, name: str = "net") -> Graph:
                 sa, sb = produced[a], produced[b]
                 add(Add(node.name, skip=sb, src=sa), shape[sa], node)
             elif node.target in (torch.flatten,):
+                check_flatten(node, 1, where)
                 produced[node] = src_of(node, where)
+            elif node.target is F.max_pool2d:
+                args = dict(zip(("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode",
+                                 "return_indices"), node.args), **node.kwargs)
+                add_max_pool(node, produced_by(args["input"], where), args["kernel_size"], args.get("stride"),
+                             args.get("padding", 0), args.get("dilation", 1), args.get("ceil_mode", False),
+                             args.get("return_indices", False), where)
+            elif node.target is torch.mean:
+                add_mean(node, node.args[1:], node.kwargs, where)
             elif node.target in (F.relu, torch.relu, F.relu6):
                 src = src_of(node, where)
                 add(Requant(node.name, "relu6" if node.target is F.relu6 else "relu", src=src), shape[src], node)
@@ -197,8 +279,7 @@ def import_torch(model, input: Input, name: str = "net") -> Graph:
                 if size not in (1, (1, 1), [1, 1]):
                     raise IRError(f"{where}: expected output_size 1 (global pool), found {size}")
                 c, h, w = shape[src]
-                add(SumPool(node.name, src=src), (c, 1, 1), node)
-                pool_n[node.name] = h * w
+                add_global_pool(node, src, node.name)
             elif node.target in (F.pad, getattr(torch._C._nn, "pad", F.pad)):
                 args = dict(zip(("input", "pad", "mode", "value"), node.args), **node.kwargs)
                 mode, value = args.get("mode", "constant"), args.get("value", None)
@@ -211,8 +292,32 @@ def import_torch(model, input: Input, name: str = "net") -> Graph:
                 add_pad(node, args.get("input"), pad, where)
             elif node.target is F.dropout:
                 produced[node] = src_of(node, where)
+            elif (node.target is getattr and node.args[1:] == ("shape",)) or (
+                    node.target is operator.getitem and node.args[0] in sizes):
+                sizes.add(node)  # x.shape / x.shape[0]: a shape query feeding a view/reshape
             else:
-                raise IRError(f"{where}: op {fname} is not supported by the hardware")
+                raise IRError(f"{where}: op {fname} is not supported by the hardware{unsupported_hint(fname)}")
+        elif node.op == "call_method":
+            where = f"node {node.name!r} (method .{node.target}())"
+            if node.target == "size":  # a shape query feeding a view/reshape: no tensor
+                sizes.add(node)
+            elif node.target == "flatten":
+                check_flatten(node, 0, where)
+                produced[node] = src_of(node, where)
+            elif node.target in ("view", "reshape"):
+                shape_args = node.args[1:]
+                if len(shape_args) == 1 and isinstance(shape_args[0], (tuple, list)):
+                    shape_args = tuple(shape_args[0])
+                if len(shape_args) != 2 or shape_args[1] != -1 or not (shape_args[0] in sizes or
+                                                                       isinstance(shape_args[0], int)):
+                    raise IRError(f"{where}: only a flatten to (batch, -1) is supported, found shape "
+                                  f"{list(shape_args)}")
+                produced[node] = src_of(node, where)
+            elif node.target == "mean":
+                add_mean(node, node.args[1:], node.kwargs, where)
+            else:
+                raise IRError(f"{where}: op {node.target} is not supported by the hardware"
+                              f"{unsupported_hint(node.target)}")
         else:
             raise IRError(f"node {node.name!r}: op {node.op} {getattr(node.target, '__name__', node.target)} "
                           f"is not supported by the hardware")
@@ -226,17 +331,6 @@ def import_torch(model, input: Input, name: str = "net") -> Graph:
     g = insert_requant_points(Graph(name, input, layers))
     annotate(g, require_quantized=False)  # shape check
     return g
-
-
-def check_finite(a, what: str) -> None:
-    """Raise :class:`IRError` naming ``what``, the count and the first index when ``a`` holds a NaN or an Inf."""
-    a = np.asarray(a, dtype=np.float64)
-    bad = ~np.isfinite(a)
-    if bad.any():
-        first = tuple(int(i) for i in np.argwhere(bad)[0])
-        kind = "NaN" if np.isnan(a[first]) else ("+Inf" if a[first] > 0 else "-Inf")
-        raise IRError(f"{what}: expected finite values, found {int(bad.sum())} of {a.size} not finite "
-                      f"({kind} at index {list(first)})")
 
 
 PADDING_STYLES = ("torch", "tf")
@@ -315,121 +409,24 @@ class LayerInfo:
     shift: int | None = None           # requant: out.exp - in_exp
 
 
-def _dot_bounds(wint: np.ndarray, bias: np.ndarray, lo: int, hi: int) -> tuple[int, int]:
-    """Exact bounds of sum_j wint[o, j] * x_j + bias[o] over x_j in [lo, hi], min/max over o."""
-    wint = wint.reshape(wint.shape[0], -1).astype(object)
-    pos = np.where(wint > 0, wint, 0).sum(axis=1)
-    neg = np.where(wint < 0, wint, 0).sum(axis=1)
-    b = np.asarray(bias, dtype=object)
-    los = pos * lo + neg * hi + b
-    his = pos * hi + neg * lo + b
-    return int(min(los)), int(max(his))
-
-
-MAX_SHIFT = 62  # the largest requantizing shift (either way) the integer model and the generator take
-
-
-def _shift_in_range(layer, shift: int) -> int:
-    if not -MAX_SHIFT <= shift <= MAX_SHIFT:
-        raise IRError(f"layer {layer.name!r}: field 'shift': expected a requantizing shift in [-{MAX_SHIFT}, "
-                      f"{MAX_SHIFT}] (out exponent - accumulator exponent), found {shift}: the exponents of this "
-                      f"layer and its input (weights.e_min, out_exp) are inconsistent")
-    return shift
-
-
-def _requant_bounds(bounds: tuple[int, int], shift: int, clamp: tuple[int, int]) -> tuple[int, int]:
-    """Requantization is monotone: it maps the interval's ends to the output interval's ends (exact, Python ints)."""
-    def rq(v: int) -> int:
-        y = (v + (1 << (shift - 1))) >> shift if shift > 0 else v << -shift
-        return min(max(y, clamp[0]), clamp[1])
-    return rq(int(bounds[0])), rq(int(bounds[1]))
-
-
 def annotate(g: Graph, require_quantized: bool = True) -> list[LayerInfo]:
-    """Propagate shapes, exponents and exact integer bounds through the graph; check consistency."""
-    state = {"input": ((g.input.channels, g.input.height, g.input.width), g.input.type.exp, g.input.type.range,
-                       False)}
+    """Propagate shapes, exponents and exact integer bounds through the graph; check consistency (each layer
+    type's rule is its op definition's ``infer``)."""
+    state = {"input": Tensor((g.input.channels, g.input.height, g.input.width), g.input.type.exp,
+                             g.input.type.range, False)}
     infos: list[LayerInfo] = []
     for layer, srcs in zip(g.layers, g.sources()):
+        op = op_of(layer)
         for s in srcs:
             if s not in state:
                 raise IRError(f"layer {layer.name!r}: field 'src': {s!r} is not an earlier layer")
         if layer.name in state:
             raise IRError(f"layer {layer.name!r}: the name is used twice")
-        (c, h, w), exp, bounds, is_vector = state[srcs[0]]
-        in_shape, in_exp, in_bounds = (c, h, w), exp, bounds
-        acc_exp = shift = None
-        if isinstance(layer, (Conv2d, Linear)):
-            want = layer.in_channels if isinstance(layer, Conv2d) else layer.in_features
-            have = c if isinstance(layer, Conv2d) else c * h * w
-            if isinstance(layer, Conv2d) and is_vector:
-                raise IRError(f"layer {layer.name!r}: conv2d after a global pool is not supported")
-            if isinstance(layer, Linear) and h * w != 1:  # the generator's rule too (Design.scala)
-                raise IRError(f"layer {layer.name!r}: field 'src': a linear layer reads a vector (one pixel), found "
-                              f"the {h}x{w} map of {srcs[0]!r} (pool it first: AdaptiveAvgPool2d(1))")
-            if want != have:
-                raise IRError(f"layer {layer.name!r}: field 'in_channels': expected {have}, found {want}")
-            if isinstance(layer, Conv2d):
-                if not layer.fits(h, w):
-                    raise IRError(f"layer {layer.name!r}: kernel {layer.kernel}, stride {layer.stride}, padding "
-                                  f"{layer.padding} do not fit {h}x{w}")
-                if layer.groups != 1 and not layer.groups == c == layer.out_channels:
-                    raise IRError(f"layer {layer.name!r}: field 'groups': expected 1 or {c} (depthwise: groups = in = "
-                                  f"out channels), found {layer.groups}")
-                h, w = layer.out_hw(h, w)
-                c = layer.out_channels
-            else:
-                c, h, w = layer.out_features, 1, 1
-                is_vector = True
-            if layer.q is not None and exp is not None and bounds is not None:
-                acc_exp = exp + layer.q.e_min
-                bias_int = layer.bias_int if layer.bias_int is not None else np.zeros(c, dtype=np.int64)
-                lo, hi = bounds
-                if isinstance(layer, Conv2d) and layer.padded:  # padding feeds zeros into the windows
-                    lo, hi = min(lo, 0), max(hi, 0)
-                bounds = _dot_bounds(layer.q.int_weights(), bias_int, lo, hi)
-                exp = acc_exp
-            elif require_quantized:
-                raise IRError(f"layer {layer.name!r}: field 'weights': expected Po2 codes, found float weights")
-            else:
-                exp = bounds = None
-        elif isinstance(layer, Requant):
-            if layer.out is not None and exp is not None:
-                shift = _shift_in_range(layer, layer.out.exp - exp)
-                bounds = _requant_bounds(bounds, shift, layer.clamp())
-                exp = layer.out.exp
-            elif require_quantized:
-                raise IRError(f"layer {layer.name!r}: field 'out': expected a calibrated output type, found none")
-            else:
-                exp = bounds = None
-        elif isinstance(layer, Add):
-            (c2, h2, w2), exp2, bounds2, vec2 = state[srcs[1]]
-            if (c2, h2, w2) != (c, h, w):
-                raise IRError(f"layer {layer.name!r}: field 'skip': expected shape {(c, h, w)} from {srcs[0]!r}, "
-                              f"found {(c2, h2, w2)} from {srcs[1]!r}")
-            if layer.out is not None and exp is not None and exp2 is not None:
-                e = min(exp, exp2)
-                lo = (bounds[0] << (exp - e)) + (bounds2[0] << (exp2 - e))
-                hi = (bounds[1] << (exp - e)) + (bounds2[1] << (exp2 - e))
-                acc_exp, shift = e, _shift_in_range(layer, layer.out.exp - e)
-                bounds = _requant_bounds((lo, hi), shift, layer.clamp())
-                exp = layer.out.exp
-            elif require_quantized:
-                raise IRError(f"layer {layer.name!r}: field 'out': expected a calibrated output type, found none")
-            else:
-                exp = bounds = None
-        elif isinstance(layer, SumPool):
-            if is_vector:
-                raise IRError(f"layer {layer.name!r}: global pool needs a feature map, found a vector")
-            n = h * w
-            if bounds is not None:
-                bounds = (bounds[0] * n, bounds[1] * n)
-            h = w = 1
-            is_vector = True
-        else:
-            raise IRError(f"layer {getattr(layer, 'name', layer)!r}: unknown layer type {type(layer).__name__}")
-        infos.append(LayerInfo(layer.name, in_shape, (c, h, w), in_exp, exp, in_bounds, bounds, acc_exp, shift))
-        state[layer.name] = ((c, h, w), exp, bounds, is_vector)
+        x = state[srcs[0]]
+        r = op.infer(layer, [state[s] for s in srcs], require_quantized)
+        infos.append(LayerInfo(layer.name, x.shape, r.out.shape, x.exp, r.out.exp, x.bounds, r.out.bounds,
+                               r.acc_exp, r.shift))
+        state[layer.name] = r.out
     return infos
 
 
@@ -450,19 +447,11 @@ def calibrate_activations(g: Graph, activations: dict[str, np.ndarray], bits: in
     """
     out = g.copy()
     for i, layer in enumerate(out.layers):
-        if isinstance(layer, (Requant, Add)):
+        op = op_of(layer)
+        if op.calibrated:
             if layer.name not in activations:
                 raise IRError(f"layer {layer.name!r}: no calibration activations recorded")
-            a = activations[layer.name]
-            check_finite(a, f"layer {layer.name!r}: calibration activations")
-            signed = not (isinstance(layer, Requant) and layer.act in ("relu", "relu6"))
-            m = float(np.max(np.abs(a))) if signed else float(np.max(a))
-            if isinstance(layer, Requant) and layer.act == "relu6":
-                m = min(m, 6.0)
-            m = max(m, 2.0 ** -30)
-            top = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
-            exp = int(math.ceil(math.log2(m / top)))
-            out.layers[i] = replace(layer, out=TensorType(bits, signed, exp))
+            out.layers[i] = replace(layer, out=op.out_type(layer, activations[layer.name], bits))
     return out
 
 
@@ -486,7 +475,8 @@ def quantize_weights(g: Graph, bits: int | dict[str, int], terms: int | dict[str
     exps = {"input": out.input.type.exp}
     for i, (layer, srcs) in enumerate(zip(out.layers, out.sources())):
         exp = exps[srcs[0]]
-        if isinstance(layer, (Conv2d, Linear)):
+        op = op_of(layer)
+        if op.weighted:
             b = _per_layer(bits, layer, "bits")
             k = _per_layer(terms, layer, "terms")
             if not isinstance(k, (int, np.integer)) or not 1 <= k <= MAX_TERMS:
@@ -502,7 +492,7 @@ def quantize_weights(g: Graph, bits: int | dict[str, int], terms: int | dict[str
             out.layers[i] = replace(layer, q=Po2Weights(codes, e_min, b, int(k)),
                                     bias_int=_round_half_up(layer.bias / 2.0 ** acc_exp, f"layer {layer.name!r}: bias"))
             exp = acc_exp
-        elif isinstance(layer, (Requant, Add)):
+        elif op.calibrated:
             if layer.out is None:
                 raise IRError(f"layer {layer.name!r}: calibrate activations before quantizing weights")
             exp = layer.out.exp
@@ -534,74 +524,6 @@ def choose_parallelism(g: Graph, target_ii: int | None) -> dict[str, int]:
     return par
 
 
-@dataclass(frozen=True)
-class LayerHw:
-    """What the generator must build for a layer, as Python predicts it (compared with hw_params.json)."""
-    name: str
-    op: str
-    acc_width: int | None
-    adders: int
-    stages: int
-    beats_in: int        # stream beats consumed per image
-    beats_out: int       # stream beats produced per image
-    parallelism: int     # pixels per output beat
-    adders_unshared: int | None = None  # adder trees: without common-subexpression sharing
-    adder_bits: int | None = None       # adder trees: the adders' exact widths, summed
-
-
-@dataclass(frozen=True)
-class AdderGraph:
-    """Counts of one pixel lane's adder graph (see :func:`shared_adder_graph`)."""
-    adders: int            # with shared subtrees built once
-    unshared: int          # every channel's tree on its own
-    depth: int             # adder levels, the final bias/negation level included
-    adder_bits: int | None = None  # sum of the adders' exact result widths (given the input bounds)
-    plan: "adders.AdderPlan | None" = None  # the plan counted (share=True)
-
-
-def _sint_width(lo: int, hi: int) -> int:
-    """Bits of the smallest two's-complement type holding [lo, hi] (the generator's TreePlan.sintWidth, whose
-    BigInt.bitLength of a negative v is that of ~v)."""
-    def bits(v: int) -> int:
-        return v.bit_length() if v >= 0 else (~v).bit_length()
-    return max(bits(-lo - 1), bits(hi)) + 1
-
-
-def shared_adder_graph(codes: np.ndarray, bias_int: np.ndarray, depthwise: bool = False,
-                       share: bool = True, in_bounds: tuple[int, int] | None = None, terms: int = 1) -> AdderGraph:
-    """One pixel lane's adder graph as the generator builds it: the plan of :mod:`hashiflex.adders` (carried in
-    design.json ``adders``), counted with the final level where each output meets its bias (one adder for
-    root + bias, bias - root or 0 - root).
-
-    ``codes``: of the weight shape (``terms`` 1), or (terms, *weight shape). A channel's inputs are its kxk window
-    of all input channels, or of its own channel when depthwise. ``share=False`` counts every channel's sum on
-    its own (nonzero codes - 1 per channel, plus the final level), the figure sharing is measured against.
-    ``in_bounds``: the lane's input interval; with it, ``adder_bits`` sums every adder's width from interval
-    arithmetic over the plan (what the generator sizes wires with).
-    """
-    plan = adders.plan_codes(codes, terms, depthwise)
-    bias = np.asarray(bias_int).astype(np.int64)
-    roots = plan.roots
-    finals = plan.final_adders(bias)
-    tc = np.asarray(codes) if terms > 1 else np.asarray(codes)[None]
-    flat = tc.reshape(tc.shape[0], tc.shape[1], -1)
-    per_row = np.count_nonzero(flat, axis=(0, 2))
-    all_neg = (per_row > 0) & (np.count_nonzero(flat > 0, axis=(0, 2)) == 0)
-    naive = int(np.maximum(per_row - 1, 0).sum() + ((per_row > 0) & ((bias != 0) | all_neg)).sum())
-    depth = plan.depth() + (1 if finals.any() else 0)
-    n_add = len(plan.sums) + int(finals.sum())
-    bits = None
-    if in_bounds is not None:
-        vals = adders.node_bounds(plan, in_bounds)
-        bits = sum(_sint_width(lo, hi) for lo, hi in vals[plan.n_in:])
-        for (node, s, ng), b, f in zip(roots.tolist(), bias.tolist(), finals.tolist()):
-            if f:
-                lo, hi = vals[node]
-                lo, hi = (-(hi << s), -(lo << s)) if ng else (lo << s, hi << s)
-                bits += _sint_width(lo + b, hi + b)
-    return AdderGraph(n_add if share else naive, naive, depth, bits, plan if share else None)
-
-
 def hw_model(g: Graph, levels_per_stage: int, target_ii: int | None = None) -> list[LayerHw]:
     """Per layer: adders (all pixel lanes), register stages, beats per image, parallelism."""
     infos = annotate(g)
@@ -612,23 +534,7 @@ def hw_model(g: Graph, levels_per_stage: int, target_ii: int | None = None) -> l
         p_in, p_out = par[srcs[0]], par[layer.name]
         oc, oh, ow = info.out_shape
         beats = dict(beats_in=h * w // p_in, beats_out=oh * ow // p_out, parallelism=p_out)
-        if isinstance(layer, (Conv2d, Linear)):
-            lo, hi = info.in_bounds
-            if isinstance(layer, Conv2d) and layer.padded:  # padding feeds zeros into the windows
-                lo, hi = min(lo, 0), max(hi, 0)
-            ag = shared_adder_graph(layer.q.codes, layer.bias_int, isinstance(layer, Conv2d) and layer.depthwise,
-                                    in_bounds=(lo, hi), terms=layer.q.terms)
-            stages = max(1, math.ceil(ag.depth / levels_per_stage))
-            hw.append(LayerHw(layer.name, "conv2d" if isinstance(layer, Conv2d) else "linear",
-                              width_for(*info.out_bounds)[0], ag.adders * p_out, stages, **beats,
-                              adders_unshared=ag.unshared * p_out, adder_bits=ag.adder_bits * p_out))
-        elif isinstance(layer, Requant):
-            # the rounding constant 2**(s-1) costs one adder per lane when shifting right
-            hw.append(LayerHw(layer.name, "requant", None, c * p_in if info.shift > 0 else 0, 0, **beats))
-        elif isinstance(layer, SumPool):  # per channel: the beat's pixels plus the accumulator
-            hw.append(LayerHw(layer.name, "sum_pool", width_for(*info.out_bounds)[0], c * p_in, 1, **beats))
-        elif isinstance(layer, Add):  # the sum, plus the rounding constant when shifting right
-            hw.append(LayerHw(layer.name, "add", None, c * p_in * (2 if info.shift > 0 else 1), 0, **beats))
+        hw.append(op_of(layer).hw(layer, info, p_in, p_out, levels_per_stage, beats))
     return hw
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 import numpy as np
 
 from hashiflex.ir import Add, Conv2d, Graph, Input, Linear, Po2Weights, Requant, SumPool, TensorType
+from hashiflex.ops import MaxPool2d
 from hashiflex.passes import annotate
 
 
 def random_graph(seed: int, max_c: int = 4, max_hw: int = 7, convs: int | None = None, head: bool | None = None,
-                 name: str = "rand", dag: bool = False, max_terms: int = 1, asym_pad: bool = False) -> Graph:
+                 name: str = "rand", dag: bool = False, max_terms: int = 1, asym_pad: bool = False,
+                 max_pool: bool = False) -> Graph:
     """A random quantized chain: conv -> requant (x convs) [-> sum_pool -> linear].
 
     ``max_terms`` > 1: each conv/linear layer gets 1 to ``max_terms`` signed powers of two per weight (drawn from
@@ -19,10 +21,14 @@ def random_graph(seed: int, max_c: int = 4, max_hw: int = 7, convs: int | None =
 
     ``asym_pad``: each conv gets its own padding per side (top, bottom, left, right), as TF 'SAME' and ZeroPad2d
     give (a shape-preserving conv keeps k-1 in all per axis), drawn from a third stream.
+
+    ``max_pool``: after each conv block a max pool (kernel 1-3, stride 1-2, padding per side below the kernel)
+    follows with probability 0.7, drawn from a fourth stream.
     """
     rng = np.random.default_rng(seed)
     trng = np.random.default_rng([seed, 1])
     prng = np.random.default_rng([seed, 2])
+    mrng = np.random.default_rng([seed, 3])
 
     def weights(codes, e_min, bits):
         k = int(trng.integers(1, max_terms + 1))
@@ -88,6 +94,18 @@ def random_graph(seed: int, max_c: int = 4, max_hw: int = 7, convs: int | None =
             else:
                 g.layers.append(Add(f"add{i}", skip=block_in, out=t))
             exp = add_exp
+        if max_pool and mrng.random() < 0.7:
+            k = int(mrng.integers(1, 4))
+            pool = None
+            for _ in range(20):
+                pads = tuple(int(v) for v in mrng.integers(0, k, size=4))
+                cand = MaxPool2d(f"pool{i}", k, int(mrng.integers(1, 3)), pads)
+                if cand.fits(h, w):
+                    pool = cand
+                    break
+            if pool is not None:
+                g.layers.append(pool)
+                h, w = pool.out_hw(h, w)
     if head if head is not None else rng.integers(0, 2):
         g.layers.append(SumPool("pool"))
         classes = int(rng.integers(2, 6))

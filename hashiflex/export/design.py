@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import adders
-from ..ir import Add, Conv2d, Graph, Input, Linear, Po2Weights, Requant, SumPool, TensorType
+from ..ir import Graph, Input, IRError, TensorType
+from ..ops import op_named, op_of
 from ..numfmt import int_range, width_for
 from ..passes import annotate, choose_parallelism, initiation_interval
 
@@ -58,25 +58,9 @@ def design_from_graph(g: Graph, levels_per_stage: int = DEFAULT_LEVELS_PER_STAGE
         d = {"name": layer.name, "src": srcs[0], "in_shape": list(info.in_shape), "out_shape": list(info.out_shape),
              "in_bounds": list(info.in_bounds), "out_bounds": list(info.out_bounds),
              "out_width": width, "out_signed": signed, "out_exp": info.out_exp, "parallelism": par[layer.name]}
-        if isinstance(layer, (Conv2d, Linear)):
-            if isinstance(layer, Conv2d):
-                padding = layer.padding if isinstance(layer.padding, int) else list(layer.pads)
-                d.update(op="conv2d", kernel=layer.kernel, stride=layer.stride, padding=padding, groups=layer.groups)
-            else:
-                d.update(op="linear")
-            d["weights"] = {"bits": layer.q.bits, "e_min": layer.q.e_min, "terms": layer.q.terms,
-                            "shape": list(layer.q.shape), "codes": _ints(layer.q.codes)}
-            d["bias"] = _ints(layer.bias_int)
-            d["adders"] = adders.to_json(adders.plan_codes(layer.q.codes, layer.q.terms,
-                                                           isinstance(layer, Conv2d) and layer.depthwise))
-        elif isinstance(layer, Requant):
-            d.update(op="requant", shift=info.shift, act=layer.act, bits=layer.out.bits, signed=layer.out.signed,
-                     clamp=list(layer.clamp()))
-        elif isinstance(layer, Add):
-            d.update(op="add", skip=srcs[1], shift=info.shift, acc_exp=info.acc_exp, bits=layer.out.bits,
-                     signed=layer.out.signed, clamp=list(layer.clamp()))
-        elif isinstance(layer, SumPool):
-            d.update(op="sum_pool")
+        op = op_of(layer)
+        d["op"] = op.op
+        d.update(op.to_json(layer, info, srcs))
         layers.append(d)
     last = infos[-1]
     w, s = width_for(*last.out_bounds)
@@ -124,45 +108,10 @@ def graph_from_design(d: dict) -> Graph:
     g = Graph(d["name"], Input(c, h, w, TensorType(i["bits"], i["signed"], i["exp"])), [])
     for k, l in enumerate(d["layers"]):
         where = f"design.layers[{k}]"
-        if l["op"] in ("conv2d", "linear"):
-            wq = l["weights"]
-            codes = np.asarray(wq["codes"], dtype=np.int64)
-            shape, terms = tuple(wq["shape"]), wq["terms"]
-            if codes.size != terms * int(np.prod(shape)):
-                raise DesignValidationError(f"{where}.weights.codes: expected {terms * int(np.prod(shape))} entries "
-                                            f"({terms} term{'s' * (terms > 1)} of shape {list(shape)}), "
-                                            f"found {codes.size}")
-            limit = (1 << (wq["bits"] - 1)) - 1
-            bad = np.flatnonzero(np.abs(codes) > limit)
-            if bad.size:
-                raise DesignValidationError(f"{where}.weights.codes[{int(bad[0])}]: expected a code in [-{limit}, "
-                                            f"{limit}] for {wq['bits']}-bit weights, found {int(codes[bad[0]])}"
-                                            + (f" ({bad.size} codes out of range)" if bad.size > 1 else ""))
-            codes = codes.reshape((terms,) + shape if terms > 1 else shape)
-            bias = np.asarray(l["bias"], dtype=np.int64)
-            if bias.shape != (shape[0],):
-                raise DesignValidationError(f"{where}.bias: expected {shape[0]} entries, found {bias.size}")
-            q = Po2Weights(codes, wq["e_min"], wq["bits"], terms)
-            zeros = np.zeros(shape)
-            if l["op"] == "conv2d":
-                if len(shape) != 4 or shape[2] != shape[3] or shape[2] != l["kernel"]:
-                    raise DesignValidationError(f"{where}.weights.shape: expected [out, in/groups, {l['kernel']}, "
-                                                f"{l['kernel']}], found {list(shape)}")
-                layer = Conv2d(l["name"], zeros, np.zeros(shape[0]), l["stride"], l["padding"], q, bias,
-                               groups=l["groups"], src=l["src"])
-            else:
-                if len(shape) != 2:
-                    raise DesignValidationError(f"{where}.weights.shape: expected [out, in], found {list(shape)}")
-                layer = Linear(l["name"], zeros, np.zeros(shape[0]), q, bias, src=l["src"])
-        elif l["op"] == "requant":
-            layer = Requant(l["name"], l["act"], TensorType(l["bits"], l["signed"], l["out_exp"]), src=l["src"])
-        elif l["op"] == "add":
-            layer = Add(l["name"], l["skip"], TensorType(l["bits"], l["signed"], l["out_exp"]), src=l["src"])
-        elif l["op"] == "sum_pool":
-            layer = SumPool(l["name"], src=l["src"])
-        else:
-            raise DesignValidationError(f"{where}.op: expected one of 'conv2d', 'linear', 'requant', 'sum_pool', "
-                                        f"'add', found {l['op']!r}")
+        try:
+            layer = op_named(l["op"], f"{where}.op").from_json(l, where)
+        except IRError as e:
+            raise DesignValidationError(str(e)) from e
         g.layers.append(layer)
     return g
 

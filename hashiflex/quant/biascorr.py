@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from ..ir import Conv2d, Graph, IRError, Linear
-from .fakequant import FakeQuantNet, conv2d_torch
+from ..ops.conv2d import conv2d_torch
+from .fakequant import FakeQuantNet
 
 
 @torch.no_grad()

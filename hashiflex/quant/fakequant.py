@@ -11,40 +11,16 @@ from dataclasses import replace
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from ..ir import Add, Conv2d, Graph, IRError, Linear, Requant, SumPool
+from ..ir import Graph, IRError
+from ..ops import op_of
+from ..ops.base import requant_value, round_half_up_ste
 from .po2 import po2_fake_quant_torch, po2_terms_fake_quant_torch
-
-
-def pad_torch(x: torch.Tensor, layer: Conv2d) -> torch.Tensor:
-    """``x`` with ``layer``'s zero padding (top, bottom, left, right; possibly asymmetric, TF 'SAME') applied."""
-    t, bot, l, r = layer.pads
-    return F.pad(x, (l, r, t, bot))
-
-
-def conv2d_torch(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, layer: Conv2d) -> torch.Tensor:
-    """``layer``'s convolution in torch, its zero padding (possibly asymmetric, TF 'SAME') included."""
-    if isinstance(layer.padding, int):
-        return F.conv2d(x, w, b, stride=layer.stride, padding=layer.padding, groups=layer.groups)
-    return F.conv2d(pad_torch(x, layer), w, b, stride=layer.stride, groups=layer.groups)
-
-
-def _ste(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    return x + (q - x).detach()
-
-
-def round_half_up_ste(x: torch.Tensor) -> torch.Tensor:
-    return _ste(x, torch.floor(x + 0.5))
 
 
 def _requant_value(layer, x: torch.Tensor) -> torch.Tensor:
     """Requantize a value-domain tensor to ``layer.out`` (round half up, clamp), straight-through."""
-    if layer.out is None:
-        raise IRError(f"layer {layer.name!r}: field 'out': calibrate before quantized forward")
-    lo, hi = layer.clamp()
-    scale = 2.0 ** layer.out.exp
-    return torch.clamp(round_half_up_ste(x / scale), lo, hi) * scale
+    return requant_value(layer, x)
 
 
 class FakeQuantNet(nn.Module):
@@ -66,7 +42,7 @@ class FakeQuantNet(nn.Module):
         exps = {"input": g.input.type.exp}
         for layer, srcs in zip(g.layers, g.sources()):
             exp = exps[srcs[0]]
-            if isinstance(layer, (Conv2d, Linear)):
+            if op_of(layer).weighted:
                 if layer.q is not None:
                     self.wbits[layer.name] = layer.q.bits
                     self.e_min[layer.name] = layer.q.e_min
@@ -84,7 +60,7 @@ class FakeQuantNet(nn.Module):
                     w, b = layer.weight, layer.bias
                 self.params[f"{layer.name}__w".replace(".", "_")] = nn.Parameter(torch.tensor(w, dtype=torch.float64))
                 self.params[f"{layer.name}__b".replace(".", "_")] = nn.Parameter(torch.tensor(b, dtype=torch.float64))
-            elif isinstance(layer, (Requant, Add)) and layer.out is not None:
+            elif op_of(layer).calibrated and layer.out is not None:
                 exp = layer.out.exp
             exps[layer.name] = exp
         self.masks: dict[str, torch.Tensor] = {}  # pruning masks (1 keeps a weight), set by the trainer
@@ -95,46 +71,29 @@ class FakeQuantNet(nn.Module):
         key = layer.name.replace(".", "_")
         return self.params[f"{key}__w"], self.params[f"{key}__b"]
 
+    def layer_weights(self, layer, exp: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """A weighted layer's weights and bias as this pass uses them (masked; Po2-quantized with the bias on the
+        accumulator scale when quantizing), and the accumulator's exponent given the input's ``exp``."""
+        w, b = self._wb(layer)
+        if layer.name in self.masks:
+            w = w * self.masks[layer.name]
+        if self.quantize:
+            k = self.terms.get(layer.name, 1)
+            if k == 1:
+                w, e_min = po2_fake_quant_torch(w, self.wbits[layer.name], self.e_min.get(layer.name))
+            else:
+                w, e_min = po2_terms_fake_quant_torch(w, self.wbits[layer.name], k, self.e_min.get(layer.name))
+            exp = exp + int(e_min.item())
+            scale = 2.0 ** exp
+            b = round_half_up_ste(b / scale) * scale
+        return w, b, exp
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` in the value domain (integer input times 2**input.exp). Returns logits (value domain)."""
         vals = {"input": x}
         exps = {"input": self.graph.input.type.exp}
         for layer, srcs in zip(self.graph.layers, self.graph.sources()):
-            x, exp = vals[srcs[0]], exps[srcs[0]]
-            if isinstance(layer, (Conv2d, Linear)):
-                w, b = self._wb(layer)
-                if layer.name in self.masks:
-                    w = w * self.masks[layer.name]
-                if self.quantize:
-                    k = self.terms.get(layer.name, 1)
-                    if k == 1:
-                        w, e_min = po2_fake_quant_torch(w, self.wbits[layer.name], self.e_min.get(layer.name))
-                    else:
-                        w, e_min = po2_terms_fake_quant_torch(w, self.wbits[layer.name], k, self.e_min.get(layer.name))
-                    exp = exp + int(e_min.item())
-                    scale = 2.0 ** exp
-                    b = round_half_up_ste(b / scale) * scale
-                if isinstance(layer, Conv2d):
-                    x = conv2d_torch(x, w, b, layer)
-                else:
-                    x = F.linear(x.flatten(1), w, b)
-            elif isinstance(layer, Requant):
-                if self.quantize:
-                    x, exp = _requant_value(layer, x), layer.out.exp
-                else:
-                    x = torch.clamp(x, min=0.0, max=6.0) if layer.act == "relu6" else (
-                        torch.relu(x) if layer.act == "relu" else x)
-                if self.record:
-                    self.recorded[layer.name] = x.detach()
-            elif isinstance(layer, Add):
-                # value domain: aligning both operands to the finer scale is exact, so this is a plain sum
-                x = x + vals[srcs[1]]
-                if self.quantize:
-                    x, exp = _requant_value(layer, x), layer.out.exp
-                if self.record:
-                    self.recorded[layer.name] = x.detach()
-            elif isinstance(layer, SumPool):
-                x = x.sum(dim=(2, 3))
+            x, exp = op_of(layer).fake(layer, [vals[s] for s in srcs], [exps[s] for s in srcs], self)
             vals[layer.name], exps[layer.name] = x, exp
         keep = getattr(self, "keep", None)
         if keep is not None:  # every tensor of this pass by layer name (bias correction reads layer inputs)
@@ -146,7 +105,7 @@ class FakeQuantNet(nn.Module):
         """The float graph with this module's current (latent float) weights, for re-quantization."""
         g = self.graph.copy()
         for i, layer in enumerate(g.layers):
-            if isinstance(layer, (Conv2d, Linear)):
+            if op_of(layer).weighted:
                 w, b = self._wb(layer)
                 g.layers[i] = replace(layer, weight=w.detach().double().cpu().numpy().copy(),
                                       bias=b.detach().double().cpu().numpy().copy(), q=None, bias_int=None)

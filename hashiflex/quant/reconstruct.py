@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from ..ir import Conv2d, Graph, IRError, Linear
-from .fakequant import FakeQuantNet, pad_torch
+from ..ops.conv2d import pad_torch
+from .fakequant import FakeQuantNet
 from .po2 import po2_fake_quant_torch, po2_terms_fake_quant_torch, quantize_po2_at, quantize_po2_terms
 
 DAMP = 0.01

@@ -11,7 +11,8 @@ from hashiflex import ref
 from hashiflex.ir import Conv2d, Input, IRError, Linear, TensorType
 from hashiflex.models import DigitsCNN
 from hashiflex.passes import calibrate_activations, import_torch, quantize_weights
-from hashiflex.quant.fakequant import activation_ranges, conv2d_torch, fake_quant_int_outputs
+from hashiflex.ops.conv2d import conv2d_torch
+from hashiflex.quant.fakequant import activation_ranges, fake_quant_int_outputs
 from hashiflex.quant.po2 import po2_fake_quant_torch, po2_terms_fake_quant_torch, quantize_po2, terms_range
 from hashiflex.quant.reconstruct import (_patches, _rounder, codes_of, hessians, reconstruct, reconstruct_layer,
                                          round_columns)

@@ -1,5 +1,8 @@
 package hashiflex
 
+import chisel3.{UInt, Vec}
+import chisel3.util.DecoupledIO
+
 import scala.util.{Failure, Success, Try}
 
 /** design.json, read and validated. Every error names the field (a JSON path) and what was expected.
@@ -67,8 +70,11 @@ final case class InputSpec(shape: Shape, fmt: NumFmt, exp: Int, par: Int) {
 
 /** Fields every layer has. `par` is the pixels per stream beat of the layer's output (its pixel parallelism,
   * chosen by Python for the target II); `inPar` is that of the stream it reads (`src`).
+  *
+  * One layer type is one spec class: how it is read (its `parse`, dispatched by op name in [[Design]]), checked
+  * and counted (`plan`), and built (`build`); the abstract methods make a new type define all of them.
   */
-sealed trait LayerSpec {
+trait LayerSpec {
   def c: Common
   def op: String
   def name: String = c.name
@@ -84,6 +90,16 @@ sealed trait LayerSpec {
   /** Stream beats per image on the input and the output. */
   def beatsIn: Int = inShape.pixels / inPar
   def beatsOut: Int = outShape.pixels / par
+  /** Tensors it reads: `src` first (a residual add also reads its skip operand). */
+  def reads: Seq[String] = Seq(src)
+  /** Whether its output is a vector (one pixel per image), given whether its input is. */
+  def vectorOut(inVector: Boolean): Boolean = inVector
+  /** Check the derived fields against the generator's own arithmetic; the figures for hw_params.json. */
+  def plan(ctx: PlanCtx): LayerHw
+  /** Pixels it holds in flight (line-buffer rows plus pipeline stages): sizes residual FIFOs. */
+  def capacityPixels(stages: Int): Int = stages * par
+  /** Its hardware, reading stream `x` (from `src`). */
+  def build(ctx: BuildCtx, x: DecoupledIO[Vec[UInt]]): DecoupledIO[Vec[UInt]]
 }
 
 /** What every layer record carries, read once. */
@@ -104,6 +120,27 @@ final case class Padding(top: Int, bottom: Int, left: Int, right: Int) {
 
 object Padding {
   def all(p: Int): Padding = Padding(p, p, p, p)
+  /** A `padding` field: one integer for every side, or [top, bottom, left, right]. */
+  private[hashiflex] def parse(c: Cursor): Padding = c.v match {
+    case _: ujson.Arr => val a = c.arrOf(4).map(_.intIn(0, 7)); Padding(a(0), a(1), a(2), a(3))
+    case _            => all(c.intIn(0, 7))
+  }
+}
+
+/** What a layer reads: an earlier layer's output or the design input. */
+final case class TensorInfo(shape: Shape, bounds: Bounds, fmt: NumFmt, exp: Int, par: Int, vector: Boolean)
+
+/** A layer record being read: its cursor, the common fields already checked, and the tensor it reads; the checks
+  * every parser uses, each naming the field. */
+private[hashiflex] final class LayerParse(val l: Cursor, val common: Common, val input: TensorInfo, val opPath: String) {
+  def src: String = common.src
+  def expectShape(s: Shape): Unit =
+    if (s != common.outShape) throw DesignError(s"${l.path}.out_shape: expected $s, found ${common.outShape}")
+  def expectExp(e: Int, why: String): Unit =
+    if (common.outExp != e) throw DesignError(s"${l.path}.out_exp: expected $e ($why), found ${common.outExp}")
+  def expectBoundsKept(): Unit =
+    if (common.outBounds != input.bounds)
+      throw DesignError(s"${l.path}.out_bounds: expected ${input.bounds} (the in_bounds), found ${common.outBounds}")
 }
 
 /** A layer's adder graph for one pixel lane as design.json plans it (hashiflex.adders): sum j is node nIn + j =
@@ -119,24 +156,76 @@ final case class Conv2dSpec(c: Common, kernel: Int, stride: Int, padding: Paddin
   def depthwise: Boolean = groups > 1
   /** A 1x1, stride 1, unpadded conv maps pixels one to one: no line buffer. */
   def pointwise: Boolean = kernel == 1 && stride == 1 && !padding.any
+  def plan(ctx: PlanCtx): LayerHw = {
+    val (win, pe) = Conv2dLayer.params(this, ctx.fmt, ctx.levels)
+    ctx.expectBounds(pe.value, "from the weights, bias and in_bounds")
+    ctx.hw(pe.adders, pe.schedule.stages, pe.registerBits,
+      lineBuf = win.map(w => w.rows * w.width * w.channels * w.bits).getOrElse(0), unshared = pe.addersUnshared,
+      bits = pe.adderBits)
+  }
+  override def capacityPixels(stages: Int): Int = if (pointwise) stages * par else inShape.w * (kernel + stride) + stages * par
+  def build(ctx: BuildCtx, x: DecoupledIO[Vec[UInt]]): DecoupledIO[Vec[UInt]] = Conv2dLayer(this, ctx.fmt, ctx.levels, x, ctx.windows)
 }
 
 final case class LinearSpec(c: Common, weights: Po2Weights, bias: IndexedSeq[BigInt], adders: Option[AdderPlanSpec]) extends LayerSpec {
   val op = "linear"
+  override def vectorOut(inVector: Boolean): Boolean = true
+  def plan(ctx: PlanCtx): LayerHw = {
+    val pe = LinearLayer.params(this, ctx.fmt, ctx.levels)
+    ctx.expectBounds(pe.value, "from the weights, bias and in_bounds")
+    ctx.hw(pe.adders, pe.schedule.stages, pe.registerBits, unshared = pe.addersUnshared, bits = pe.adderBits)
+  }
+  def build(ctx: BuildCtx, x: DecoupledIO[Vec[UInt]]): DecoupledIO[Vec[UInt]] =
+    ShiftAddLayer(LinearLayer.params(this, ctx.fmt, ctx.levels), x)
 }
 
 final case class RequantSpec(c: Common, shift: Int, clamp: Bounds) extends LayerSpec {
   val op = "requant"
+  def plan(ctx: PlanCtx): LayerHw = {
+    ctx.expectBounds(ctx.requantized(inBounds, shift, clamp), "in_bounds shifted and clamped")
+    ctx.hw(if (shift > 0) ctx.lanes else 0, 0)
+  }
+  def build(ctx: BuildCtx, x: DecoupledIO[Vec[UInt]]): DecoupledIO[Vec[UInt]] = Requant(this, ctx.fmt, x)
 }
 
 final case class SumPoolSpec(c: Common) extends LayerSpec {
   val op = "sum_pool"
+  override def vectorOut(inVector: Boolean): Boolean = true
+  def plan(ctx: PlanCtx): LayerHw = {
+    val n = inShape.pixels
+    ctx.expectBounds(Bounds(inBounds.lo * n, inBounds.hi * n), s"in_bounds times $n pixels")
+    ctx.hw(inShape.c * inPar, 1, inShape.c * (2 * outFmt.width + 1))
+  }
+  def build(ctx: BuildCtx, x: DecoupledIO[Vec[UInt]]): DecoupledIO[Vec[UInt]] = SumPool(this, ctx.fmt, x)
 }
 
 /** Residual add: src << (exp(src) - accExp) + skip << (exp(skip) - accExp), then requantized by `shift`. */
 final case class AddSpec(c: Common, skip: String, skipBounds: Bounds, srcShift: Int, skipShift: Int, accExp: Int,
                          shift: Int, clamp: Bounds) extends LayerSpec {
   val op = "add"
+  override def reads: Seq[String] = Seq(src, skip)
+  def plan(ctx: PlanCtx): LayerHw = {
+    val sum = (inBounds << srcShift) + (skipBounds << skipShift)
+    ctx.expectBounds(ctx.requantized(sum, shift, clamp), "the aligned sum of both operands, shifted and clamped")
+    // The operands meet where their src chains meet (the fork). The shorter path waits in a FIFO that
+    // holds what the longer one can hold beyond it (line-buffer rows + pipeline stages), so the join
+    // never deadlocks and never stalls the stream. Either operand may be the shortcut.
+    def chain(n: String): List[String] =
+      Iterator.iterate(n)(x => if (x == "input") null else ctx.d.layer(x).src).takeWhile(_ != null).toList
+    val (ca, cb) = (chain(src), chain(skip))
+    val fork = ca.find(cb.toSet).getOrElse("input")
+    def held(c: List[String]): Int =
+      c.takeWhile(_ != fork).map(n => ctx.d.layer(n).capacityPixels(ctx.done(n).stages)).sum
+    val (pa, pb) = (held(ca), held(cb))
+    def depth(pixels: Int) = (pixels + par - 1) / par + 2
+    // equal paths still get a small FIFO: it cuts the combinational ready/valid loop through the fork
+    val fifos = if (pa < pb) (depth(pb - pa), 0) else (0, depth(pa - pb))
+    ctx.hw(ctx.lanes * (if (shift > 0) 2 else 1), 0, fifos = fifos)
+  }
+  def build(ctx: BuildCtx, x: DecoupledIO[Vec[UInt]]): DecoupledIO[Vec[UInt]] = {
+    def buffered(v: DecoupledIO[Vec[UInt]], depth: Int) = if (depth > 0) chisel3.util.Queue(v, depth) else v
+    ResidualAdd(this, buffered(x, ctx.hw.fifos._1), ctx.fmt, buffered(ctx.take(skip), ctx.hw.fifos._2), ctx.d.fmtOf(skip))
+  }
 }
 
 /** `npu`: the programmable head the backbone's last vector feeds (None: fully hardened; the last layer's stream is
@@ -151,16 +240,13 @@ final case class DesignSpec(name: String, input: InputSpec, levelsPerStage: Int,
   def layer(name: String): LayerSpec = byName(name)
   /** Names of the layers (and "input") each tensor feeds, in layer order; the last layer also feeds the output. */
   def consumers: Map[String, Int] = {
-    val refs = layers.flatMap {
-      case a: AddSpec => Seq(a.src, a.skip)
-      case l          => Seq(l.src)
-    } :+ layers.last.name
+    val refs = layers.flatMap(_.reads) :+ layers.last.name
     refs.groupBy(identity).view.mapValues(_.size).toMap
   }
 }
 
 /** A JSON value with the path it was found at, for error messages. */
-private final class Cursor(val v: ujson.Value, val path: String) {
+private[hashiflex] final class Cursor(val v: ujson.Value, val path: String) {
   private def fail(expected: String): Nothing =
     throw DesignError(s"$path: expected $expected, found ${Cursor.show(v)}")
   def field(name: String): Cursor = v match {
@@ -200,7 +286,7 @@ private final class Cursor(val v: ujson.Value, val path: String) {
   }
 }
 
-private object Cursor {
+private[hashiflex] object Cursor {
   def show(v: ujson.Value): String = {
     val s = v.render()
     if (s.length > 60) s.take(57) + "..." else s
@@ -228,8 +314,6 @@ object Design {
     fromJson(new Cursor(json, "design"), base)
   }
 
-  /** What a layer reads: an earlier layer's output or the design input. */
-  private final case class Tensor(shape: Shape, bounds: Bounds, fmt: NumFmt, exp: Int, par: Int, vector: Boolean)
 
   private def fromJson(d: Cursor, base: os.Path): DesignSpec = {
     val format = d.field("format")
@@ -251,13 +335,13 @@ object Design {
     val ls = d.field("layers").arr
     if (ls.isEmpty) throw DesignError("design.layers: expected at least one layer, found none")
     val tensors = scala.collection.mutable.LinkedHashMap(
-      "input" -> Tensor(input.shape, input.bounds, input.fmt, input.exp, input.par, vector = false))
+      "input" -> TensorInfo(input.shape, input.bounds, input.fmt, input.exp, input.par, vector = false))
     val layers = ls.map { l =>
       val spec = layer(l, tensors, base)
       if (tensors.contains(spec.name))
         throw DesignError(s"${l.path}.name: layer name \"${spec.name}\" is used twice")
-      tensors(spec.name) = Tensor(spec.outShape, spec.outBounds, spec.outFmt, spec.outExp, spec.par,
-        tensors(spec.src).vector || spec.isInstanceOf[SumPoolSpec] || spec.isInstanceOf[LinearSpec])
+      tensors(spec.name) = TensorInfo(spec.outShape, spec.outBounds, spec.outFmt, spec.outExp, spec.par,
+        spec.vectorOut(tensors(spec.src).vector))
       spec
     }
     val npu = if (d.has("npu")) Some(npuSpec(d.field("npu"), layers.last)) else None
@@ -309,7 +393,10 @@ object Design {
     spec
   }
 
-  private def layer(l: Cursor, tensors: collection.Map[String, Tensor], base: os.Path): LayerSpec = {
+  /** The layer types design.json may name, each read by its own parser (the spec classes). */
+  val Ops: Seq[String] = Seq("conv2d", "linear", "requant", "sum_pool", "add", "max_pool2d")
+
+  private def layer(l: Cursor, tensors: collection.Map[String, TensorInfo], base: os.Path): LayerSpec = {
     val name = l.field("name").str
     val op = l.field("op")
     val srcC = l.field("src")
@@ -345,11 +432,7 @@ object Design {
       case "conv2d" =>
         val k = l.field("kernel").intIn(1, 15)
         val s = l.field("stride").intIn(1, 8)
-        val padC = l.field("padding")
-        val p = padC.v match {
-          case _: ujson.Arr => val a = padC.arrOf(4).map(_.intIn(0, 7)); Padding(a(0), a(1), a(2), a(3))
-          case _            => Padding.all(padC.intIn(0, 7))
-        }
+        val p = Padding.parse(l.field("padding"))
         val groupsC = l.field("groups")
         val groups = groupsC.int
         if (t.vector) throw DesignError(s"${op.path}: a conv2d needs a feature map, but \"$src\" is a vector")
@@ -408,8 +491,10 @@ object Design {
         if (shift.int != common.outExp - acc)
           throw DesignError(s"${shift.path}: expected ${common.outExp - acc} (out_exp - acc_exp), found ${shift.int}")
         AddSpec(common, skip, u.bounds, t.exp - acc, u.exp - acc, acc, shift.int, l.field("clamp").bounds)
+      case "max_pool2d" =>
+        MaxPoolSpec.parse(new LayerParse(l, common, t, op.path))
       case other =>
-        throw DesignError(s"${op.path}: expected one of \"conv2d\", \"linear\", \"requant\", \"sum_pool\", \"add\", found \"$other\"")
+        throw DesignError(s"${op.path}: expected one of ${Ops.map(o => s"\"$o\"").mkString(", ")}, found \"$other\"")
     }
   }
 

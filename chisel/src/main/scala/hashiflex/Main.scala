@@ -84,8 +84,7 @@ object Main {
   def latencyStages(d: DesignSpec, layers: Seq[LayerHw]): Int = {
     val depth = mutable.Map("input" -> 0)
     for ((l, h) <- d.layers.zip(layers)) {
-      val srcs = l match { case a: AddSpec => Seq(a.src, a.skip); case _ => Seq(l.src) }
-      depth(l.name) = srcs.map(depth).max + h.stages
+      depth(l.name) = l.reads.map(depth).max + h.stages
     }
     depth(d.layers.last.name)
   }
@@ -119,6 +118,7 @@ object Main {
     "latency_stages" -> latencyStages(d, layers),
     "adders" -> layers.map(_.adders).sum,
     "adders_unshared" -> layers.map(_.unshared).sum,
+    "comparators" -> layers.map(_.comparators).sum,
     "adder_bits" -> layers.map(_.bits).sum,
     "register_bits" -> layers.map(_.registerBits).sum,
     "line_buffer_bits" -> layers.map(_.lineBufferBits).sum,
@@ -126,7 +126,7 @@ object Main {
     "out_width" -> d.layers.last.outFmt.width,
     "out_signed" -> d.layers.last.outFmt.signed,
     "layers" -> ujson.Arr.from(layers.map(l => ujson.Obj(
-      "name" -> l.name, "op" -> l.op, "out_width" -> l.outWidth, "adders" -> l.adders, "adders_unshared" -> l.unshared, "adder_bits" -> l.bits, "stages" -> l.stages,
+      "name" -> l.name, "op" -> l.op, "out_width" -> l.outWidth, "adders" -> l.adders, "adders_unshared" -> l.unshared, "adder_bits" -> l.bits, "comparators" -> l.comparators, "stages" -> l.stages,
       "beats_in" -> l.beatsIn, "beats_out" -> l.beatsOut, "parallelism" -> l.parallelism,
       "register_bits" -> l.registerBits, "line_buffer_bits" -> l.lineBufferBits,
       "fifo_depth" -> ujson.Obj("src" -> l.fifos._1, "skip" -> l.fifos._2))))

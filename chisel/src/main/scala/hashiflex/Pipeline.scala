@@ -31,82 +31,46 @@ class Pipeline(val d: DesignSpec) extends Module {
   produce("input", in)
   for ((layer, h) <- d.layers.zip(hw)) {
     val x = take(layer.src)
-    val fmt = d.fmtOf(layer.src)
-    val y = chisel3.experimental.noPrefix { layer match { // instances are named after their layers
-      case s: Conv2dSpec  => Conv2dLayer(s, fmt, d.levelsPerStage, x, windows)
-      case s: LinearSpec  => ShiftAddLayer(LinearLayer.params(s, fmt, d.levelsPerStage), x)
-      case s: RequantSpec => Requant(s, fmt, x)
-      case s: SumPoolSpec => SumPool(s, fmt, x)
-      case s: AddSpec     =>
-        def buffered(v: DecoupledIO[Vec[UInt]], depth: Int) = if (depth > 0) Queue(v, depth) else v
-        ResidualAdd(s, buffered(x, h.fifos._1), fmt, buffered(take(s.skip), h.fifos._2), d.fmtOf(s.skip))
-    }}
+    val ctx = new BuildCtx(d, layer, h, windows, take)
+    val y = chisel3.experimental.noPrefix(layer.build(ctx, x)) // instances are named after their layers
     produce(layer.name, y)
   }
   out <> take(last.name)
 }
 
-object Pipeline {
-  /** Pixels a layer can hold in flight (line buffer rows plus pipeline registers); sizes residual FIFOs. */
-  private def capacityPixels(l: LayerSpec, stages: Int): Int = l match {
-    case s: Conv2dSpec if !s.pointwise => s.inShape.w * (s.kernel + s.stride) + stages * s.par
-    case s: LayerSpec                  => stages * s.par
-  }
+/** What a layer's `plan` sees: the design, the figures of the layers before it, and the checks it reports with. */
+final class PlanCtx(val d: DesignSpec, val layer: LayerSpec, index: Int, val done: collection.Map[String, LayerHw]) {
+  val fmt: NumFmt = d.fmtOf(layer.src)
+  def levels: Int = d.levelsPerStage
+  /** Lanes of a pixel-for-pixel layer: every channel of every pixel of a beat. */
+  def lanes: Int = layer.inShape.c * layer.par
+  def expectBounds(b: Bounds, why: String): Unit =
+    if (b != layer.outBounds)
+      throw DesignError(s"design.layers[$index].out_bounds: expected $b ($why), found ${layer.outBounds} (layer \"${layer.name}\")")
+  def requantized(b: Bounds, s: Int, c: Bounds): Bounds =
+    Bounds(Requantize.reference(b.lo, s, c), Requantize.reference(b.hi, s, c))
+  def hw(adders: Int, stages: Int, regs: Int = 0, fifos: (Int, Int) = (0, 0), lineBuf: Int = 0, unshared: Int = -1,
+         bits: Int = -1, comparators: Int = 0): LayerHw =
+    LayerHw(layer.name, layer.op, layer.outFmt.width, adders, stages, layer.beatsIn, layer.beatsOut, layer.par, regs,
+      fifos, lineBuf, unshared, bits, comparators)
+}
 
+/** What a layer's `build` sees: the design, its planned figures, the shared line-buffer Definitions, and the
+  * streams of other tensors it reads (`take`). */
+final class BuildCtx(val d: DesignSpec, val layer: LayerSpec, val hw: LayerHw,
+                     val windows: mutable.Map[WindowParams, Definition[WindowGen]],
+                     val take: String => DecoupledIO[Vec[UInt]]) {
+  val fmt: NumFmt = d.fmtOf(layer.src)
+  def levels: Int = d.levelsPerStage
+}
+
+object Pipeline {
   /** Check each layer's derived fields against what the generator computes, and return the per-layer figures
     * for hw_params.json. Pure Scala: nothing is elaborated.
     */
   def plan(d: DesignSpec): Seq[LayerHw] = {
     val done = mutable.LinkedHashMap.empty[String, LayerHw]
-    d.layers.zipWithIndex.foreach { case (layer, i) =>
-      val fmt = d.fmtOf(layer.src)
-      val where = s"design.layers[$i]"
-      def expectBounds(b: Bounds, why: String): Unit =
-        if (b != layer.outBounds)
-          throw DesignError(s"$where.out_bounds: expected $b ($why), found ${layer.outBounds} (layer \"${layer.name}\")")
-      def rq(b: Bounds, s: Int, c: Bounds) = Bounds(Requantize.reference(b.lo, s, c), Requantize.reference(b.hi, s, c))
-      def hw(adders: Int, stages: Int, regs: Int = 0, fifos: (Int, Int) = (0, 0), lineBuf: Int = 0,
-             unshared: Int = -1, bits: Int = -1) =
-        LayerHw(layer.name, layer.op, layer.outFmt.width, adders, stages, layer.beatsIn, layer.beatsOut, layer.par,
-          regs, fifos, lineBuf, unshared, bits)
-      val lanes = layer.inShape.c * layer.par
-      done(layer.name) = layer match {
-        case s: Conv2dSpec =>
-          val (win, pe) = Conv2dLayer.params(s, fmt, d.levelsPerStage)
-          expectBounds(pe.value, "from the weights, bias and in_bounds")
-          hw(pe.adders, pe.schedule.stages, pe.registerBits,
-            lineBuf = win.map(w => w.rows * w.width * w.channels * w.bits).getOrElse(0), unshared = pe.addersUnshared,
-            bits = pe.adderBits)
-        case s: LinearSpec =>
-          val pe = LinearLayer.params(s, fmt, d.levelsPerStage)
-          expectBounds(pe.value, "from the weights, bias and in_bounds")
-          hw(pe.adders, pe.schedule.stages, pe.registerBits, unshared = pe.addersUnshared, bits = pe.adderBits)
-        case s: RequantSpec =>
-          expectBounds(rq(s.inBounds, s.shift, s.clamp), "in_bounds shifted and clamped")
-          hw(if (s.shift > 0) lanes else 0, 0)
-        case s: SumPoolSpec =>
-          val n = s.inShape.pixels
-          expectBounds(Bounds(s.inBounds.lo * n, s.inBounds.hi * n), s"in_bounds times $n pixels")
-          hw(s.inShape.c * s.inPar, 1, s.inShape.c * (2 * s.outFmt.width + 1))
-        case s: AddSpec =>
-          val sum = (s.inBounds << s.srcShift) + (s.skipBounds << s.skipShift)
-          expectBounds(rq(sum, s.shift, s.clamp), "the aligned sum of both operands, shifted and clamped")
-          // The operands meet where their src chains meet (the fork). The shorter path waits in a FIFO that
-          // holds what the longer one can hold beyond it (line-buffer rows + pipeline stages), so the join
-          // never deadlocks and never stalls the stream. Either operand may be the shortcut.
-          def chain(n: String): List[String] =
-            Iterator.iterate(n)(x => if (x == "input") null else d.layer(x).src).takeWhile(_ != null).toList
-          val (ca, cb) = (chain(s.src), chain(s.skip))
-          val fork = ca.find(cb.toSet).getOrElse("input")
-          def held(c: List[String]): Int =
-            c.takeWhile(_ != fork).map(n => capacityPixels(d.layer(n), done(n).stages)).sum
-          val (pa, pb) = (held(ca), held(cb))
-          def depth(pixels: Int) = (pixels + s.par - 1) / s.par + 2
-          // equal paths still get a small FIFO: it cuts the combinational ready/valid loop through the fork
-          val fifos = if (pa < pb) (depth(pb - pa), 0) else (0, depth(pa - pb))
-          hw(lanes * (if (s.shift > 0) 2 else 1), 0, fifos = fifos)
-      }
-    }
+    d.layers.zipWithIndex.foreach { case (layer, i) => done(layer.name) = layer.plan(new PlanCtx(d, layer, i, done)) }
     done.values.toSeq
   }
 

@@ -7,7 +7,8 @@ import chisel3.experimental.hierarchy.{instantiable, public, Definition, Instanc
 import scala.collection.mutable
 
 final case class WindowParams(channels: Int, height: Int, width: Int, kernel: Int, stride: Int, padding: Padding,
-                              bits: Int, parIn: Int = 1, parOut: Int = 1) {
+                              bits: Int, parIn: Int = 1, parOut: Int = 1, padValue: BigInt = 0) {
+  require(padValue >= 0 && padValue.bitLength <= bits, s"padValue $padValue must be a raw $bits-bit pattern")
   val outH: Int = padding.outHW(height, width, kernel, stride)._1
   val outW: Int = padding.outHW(height, width, kernel, stride)._2
   private def top = padding.top
@@ -38,7 +39,9 @@ final case class WindowParams(channels: Int, height: Int, width: Int, kernel: In
 @instantiable
 class WindowGen(val p: WindowParams) extends Module {
   override def desiredName: String =
-    s"WindowGen_c${p.channels}_${p.height}x${p.width}_k${p.kernel}s${p.stride}${p.padding.tag}_b${p.bits}_i${p.parIn}o${p.parOut}"
+    s"WindowGen_c${p.channels}_${p.height}x${p.width}_k${p.kernel}s${p.stride}${p.padding.tag}_b${p.bits}_i${p.parIn}o${p.parOut}" +
+      (if (p.padValue != 0) s"_v${p.padValue}" else "")
+  private def padding: UInt = p.padValue.U(p.bits.W) // what the border reads: zeros, or a value below every input
   @public val in = IO(Flipped(Decoupled(Vec(p.parIn * p.channels, UInt(p.bits.W)))))
   @public val out = IO(Decoupled(Vec(p.parOut * p.channels * p.kernel * p.kernel, UInt(p.bits.W))))
 
@@ -87,10 +90,10 @@ class WindowGen(val p: WindowParams) extends Module {
     // the input column of this element for each output beat of the row; outside the image it is padding
     val cands = (0 until p.outBeats).map { b =>
       val x = (b * p.parOut + q) * p.stride - p.padding.left + j
-      if (x >= 0 && x < p.width) row(x)((c + 1) * p.bits - 1, c * p.bits) else 0.U(p.bits.W)
+      if (x >= 0 && x < p.width) row(x)((c + 1) * p.bits - 1, c * p.bits) else padding
     }
     val pix = if (cands.length == 1) cands.head else VecInit(cands)(ob)
-    rowOk.map(ok => Mux(ok, pix, 0.U)).getOrElse(pix)
+    rowOk.map(ok => Mux(ok, pix, padding)).getOrElse(pix)
   }
   out.bits := VecInit(window)
 
