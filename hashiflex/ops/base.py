@@ -87,10 +87,6 @@ class OpDef:
         parallelism)."""
         raise NotImplementedError(f"{type(self).__name__}.hw")
 
-    def capacity_pixels(self, layer, info, stages: int, par: int) -> int:
-        """Pixels in flight inside the layer (line buffer rows + pipeline stages): sizes residual FIFOs."""
-        return stages * par
-
 
 NOT_EXACT = object()
 

@@ -71,9 +71,5 @@ class Conv2dOp(WeightedOp):
         return Conv2d(l["name"], np.zeros(shape), np.zeros(shape[0]), l["stride"], l["padding"], q, bias,
                       groups=l["groups"], src=l["src"])
 
-    def capacity_pixels(self, layer, info, stages, par):
-        pointwise = layer.kernel == 1 and layer.stride == 1 and not layer.padded
-        return stages * par if pointwise else info.in_shape[2] * (layer.kernel + layer.stride) + stages * par
-
 
 base.register(Conv2dOp())

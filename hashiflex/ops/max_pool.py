@@ -113,8 +113,5 @@ class MaxPool2dOp(base.OpDef):
         return LayerHw(layer.name, self.op, width_for(*info.out_bounds)[0], 0,
                        max(1, math.ceil(self.depth(layer) / levels_per_stage)), **beats, comparators=comparators)
 
-    def capacity_pixels(self, layer, info, stages, par):
-        return info.in_shape[2] * (layer.kernel + layer.stride) + stages * par
-
 
 base.register(MaxPool2dOp())

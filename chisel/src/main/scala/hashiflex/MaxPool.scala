@@ -15,19 +15,21 @@ final case class MaxPoolSpec(c: Common, kernel: Int, stride: Int, padding: Paddi
     val low = if (in.lo < 0) in.lo + (BigInt(1) << in.width) else in.lo
     WindowParams(inShape.c, inShape.h, inShape.w, kernel, stride, padding, in.width, inPar, par, padValue = low)
   }
+  /** 1x1, stride 1, unpadded: pixels map one to one, no line buffer (as for a pointwise conv). */
+  def pointwise: Boolean = kernel == 1 && stride == 1 && !padding.any
   def params(in: NumFmt, levelsPerStage: Int): MaxPoolParams =
     MaxPoolParams(inShape.c, kernel, in, levelsPerStage, par)
   def plan(ctx: PlanCtx): LayerHw = {
     ctx.expectBounds(inBounds, "a maximum keeps in_bounds")
     val p = params(ctx.fmt, ctx.levels)
     val w = window(ctx.fmt)
-    ctx.hw(0, p.schedule.stages, p.registerBits, lineBuf = w.rows * w.width * w.channels * w.bits,
+    ctx.hw(0, p.schedule.stages, p.registerBits, lineBuf = if (pointwise) 0 else w.rows * w.width * w.channels * w.bits,
       comparators = p.comparators)
   }
-  override def capacityPixels(stages: Int): Int = inShape.w * (kernel + stride) + stages * par
+  override def capacityPixels(stages: Int): Int = if (pointwise) stages * par else inShape.w * (kernel + stride) + stages * par
   def build(ctx: BuildCtx, x: DecoupledIO[Vec[UInt]]): DecoupledIO[Vec[UInt]] = {
     val m = Module(new MaxPool(params(ctx.fmt, ctx.levels))).suggestName(name)
-    m.in <> WindowGen(window(ctx.fmt), x, ctx.windows, s"${name}_window")
+    m.in <> (if (pointwise) x else WindowGen(window(ctx.fmt), x, ctx.windows, s"${name}_window"))
     m.out
   }
 }
@@ -52,7 +54,10 @@ object MaxPoolSpec {
     p.expectShape(Shape(in.c, oh, ow))
     p.expectExp(p.input.exp, "a maximum keeps the input exponent")
     p.expectBoundsKept()
-    MaxPoolSpec(p.common, k, s, pad)
+    val spec = MaxPoolSpec(p.common, k, s, pad)
+    if (spec.pointwise && p.common.par != p.input.par)
+      throw DesignError(s"${p.l.path}.parallelism: expected ${p.input.par} (the parallelism of \"${p.src}\"; a 1x1 pool maps pixels one to one), found ${p.common.par}")
+    spec
   }
 }
 

@@ -1,0 +1,96 @@
+"""The CNNs users bring, from torchvision's own code: each imports and quantizes (golden == fake-quant, bit for
+bit); a reduced ResNet (torchvision's ResNet and BasicBlock, narrower and on a small input) runs bit-exact
+in RTL. Networks the hardware cannot build are refused with a message that says why."""
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torchvision
+
+from hashiflex import ref
+from hashiflex.export import design_from_graph, validate_design
+from hashiflex.ir import Add, Input, IRError, TensorType
+from hashiflex.ops import MaxPool2d
+from hashiflex.passes import calibrate_activations, import_torch, quantize_weights
+from hashiflex.quant.fakequant import FakeQuantNet, fake_quant_int_outputs, record_activations
+from tests.conftest import require_tool
+from tests.test_mobilenet import _randomize_bn
+
+IN32 = Input(3, 32, 32, TensorType(8, False, -8))
+
+
+def _quantized(model, inp, seed=0):
+    g = import_torch(model, inp, type(model).__name__.lower())
+    x = torch.rand(2, inp.channels, inp.height, inp.width, dtype=torch.float64)
+    assert torch.allclose(FakeQuantNet(g, quantize=False).double()(x), model.double()(x), rtol=1e-9, atol=1e-9)
+    model.float()
+    rng = np.random.default_rng(seed)
+    calib = rng.integers(0, 256, size=(8, inp.channels, inp.height, inp.width))
+    g = calibrate_activations(g, record_activations(g, calib * 2.0 ** inp.type.exp), 8)
+    return quantize_weights(g, 5)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "mnasnet0_5"])
+def test_torchvision_networks_import_and_quantize_bit_exact(arch):
+    torch.manual_seed(0)
+    model = _randomize_bn(getattr(torchvision.models, arch)(weights=None, num_classes=10))
+    q = _quantized(model, IN32)
+    x = np.random.default_rng(1).integers(0, 256, size=(3, 3, 32, 32))
+    gold = ref.run(q, x)
+    assert np.array_equal(gold, fake_quant_int_outputs(q, x, ref.output_exp(q)))
+    assert np.array_equal(gold, ref.run(q, x, fast=False))
+    assert np.abs(gold).max() > 0
+
+
+@pytest.mark.parametrize("arch, why", [
+    ("squeezenet1_0", r"node 'cat' \(function cat\): op cat is not supported.*concatenation"),
+    ("shufflenet_v2_x0_5", r"op (cat|chunk) is not supported.*concatenation and shuffles"),
+    ("mobilenet_v3_small", r"\(Hardswish\): op Hardswish is not supported.*lookup table"),
+    ("efficientnet_b0", r"\(SiLU\): op SiLU is not supported.*lookup table"),
+])
+def test_networks_the_hardware_cannot_build_yet_are_refused_with_the_reason(arch, why):
+    with pytest.raises(IRError, match=why):
+        import_torch(getattr(torchvision.models, arch)(weights=None), IN32)
+
+
+def reduced_resnet(widths=(8, 8, 16, 16), classes=10) -> nn.Module:
+    """torchvision's ResNet (its forward, _make_layer and BasicBlock, unchanged) at reduced widths: one block per
+    stage, stem 7x7/2 conv + 3x3/2 max pool, downsampling 1x1/2 convs on the shortcut."""
+    from torchvision.models.resnet import BasicBlock, ResNet
+
+    m = ResNet.__new__(ResNet)
+    nn.Module.__init__(m)
+    m._norm_layer, m.inplanes, m.dilation, m.groups, m.base_width = nn.BatchNorm2d, widths[0], 1, 1, 64
+    m.conv1 = nn.Conv2d(3, widths[0], 7, 2, 3, bias=False)
+    m.bn1, m.relu, m.maxpool = nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)
+    m.layer1 = m._make_layer(BasicBlock, widths[0], 1)
+    m.layer2 = m._make_layer(BasicBlock, widths[1], 1, stride=2)
+    m.layer3 = m._make_layer(BasicBlock, widths[2], 1, stride=2)
+    m.layer4 = m._make_layer(BasicBlock, widths[3], 1, stride=2)
+    m.avgpool, m.fc = nn.AdaptiveAvgPool2d((1, 1)), nn.Linear(widths[3], classes)
+    return m
+
+
+@pytest.mark.slow
+@pytest.mark.verilator
+@pytest.mark.mill
+@pytest.mark.parametrize("target_ii", [None, 64])
+def test_reduced_resnet_runs_bit_exact_in_rtl(tmp_path, target_ii):
+    from hashiflex import hw
+    from hashiflex.export import write_design
+    from hashiflex.passes import initiation_interval
+    from hashiflex.sim import StreamSim
+
+    require_tool("verilator")
+    torch.manual_seed(3)
+    q = _quantized(_randomize_bn(reduced_resnet()), IN32, seed=3)
+    assert sum(isinstance(l, MaxPool2d) for l in q.layers) == 1 and sum(isinstance(l, Add) for l in q.layers) == 4
+    d = design_from_graph(q, levels_per_stage=3, target_ii=target_ii)
+    validate_design(d)  # design.json re-derives every field of it
+    write_design(d, tmp_path / "design.json")
+    params = hw.elaborate(tmp_path / "design.json", tmp_path / "rtl", quiet=True)
+    hw.check_hw_params(q, params, 3, target_ii)
+    x = np.random.default_rng(4).integers(0, 256, size=(3, 3, 32, 32))
+    res = StreamSim(tmp_path / "rtl", params, d).run(x, progress=False)
+    assert np.array_equal(res.outputs, ref.run(q, x))
+    assert res.cycles_per_image == initiation_interval(q, target_ii) == params["ii_cycles_per_image"]
