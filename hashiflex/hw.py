@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 
 from .ir import Graph
@@ -52,11 +54,27 @@ def elaborate_many(jobs: list[tuple[str | os.PathLike, str | os.PathLike]], quie
     return [read_hw_params(out) for _, out in jobs]
 
 
+@lru_cache(maxsize=1)
+def hw_params_schema() -> dict:
+    """The JSON Schema of hw_params.json (hashiflex/export/hw_params.schema.json)."""
+    return json.loads(resources.files("hashiflex.export").joinpath("hw_params.schema.json").read_text())
+
+
 def read_hw_params(out: str | os.PathLike) -> dict:
+    """hw_params.json in ``out``, validated against its schema; an error names the field (a stale file from an
+    older generator, say) and what was expected."""
+    import jsonschema
+
     p = Path(out) / "hw_params.json"
     d = json.loads(p.read_text())
     if d.get("format") != "hashiflex.hw_params" or d.get("version") != 1:
         raise HwMismatchError(f"{p}: expected format hashiflex.hw_params version 1")
+    errors = list(jsonschema.Draft202012Validator(hw_params_schema()).iter_errors(d))
+    if errors:
+        e = jsonschema.exceptions.best_match(errors)
+        where = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in e.absolute_path)
+        raise HwMismatchError(f"{p}: hw_params{where}: {e.message} (elaborate again if the file predates the "
+                              "generator)")
     return d
 
 

@@ -74,3 +74,18 @@ def test_generator_checks_the_weight_table(tmp_path, elaborated):
         (tmp_path / "design.weights.bin").write_bytes(bytes(b))
         with pytest.raises(hw.ElaborationError, match=field + r".sha256: expected [0-9a-f]{64}, found"):
             hw.elaborate(tmp_path / "design.json", tmp_path / "rtl", quiet=True)
+
+
+def test_hw_params_follow_their_schema_and_a_stale_file_names_the_field(tmp_path, elaborated):
+    import shutil
+
+    for _, _, params, rtl in elaborated:
+        assert hw.read_hw_params(rtl) == params  # every generated file is schema-valid
+    _, _, params, rtl = elaborated[-1]
+    assert any(l["op"] == "max_pool2d" and l["comparators"] > 0 for l in params["layers"])
+    stale = copy.deepcopy(params)
+    del stale["layers"][1]["comparators"]  # what a generator before max pools wrote
+    shutil.copytree(rtl, tmp_path / "rtl")
+    (tmp_path / "rtl" / "hw_params.json").write_text(json.dumps(stale))
+    with pytest.raises(hw.HwMismatchError, match=r"hw_params\.layers\[1\]: 'comparators' is a required property"):
+        hw.read_hw_params(tmp_path / "rtl")
