@@ -10,6 +10,7 @@ areas of synthesized modules; :func:`evaluate` reports its error on held-out mod
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +24,11 @@ def _sanitize(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "", name)
 
 
-_WINDOW = re.compile(r"WindowGen_c(\d+)_(\d+)x(\d+)_k(\d+)s(\d+)p(?:(\d+)|t\d+b\d+l(\d+)r(\d+))_b(\d+)_i(\d+)o(\d+)")
+_WINDOW = re.compile(r"WindowGen_c(\d+)_(\d+)x(\d+)_k(\d+)s(\d+)p(?:(\d+)|t\d+b\d+l(\d+)r(\d+))_b(\d+)_i(\d+)o(\d+)(?:_v\d+)?")
 _REQUANT = re.compile(r"Requant_c(\d+)_i(\d+)[su]")
 _ADD = re.compile(r"ResidualAdd_l(\d+)_a(\d+)[su]x(\d+)_b(\d+)[su]x(\d+)")
 _POOL = re.compile(r"SumPool_c(\d+)_n(\d+)_p(\d+)_i(\d+)[su]_o(\d+)")
+_MAXPOOL = re.compile(r"MaxPool_c(\d+)_k(\d+)_p(\d+)_s(\d+)_i(\d+)[su]")
 _QUEUE = re.compile(r"Queue(\d+)_Vec(\d+)_UInt(\d+)")
 _LAYER = re.compile(r"ShiftAddLayer_(.+)_n\d+_o\d+_p\d+_s\d+")
 
@@ -61,6 +63,14 @@ def module_features(module: str, hw_params: dict) -> dict[str, float] | None:
         c, n, par, iw, ow = map(int, m.groups())
         f["adder_bits"] = c * par * (ow + 1)
         f["flip_flop_bits"] = c * (2 * ow + 1)
+    elif m := _MAXPOOL.fullmatch(base):
+        c, k, par, stages, width = map(int, m.groups())
+        cmp = c * (k * k - 1) * par
+        f["adder_bits"] = cmp * (width + 1)  # a comparator is a subtractor's carry chain
+        f["mux_bits"] = cmp * width          # and the 2:1 select of the larger
+        levels, per = math.ceil(math.log2(k * k)), hw_params["adder_levels_per_stage"]
+        regd = {0} if levels == 0 else set(range(per, levels + 1, per)) | {levels}
+        f["flip_flop_bits"] = sum(-(-k * k // (1 << lv)) for lv in regd) * width * c * par  # MaxPoolParams.registerBits
     elif m := _QUEUE.fullmatch(base):
         depth, lanes, width = map(int, m.groups())
         f["flip_flop_bits"] = depth * lanes * width

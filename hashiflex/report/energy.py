@@ -62,6 +62,7 @@ def energy_per_image(design: dict, hw_params: dict, flip_flop_bits: int | None =
     add_fj = 0.0
     for hw in hw_params["layers"]:
         beats = hw["beats_in"] if hw["op"] == "sum_pool" else hw["beats_out"]
-        add_fj += hw["adders"] * hw["out_width"] * beats * ADD_FJ_PER_BIT
+        # a max pool's comparator costs about an adder of its width
+        add_fj += (hw["adders"] + hw["comparators"]) * hw["out_width"] * beats * ADD_FJ_PER_BIT
     reg_fj = flip_flop_bits * hw_params["ii_cycles_per_image"] * FF_FJ_PER_BIT_CYCLE
     return Energy(add_fj / 1000, reg_fj / 1000, npu_energy_pj(design["npu"]) if design.get("npu") else 0.0)

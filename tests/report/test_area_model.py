@@ -15,6 +15,8 @@ def test_module_kinds_and_their_features():
     assert w["mux_bits"] > 0
     # TF 'SAME' padding (per side): a stride-2 window on 8x8 padded below and right has 4 output columns, as the
     # symmetric 1-padded one does; unpadded left and right it has 3 (fewer column candidates per element)
+    # a max pool's line buffer pads with the format's smallest value (a `_v` suffix): the same hardware
+    assert module_features("WindowGen_c16_8x8_k3s1p1_b8_i2o2_v128", HW) == w
     tf = module_features("WindowGen_c16_8x8_k3s2pt0b1l0r1_b8_i2o2", HW)
     assert tf == module_features("WindowGen_c16_8x8_k3s2p1_b8_i2o2", HW)
     assert module_features("WindowGen_c16_8x8_k3s2pt0b1l0r0_b8_i2o1", HW)["mux_bits"] < module_features(
@@ -39,3 +41,23 @@ def test_fit_recovers_known_costs_and_reports_held_out_error():
         assert model.coef[k] == pytest.approx(true[k], rel=1e-6)
     ev = evaluate(model, data[30:])
     assert ev["modules"] == 10 and ev["max_abs_error"] < 1e-6
+
+
+@pytest.mark.slow
+@pytest.mark.mill
+def test_max_pool_features_follow_the_generators_register_count(elaborated):
+    """The model prices a max pool from its module name; its flip-flops equal what the generator reports."""
+    seen = 0
+    for _, d, params, _ in elaborated:
+        width = {l["name"]: l["out_width"] for l in d["layers"]} | {"input": d["input"]["bits"]}
+        signed = {l["name"]: l["out_signed"] for l in d["layers"]} | {"input": d["input"]["signed"]}
+        for l, h in zip(d["layers"], params["layers"]):
+            if l["op"] != "max_pool2d":
+                continue
+            name = (f"MaxPool_c{l['in_shape'][0]}_k{l['kernel']}_p{l['parallelism']}_s{h['stages']}_i{width[l['src']]}"
+                    f"{'s' if signed[l['src']] else 'u'}")
+            f = module_features(name, params)
+            assert f["flip_flop_bits"] == h["register_bits"], name
+            assert f["adder_bits"] == h["comparators"] * (width[l["src"]] + 1)
+            seen += 1
+    assert seen >= 3
