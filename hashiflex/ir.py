@@ -209,6 +209,10 @@ class Add:
     out: TensorType | None = None  # set by calibrate_activations
     src: str | None = None
 
+    @property
+    def extra(self) -> tuple[str, ...]:
+        return (self.skip,)
+
     def clamp(self) -> tuple[int, int]:
         if self.out is None:
             raise IRError(f"layer {self.name!r}: field 'out': expected a calibrated output type, found none")
@@ -233,11 +237,12 @@ class Graph:
         return all(getattr(l, "q", True) is not None and getattr(l, "out", True) is not None for l in self.layers)
 
     def sources(self) -> list[tuple[str, ...]]:
-        """For each layer, the names it reads ("input" is the graph input), resolved from src/skip."""
+        """For each layer, the names it reads ("input" is the graph input): ``src`` (the previous layer when unset),
+        then the layer's ``extra`` inputs (a residual add's skip operand, a concatenation's other operands)."""
         out, prev = [], "input"
         for layer in self.layers:
             src = layer.src or prev
-            out.append((src, layer.skip) if hasattr(layer, "skip") else (src,))
+            out.append((src, *layer.extra) if hasattr(layer, "extra") else (src,))
             prev = layer.name
         return out
 

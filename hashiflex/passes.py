@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .ir import MAX_TERMS, Add, Conv2d, Graph, Input, IRError, Linear, Po2Weights, Requant, SumPool
-from .ops import MaxPool2d, Tensor, op_of
+from .ops import Concat, MaxPool2d, Tensor, op_of
 from .ops.base import MAX_SHIFT, LayerHw, check_finite  # noqa: F401 (re-exported: the passes' vocabulary)
 from .ops.weighted import AdderGraph, shared_adder_graph  # noqa: F401 (re-exported)
 from .quant.po2 import quantize_po2, quantize_po2_terms
@@ -166,8 +166,8 @@ def import_torch(model, input: Input, name: str = "net") -> Graph:
                     "which a shift-add datapath does not have")
         if name in ("sigmoid", "hardsigmoid", "silu", "hardswish", "gelu", "tanh"):
             return ": activations other than ReLU/ReLU6 (a lookup table on the quantized input) are not supported yet"
-        if name in ("cat", "chunk", "transpose", "split"):
-            return ": channel concatenation and shuffles are not supported yet"
+        if name in ("chunk", "transpose", "split", "permute"):
+            return ": channel splits and shuffles (ShuffleNet) are not supported yet"
         return ""
 
     sizes: set = set()           # fx nodes of x.size(...) (shape queries for view/reshape)
@@ -268,6 +268,20 @@ def import_torch(model, input: Input, name: str = "net") -> Graph:
                 add_max_pool(node, produced_by(args["input"], where), args["kernel_size"], args.get("stride"),
                              args.get("padding", 0), args.get("dilation", 1), args.get("ceil_mode", False),
                              args.get("return_indices", False), where)
+            elif node.target is torch.cat:
+                args = dict(zip(("tensors", "dim"), node.args), **node.kwargs)
+                if args.get("dim", 0) not in (1, -3):
+                    raise IRError(f"{where}: a concatenation is supported along channels (dim=1), found dim="
+                                  f"{args.get('dim', 0)}")
+                names = [produced_by(a, where) for a in args["tensors"]]
+                if len({shape[n][1:] for n in names}) != 1:
+                    raise IRError(f"{where}: expected operands of one height x width, found "
+                                  f"{[list(shape[n][1:]) for n in names]}")
+                if len(names) == 1:
+                    produced[node] = names[0]
+                else:
+                    add(Concat(node.name, tuple(names[1:]), src=names[0]),
+                        (sum(shape[n][0] for n in names), *shape[names[0]][1:]), node)
             elif node.target is torch.mean:
                 add_mean(node, node.args[1:], node.kwargs, where)
             elif node.target in (F.relu, torch.relu, F.relu6):
@@ -293,8 +307,9 @@ def import_torch(model, input: Input, name: str = "net") -> Graph:
             elif node.target is F.dropout:
                 produced[node] = src_of(node, where)
             elif (node.target is getattr and node.args[1:] == ("shape",)) or (
-                    node.target is operator.getitem and node.args[0] in sizes):
-                sizes.add(node)  # x.shape / x.shape[0]: a shape query feeding a view/reshape
+                    node.target in (operator.getitem, operator.floordiv, operator.mul, operator.sub)
+                    and any(a in sizes for a in node.args)):
+                sizes.add(node)  # x.shape / x.shape[0] / arithmetic on them: shape queries feeding a view/reshape
             else:
                 raise IRError(f"{where}: op {fname} is not supported by the hardware{unsupported_hint(fname)}")
         elif node.op == "call_method":
@@ -310,8 +325,8 @@ def import_torch(model, input: Input, name: str = "net") -> Graph:
                     shape_args = tuple(shape_args[0])
                 if len(shape_args) != 2 or shape_args[1] != -1 or not (shape_args[0] in sizes or
                                                                        isinstance(shape_args[0], int)):
-                    raise IRError(f"{where}: only a flatten to (batch, -1) is supported, found shape "
-                                  f"{list(shape_args)}")
+                    raise IRError(f"{where}: only a flatten to (batch, -1) is supported (channel shuffles are not "
+                                  f"supported yet), found shape {list(shape_args)}")
                 produced[node] = src_of(node, where)
             elif node.target == "mean":
                 add_mean(node, node.args[1:], node.kwargs, where)
@@ -321,9 +336,12 @@ def import_torch(model, input: Input, name: str = "net") -> Graph:
         else:
             raise IRError(f"node {node.name!r}: op {node.op} {getattr(node.target, '__name__', node.target)} "
                           f"is not supported by the hardware")
+    for pool, n in list(pool_n.items()):  # a network that ends in its average pool (SqueezeNet)
+        if _fold_terminal_average(layers, pool, n):
+            pool_n.pop(pool)
     if pool_n:
-        raise IRError(f"global average pool {next(iter(pool_n))!r} must be followed by a Linear layer "
-                      "(its 1/N is folded into it)")
+        raise IRError(f"global average pool {next(iter(pool_n))!r} must be followed by a Linear layer, or end the "
+                      "network right after a conv and a ReLU (its 1/N is folded into that layer)")
     for layer in layers:  # after BN folding: a NaN/Inf must not reach the quantizer as a silent zero
         if isinstance(layer, (Conv2d, Linear)):
             check_finite(layer.weight, f"layer {layer.name!r}: field 'weight'")
@@ -331,6 +349,29 @@ def import_torch(model, input: Input, name: str = "net") -> Graph:
     g = insert_requant_points(Graph(name, input, layers))
     annotate(g, require_quantized=False)  # shape check
     return g
+
+
+def _fold_terminal_average(layers: list, pool: str, n: int) -> bool:
+    """An average pool that ends the network right after conv -> ReLU: relu(z) / n = relu(z / n) (n > 0), so the
+    1/n goes into the conv's weights and bias and the pool stays an exact sum. False when the pattern differs."""
+    names = [l.name for l in layers]
+    if names[-1] != pool:
+        return False
+    readers: dict[str, int] = {}
+    prev = "input"
+    for l in layers:
+        for s in (l.src or prev, *getattr(l, "extra", ())):
+            readers[s] = readers.get(s, 0) + 1
+        prev = l.name
+    by = dict(zip(names, layers))
+    act = by.get(layers[-1].src or names[-2])
+    if not isinstance(act, Requant) or act.act != "relu" or readers.get(act.name) != 1:
+        return False
+    conv = by.get(act.src or names[names.index(act.name) - 1])
+    if not isinstance(conv, (Conv2d, Linear)) or readers.get(conv.name) != 1:
+        return False
+    conv.weight, conv.bias = conv.weight / n, conv.bias / n
+    return True
 
 
 PADDING_STYLES = ("torch", "tf")
@@ -383,6 +424,9 @@ def insert_requant_points(g: Graph) -> Graph:
             layer.src = rename.get(srcs[0], srcs[0])
         if isinstance(layer, Add):
             layer.skip = rename.get(layer.skip, layer.skip)
+            layer.src = rename.get(srcs[0], srcs[0])
+        if isinstance(layer, Concat):
+            layer.rest = tuple(rename.get(r, r) for r in layer.rest)
             layer.src = rename.get(srcs[0], srcs[0])
         out.layers.append(layer)
         if isinstance(layer, (Conv2d, Linear)) and layer.name != last:
@@ -474,8 +518,8 @@ def quantize_weights(g: Graph, bits: int | dict[str, int], terms: int | dict[str
     out = g.copy()
     exps = {"input": out.input.type.exp}
     for i, (layer, srcs) in enumerate(zip(out.layers, out.sources())):
-        exp = exps[srcs[0]]
         op = op_of(layer)
+        exp = op.value_exp(layer, [exps[s] for s in srcs])
         if op.weighted:
             b = _per_layer(bits, layer, "bits")
             k = _per_layer(terms, layer, "terms")

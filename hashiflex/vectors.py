@@ -14,6 +14,7 @@ import numpy as np
 from . import ref
 from .export import design_from_graph, write_design
 from .ir import Add, Conv2d, Graph, Input, Linear, Po2Weights, Requant, SumPool, TensorType
+from .ops import Concat, MaxPool2d
 from .passes import annotate
 from .sim.stream import from_beats, to_beats
 
@@ -40,13 +41,15 @@ class _Builder:
         self.last = layer.name
         return layer.name
 
-    def conv(self, name, c_in, c_out, k, stride=1, padding=0, groups=1, bits=4, e_min=-2, sparsity=0.3, terms=1):
+    def conv(self, name, c_in, c_out, k, stride=1, padding=0, groups=1, bits=4, e_min=-2, sparsity=0.3, terms=1,
+             src=None):
+        """``src``: the tensor it reads (default: the last layer)."""
         shape = (c_out, c_in // groups, k, k)
         codes = self._codes(shape, bits, sparsity, terms)
         bias = self.rng.integers(-20, 21, size=c_out)
         return self._add(Conv2d(name, np.zeros(shape), np.zeros(c_out), stride, padding,
-                                Po2Weights(codes, e_min, bits, terms), bias.astype(np.int64), groups=groups),
-                         self.exp[self.last] + e_min)
+                                Po2Weights(codes, e_min, bits, terms), bias.astype(np.int64), groups=groups, src=src),
+                         self.exp[src or self.last] + e_min)
 
     def linear(self, name, n_in, n_out, bits=4, e_min=-3, terms=1):
         codes = self._codes((n_out, n_in), bits, 0.2, terms)
@@ -69,12 +72,20 @@ class _Builder:
     def pool(self, name):
         return self._add(SumPool(name), self.exp[self.last])
 
+    def max_pool(self, name, k, stride, padding=0):
+        return self._add(MaxPool2d(name, k, stride, padding), self.exp[self.last])
+
+    def concat(self, name, first, *rest):
+        """``first`` and ``rest`` along channels, each aligned to the finest exponent."""
+        exp = min(self.exp[n] for n in (first, *rest))
+        return self._add(Concat(name, tuple(rest), src=first), exp)
+
 
 def cases() -> dict[str, tuple[Graph, int | None]]:
     """name -> (graph, target_ii). Together they cover conv kxk (stride 1/2, padding on every side or per side),
     depthwise, pointwise,
-    requant (ReLU, ReLU6, none), residual add (fork + skip FIFO), global sum pool, linear, pixel
-    parallelism (in != out across a strided window, several pixels per beat) and multi-term weights."""
+    requant (ReLU, ReLU6, none), residual add (fork + skip FIFO), global sum pool, max pool, concatenation,
+    linear, pixel parallelism (in != out across a strided window, several pixels per beat) and multi-term weights."""
     out = {}
     # an inverted residual block, unrolled to 2 pixels per beat on a 6x6 map
     b = _Builder("vec_block", Input(3, 6, 6, TensorType(5, False, -4)), seed=1)
@@ -123,6 +134,19 @@ def cases() -> dict[str, tuple[Graph, int | None]]:
     b.conv("dw2", 3, 3, 3, padding=(2, 0, 1, 1), groups=3)
     b.requant("dw2_act", "none", bits=6, headroom=3)
     out["tf_pad"] = (b.g, 8)
+    # SqueezeNet's Fire module (1x1 and 3x3 expands concatenated, at different exponents) between max pools: a
+    # ceil-mode 3x3/2 pool padded below and right, a pointwise one, 2 pixels per beat
+    b = _Builder("vec_fire", Input(2, 8, 8, TensorType(4, True, -3)), seed=6)
+    b.max_pool("pool0", 3, 2, (1, 2, 1, 2))
+    b.conv("squeeze", 2, 2, 1)
+    sq = b.requant("squeeze_act", "relu", bits=4, headroom=2)
+    b.conv("expand1", 2, 3, 1)
+    e1 = b.requant("expand1_act", "relu", bits=5, headroom=2)
+    b.conv("expand3", 2, 2, 3, padding=1, src=sq)
+    e3 = b.requant("expand3_act", "relu", bits=5, headroom=4)
+    b.concat("cat", e1, e3)
+    b.max_pool("pool1", 1, 1)
+    out["fire_pools"] = (b.g, 8)
     for g, _ in out.values():
         annotate(g)
     return out

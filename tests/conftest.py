@@ -48,12 +48,13 @@ DAG_DESIGNS = [(2, 9), (4, 4), (0, None)]  # (seed, target_ii)
 MULTI_TERM_DESIGNS = [(5, None), (6, 4)]  # (seed, target_ii): DAGs whose weights have 1 to 3 terms
 PADDED_DESIGNS = [(2, 3), (5, None)]  # (seed, target_ii): DAGs whose convs pad each side on its own (TF 'SAME', ZeroPad2d)
 POOL_DESIGNS = [(1, None), (2, 3), (9, None)]  # (seed, target_ii): DAGs with max pools (kernel 1-3, stride 1-2, padding)
+CONCAT_DESIGNS = [(2, 3), (12, 2)]  # (seed, target_ii): DAGs with channel concatenations (and max pools)
 
 
 @pytest.fixture(scope="session")
 def elaborated(work_root):
     """[(graph, design, hw_params, rtl_dir)] for RANDOM_DESIGN_SEEDS (levels_per_stage 1..4), then DAG_DESIGNS,
-    then MULTI_TERM_DESIGNS, then PADDED_DESIGNS, then POOL_DESIGNS."""
+    then MULTI_TERM_DESIGNS, then PADDED_DESIGNS, then POOL_DESIGNS, then CONCAT_DESIGNS."""
     from hashiflex import hw
     from hashiflex.export import design_from_graph, write_design
     from tests.helpers import random_graph
@@ -65,10 +66,12 @@ def elaborated(work_root):
     specs += [(seed, target, 3, None) for seed, target in MULTI_TERM_DESIGNS]
     specs += [(seed, target, "pad", None) for seed, target in PADDED_DESIGNS]
     specs += [(seed, target, "pool", None) for seed, target in POOL_DESIGNS]
+    specs += [(seed, target, "cat", None) for seed, target in CONCAT_DESIGNS]
     for i, (seed, target, dag, head) in enumerate(specs):
-        name = f"{'terms' if dag == 3 else dag if dag in ('pad', 'pool') else 'dag' if dag else 'rand'}{seed}"
-        if dag == "pool":
-            g = random_graph(seed, max_c=3, max_hw=7, convs=3, dag=True, name=name, max_pool=True)
+        name = f"{'terms' if dag == 3 else dag if dag in ('pad', 'pool', 'cat') else 'dag' if dag else 'rand'}{seed}"
+        if dag in ("pool", "cat"):
+            g = random_graph(seed, max_c=3, max_hw=7, convs=3, dag=True, name=name, max_pool=True,
+                             concat=dag == "cat")
         elif dag:
             g = random_graph(seed, max_c=3, max_hw=6, convs=3, dag=True, name=name, max_terms=3 if dag == 3 else 1,
                              asym_pad=dag == "pad")

@@ -4,13 +4,13 @@ from __future__ import annotations
 import numpy as np
 
 from hashiflex.ir import Add, Conv2d, Graph, Input, Linear, Po2Weights, Requant, SumPool, TensorType
-from hashiflex.ops import MaxPool2d
+from hashiflex.ops import Concat, MaxPool2d
 from hashiflex.passes import annotate
 
 
 def random_graph(seed: int, max_c: int = 4, max_hw: int = 7, convs: int | None = None, head: bool | None = None,
                  name: str = "rand", dag: bool = False, max_terms: int = 1, asym_pad: bool = False,
-                 max_pool: bool = False) -> Graph:
+                 max_pool: bool = False, concat: bool = False) -> Graph:
     """A random quantized chain: conv -> requant (x convs) [-> sum_pool -> linear].
 
     ``max_terms`` > 1: each conv/linear layer gets 1 to ``max_terms`` signed powers of two per weight (drawn from
@@ -24,11 +24,15 @@ def random_graph(seed: int, max_c: int = 4, max_hw: int = 7, convs: int | None =
 
     ``max_pool``: after each conv block a max pool (kernel 1-3, stride 1-2, padding per side below the kernel)
     follows with probability 0.7, drawn from a fourth stream.
+
+    ``concat``: a conv block that keeps its input's height and width may get its input concatenated to its output
+    along channels (DenseNet style, either order, the exponents aligned), drawn from a fifth stream.
     """
     rng = np.random.default_rng(seed)
     trng = np.random.default_rng([seed, 1])
     prng = np.random.default_rng([seed, 2])
     mrng = np.random.default_rng([seed, 3])
+    crng = np.random.default_rng([seed, 4])
 
     def weights(codes, e_min, bits):
         k = int(trng.integers(1, max_terms + 1))
@@ -94,6 +98,12 @@ def random_graph(seed: int, max_c: int = 4, max_hw: int = 7, convs: int | None =
             else:
                 g.layers.append(Add(f"add{i}", skip=block_in, out=t))
             exp = add_exp
+        if concat and (h, w) == shape_in[1:] and crng.random() < 0.7:
+            out_name = g.layers[-1].name
+            first, second = (out_name, block_in) if crng.random() < 0.5 else (block_in, out_name)
+            g.layers.append(Concat(f"cat{i}", (second,), src=first))
+            exp = min(exp, block_exp)
+            c = c + shape_in[0]
         if max_pool and mrng.random() < 0.7:
             k = int(mrng.integers(1, 4))
             pool = None

@@ -83,6 +83,7 @@ def test_hw_params_follow_their_schema_and_a_stale_file_names_the_field(tmp_path
         assert hw.read_hw_params(rtl) == params  # every generated file is schema-valid
     _, _, params, rtl = elaborated[-1]
     assert any(l["op"] == "max_pool2d" and l["comparators"] > 0 for l in params["layers"])
+    assert any(l["op"] == "concat" and len(l["fifo_depth"]["inputs"]) == 2 for l in params["layers"])
     stale = copy.deepcopy(params)
     del stale["layers"][1]["comparators"]  # what a generator before max pools wrote
     shutil.copytree(rtl, tmp_path / "rtl")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from .base import (OPS, OpDef, Tensor, dot_bounds, op_named, op_of, register, requant_bounds, shift_in_range)
 from .add import Add, AddOp
+from .concat import Concat, ConcatOp
 from .conv2d import Conv2d, Conv2dOp
 from .linear import Linear, LinearOp
 from .max_pool import MaxPool2d, MaxPool2dOp
@@ -22,5 +23,5 @@ from .requant import Requant, RequantOp
 from .sum_pool import SumPool, SumPoolOp
 
 __all__ = ["OPS", "OpDef", "Tensor", "op_of", "op_named", "register", "dot_bounds", "requant_bounds",
-           "shift_in_range", "Add", "Conv2d", "Linear", "MaxPool2d", "Requant", "SumPool", "AddOp", "Conv2dOp",
+           "shift_in_range", "Add", "Concat", "ConcatOp", "Conv2d", "Linear", "MaxPool2d", "Requant", "SumPool", "AddOp", "Conv2dOp",
            "LinearOp", "MaxPool2dOp", "RequantOp", "SumPoolOp"]

@@ -52,6 +52,11 @@ class OpDef:
         """Tensors read besides ``layer.src`` (a residual add's skip operand)."""
         return ()
 
+    def value_exp(self, layer, in_exps: list[int]) -> int:
+        """The exponent of the values the layer computes on, from its inputs' (before weights or requantization
+        apply theirs): the input's, or for several inputs what they are aligned to."""
+        return in_exps[0]
+
     def infer(self, layer, ins: list[Tensor], require_quantized: bool) -> Inferred:
         """Output shape, exponent and exact bounds from the inputs (src first); raises IRError naming the field."""
         raise NotImplementedError(f"{type(self).__name__}.infer")

@@ -41,7 +41,7 @@ class FakeQuantNet(nn.Module):
         self.params = nn.ParameterDict()
         exps = {"input": g.input.type.exp}
         for layer, srcs in zip(g.layers, g.sources()):
-            exp = exps[srcs[0]]
+            exp = op_of(layer).value_exp(layer, [exps[s] for s in srcs])
             if op_of(layer).weighted:
                 if layer.q is not None:
                     self.wbits[layer.name] = layer.q.bits

@@ -24,7 +24,8 @@ def _graph():
     return Graph("m", Input(1, 4, 4, TensorType(4, False, 0)), [Mystery("what")])
 
 
-UNKNOWN = r"layer 'what': unknown layer type Mystery \(known: Add, Conv2d, Linear, MaxPool2d, Requant, SumPool\)"
+UNKNOWN = (r"layer 'what': unknown layer type Mystery \(known: " + ", ".join(sorted(t.__name__ for t in OPS)) +
+           r"\); define it in hashiflex/ops")
 
 
 @pytest.mark.parametrize("site", [
@@ -43,13 +44,14 @@ def test_an_unknown_layer_type_fails_loudly_at_every_site(site):
 def test_an_unknown_op_in_design_json_names_the_field_and_the_known_ops():
     d = design_from_graph(random_graph(3))
     d["layers"][0]["op"] = "mystery"
-    with pytest.raises(DesignValidationError, match=r"design\.layers\[0\]\.op: expected one of 'add', 'conv2d', "
-                                                    r"'linear', 'max_pool2d', 'requant', 'sum_pool', found 'mystery'"):
+    with pytest.raises(DesignValidationError, match=r"design\.layers\[0\]\.op: expected one of 'add', "
+                                                    r"'concat', 'conv2d', 'linear', 'max_pool2d', 'requant', 'sum_pool', found 'mystery'"):
         graph_from_design(d)
 
 
 def test_every_op_is_registered_once_under_its_name_and_type():
-    assert sorted(op.op for op in OPS.values()) == ["add", "conv2d", "linear", "max_pool2d", "requant", "sum_pool"]
+    assert sorted(op.op for op in OPS.values()) == ["add", "concat", "conv2d", "linear", "max_pool2d", "requant",
+                                                    "sum_pool"]
     for t, op in OPS.items():
         assert op.layer_type is t and op_named(op.op) is op
     g = random_graph(5, dag=True, convs=3, max_pool=True)

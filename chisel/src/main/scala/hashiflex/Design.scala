@@ -132,7 +132,8 @@ final case class TensorInfo(shape: Shape, bounds: Bounds, fmt: NumFmt, exp: Int,
 
 /** A layer record being read: its cursor, the common fields already checked, and the tensor it reads; the checks
   * every parser uses, each naming the field. */
-private[hashiflex] final class LayerParse(val l: Cursor, val common: Common, val input: TensorInfo, val opPath: String) {
+private[hashiflex] final class LayerParse(val l: Cursor, val common: Common, val input: TensorInfo, val opPath: String,
+                                          val tensors: collection.Map[String, TensorInfo]) {
   def src: String = common.src
   def expectShape(s: Shape): Unit =
     if (s != common.outShape) throw DesignError(s"${l.path}.out_shape: expected $s, found ${common.outShape}")
@@ -207,20 +208,9 @@ final case class AddSpec(c: Common, skip: String, skipBounds: Bounds, srcShift: 
   def plan(ctx: PlanCtx): LayerHw = {
     val sum = (inBounds << srcShift) + (skipBounds << skipShift)
     ctx.expectBounds(ctx.requantized(sum, shift, clamp), "the aligned sum of both operands, shifted and clamped")
-    // The operands meet where their src chains meet (the fork). The shorter path waits in a FIFO that
-    // holds what the longer one can hold beyond it (line-buffer rows + pipeline stages), so the join
-    // never deadlocks and never stalls the stream. Either operand may be the shortcut.
-    def chain(n: String): List[String] =
-      Iterator.iterate(n)(x => if (x == "input") null else ctx.d.layer(x).src).takeWhile(_ != null).toList
-    val (ca, cb) = (chain(src), chain(skip))
-    val fork = ca.find(cb.toSet).getOrElse("input")
-    def held(c: List[String]): Int =
-      c.takeWhile(_ != fork).map(n => ctx.d.layer(n).capacityPixels(ctx.done(n).stages)).sum
-    val (pa, pb) = (held(ca), held(cb))
-    def depth(pixels: Int) = (pixels + par - 1) / par + 2
-    // equal paths still get a small FIFO: it cuts the combinational ready/valid loop through the fork
-    val fifos = if (pa < pb) (depth(pb - pa), 0) else (0, depth(pa - pb))
-    ctx.hw(ctx.lanes * (if (shift > 0) 2 else 1), 0, fifos = fifos)
+    // either operand may be the shortcut: the one whose path holds less waits in a FIFO (PlanCtx.joinFifos)
+    val f = ctx.joinFifos(Seq(src, skip))
+    ctx.hw(ctx.lanes * (if (shift > 0) 2 else 1), 0, fifos = (f(0), f(1)))
   }
   def build(ctx: BuildCtx, x: DecoupledIO[Vec[UInt]]): DecoupledIO[Vec[UInt]] = {
     def buffered(v: DecoupledIO[Vec[UInt]], depth: Int) = if (depth > 0) chisel3.util.Queue(v, depth) else v
@@ -394,7 +384,7 @@ object Design {
   }
 
   /** The layer types design.json may name, each read by its own parser (the spec classes). */
-  val Ops: Seq[String] = Seq("conv2d", "linear", "requant", "sum_pool", "add", "max_pool2d")
+  val Ops: Seq[String] = Seq("conv2d", "linear", "requant", "sum_pool", "add", "max_pool2d", "concat")
 
   private def layer(l: Cursor, tensors: collection.Map[String, TensorInfo], base: os.Path): LayerSpec = {
     val name = l.field("name").str
@@ -492,7 +482,9 @@ object Design {
           throw DesignError(s"${shift.path}: expected ${common.outExp - acc} (out_exp - acc_exp), found ${shift.int}")
         AddSpec(common, skip, u.bounds, t.exp - acc, u.exp - acc, acc, shift.int, l.field("clamp").bounds)
       case "max_pool2d" =>
-        MaxPoolSpec.parse(new LayerParse(l, common, t, op.path))
+        MaxPoolSpec.parse(new LayerParse(l, common, t, op.path, tensors))
+      case "concat" =>
+        ConcatSpec.parse(new LayerParse(l, common, t, op.path, tensors))
       case other =>
         throw DesignError(s"${op.path}: expected one of ${Ops.map(o => s"\"$o\"").mkString(", ")}, found \"$other\"")
     }

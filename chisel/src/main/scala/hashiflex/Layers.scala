@@ -10,7 +10,7 @@ import scala.collection.mutable
 final case class LayerHw(name: String, op: String, outWidth: Int, adders: Int, stages: Int, beatsIn: Int,
                          beatsOut: Int, parallelism: Int, registerBits: Int = 0, fifos: (Int, Int) = (0, 0),
                          lineBufferBits: Int = 0, addersUnshared: Int = -1, adderBits: Int = -1,
-                         comparators: Int = 0) {
+                         comparators: Int = 0, inputFifos: Seq[Int] = Nil) {
   /** Adders without common-subexpression sharing (the same as `adders` for layers without adder trees). */
   def unshared: Int = if (addersUnshared < 0) adders else addersUnshared
   /** Exact adder bits for adder graphs; otherwise each adder counted at the output width. */

@@ -129,7 +129,8 @@ object Main {
       "name" -> l.name, "op" -> l.op, "out_width" -> l.outWidth, "adders" -> l.adders, "adders_unshared" -> l.unshared, "adder_bits" -> l.bits, "comparators" -> l.comparators, "stages" -> l.stages,
       "beats_in" -> l.beatsIn, "beats_out" -> l.beatsOut, "parallelism" -> l.parallelism,
       "register_bits" -> l.registerBits, "line_buffer_bits" -> l.lineBufferBits,
-      "fifo_depth" -> ujson.Obj("src" -> l.fifos._1, "skip" -> l.fifos._2))))
+      "fifo_depth" -> (if (l.inputFifos.nonEmpty) ujson.Obj("inputs" -> ujson.Arr.from(l.inputFifos.map(ujson.Num(_))))
+                       else ujson.Obj("src" -> l.fifos._1, "skip" -> l.fifos._2)))))
   )
 
   def run(args: Seq[String]): Int = {

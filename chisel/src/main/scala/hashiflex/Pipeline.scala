@@ -50,9 +50,29 @@ final class PlanCtx(val d: DesignSpec, val layer: LayerSpec, index: Int, val don
   def requantized(b: Bounds, s: Int, c: Bounds): Bounds =
     Bounds(Requantize.reference(b.lo, s, c), Requantize.reference(b.hi, s, c))
   def hw(adders: Int, stages: Int, regs: Int = 0, fifos: (Int, Int) = (0, 0), lineBuf: Int = 0, unshared: Int = -1,
-         bits: Int = -1, comparators: Int = 0): LayerHw =
+         bits: Int = -1, comparators: Int = 0, inputFifos: Seq[Int] = Nil): LayerHw =
     LayerHw(layer.name, layer.op, layer.outFmt.width, adders, stages, layer.beatsIn, layer.beatsOut, layer.par, regs,
-      fifos, lineBuf, unshared, bits, comparators)
+      fifos, lineBuf, unshared, bits, comparators, inputFifos)
+  /** Where streams that fork from one tensor meet again (a residual add, a concatenation): for each operand, the
+    * beats its FIFO must hold so the join never deadlocks and never stalls. An operand's stream lags the input by
+    * what the layers on its slowest path hold (line-buffer rows + pipeline stages, summed along the path, the
+    * most over a join's own operands); the operand that lags most needs no FIFO, every other one a FIFO holding
+    * the difference, plus two beats (which also cut the combinational ready/valid loop through the fork). */
+  def joinFifos(operands: Seq[String]): Seq[Int] = {
+    val lag = mutable.Map("input" -> 0)
+    def lagOf(n: String): Int = lag.get(n) match {
+      case Some(v) => v
+      case None =>
+        val l = d.layer(n)
+        val v = l.capacityPixels(done(n).stages) + l.reads.map(lagOf).max
+        lag(n) = v
+        v
+    }
+    val held = operands.map(lagOf)
+    val longest = held.indexOf(held.max)
+    held.zipWithIndex.map { case (h, i) => if (i == longest) 0 else (held.max - h + layer.par - 1) / layer.par + 2 }
+  }
+
 }
 
 /** What a layer's `build` sees: the design, its planned figures, the shared line-buffer Definitions, and the
