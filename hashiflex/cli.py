@@ -10,6 +10,20 @@ from pathlib import Path
 from . import __version__
 
 
+def _parallelism(text: str | None) -> dict[str, int] | None:
+    """``TENSOR=P,...`` (export --parallelism) as a dict; refused with the item when malformed."""
+    if text is None:
+        return None
+    out = {}
+    for item in text.split(","):
+        name, sep, p = item.strip().rpartition("=")
+        if not sep or not name or not p.strip().isdigit():
+            raise ValueError(f"--parallelism: expected TENSOR=PIXELS_PER_BEAT items separated by commas, found "
+                             f"{item.strip()!r}")
+        out[name] = int(p)
+    return out
+
+
 def _work(p: argparse.ArgumentParser) -> None:
     p.add_argument("--work", type=Path, default=Path("build"), help="work folder for artifacts (default: build)")
 
@@ -138,6 +152,10 @@ def parser() -> argparse.ArgumentParser:
                         "ceil(pixels / CYCLES), rounded up to a divisor of the row); default: one pixel per beat")
     p.add_argument("--target-ips", type=float, default=None, metavar="IMAGES_PER_S",
                    help="the same as a throughput at --clock-ghz: CYCLES = floor(clock / IMAGES_PER_S)")
+    p.add_argument("--parallelism", type=str, default=None, metavar="TENSOR=P,...",
+                   help="pixels per beat of some tensors ('input' or a layer's output) instead of the unroll "
+                        "pass's proposal; any buildable choice is taken (a divisor of the row, the same as the "
+                        "input's for pixel-for-pixel layers) and the II follows from it")
     p.add_argument("--clock-ghz", type=float, default=1.0, help="clock for --target-ips (default: %(default)s)")
 
     p = sub.add_parser("elaborate", help="run the Chisel generator (./mill hashiflex.run) and check hw_params",
@@ -285,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
                 if target < 1:
                     raise ValueError(f"--target-ips {args.target_ips:g}: more than one image per cycle at "
                                      f"{args.clock_ghz:g} GHz")
-            r = flow.step_export(args.work, args.levels_per_stage, target)
+            r = flow.step_export(args.work, args.levels_per_stage, target, _parallelism(args.parallelism))
         elif args.cmd == "fidelity":
             from .quant.fidelity import format_fidelity
 

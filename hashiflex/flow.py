@@ -398,10 +398,22 @@ def load_quantized(work: Path) -> tuple[Graph, dict]:
     return d["graph"], d
 
 
-def step_export(work: Path, levels_per_stage: int | None = None, target_ii: int | None = None) -> dict:
+def step_export(work: Path, levels_per_stage: int | None = None, target_ii: int | None = None,
+                parallelism: dict[str, int] | None = None) -> dict:
+    """``parallelism``: pixels per beat of some tensors, overriding the unroll pass's proposal for the target
+    (names that are not tensors of the network are refused)."""
     g, meta = load_quantized(work)
     cfg = Config(**meta["config"])
-    d = design_from_graph(g, levels_per_stage or cfg.levels_per_stage, target_ii or cfg.target_ii)
+    target = target_ii or cfg.target_ii
+    par = None
+    if parallelism:
+        par = passes.choose_parallelism(g, target)
+        unknown = sorted(set(parallelism) - set(par))
+        if unknown:
+            raise ValueError(f"--parallelism: {unknown[0]!r} is not a tensor of the network (have 'input' and the "
+                             f"layers: {', '.join(list(par)[1:5])}, ...)")
+        par.update(parallelism)
+    d = design_from_graph(g, levels_per_stage or cfg.levels_per_stage, target, parallelism=par)
     ds = _ds(cfg)
     # rung check before anything is written: fake-quant torch (float64) == integer golden model, exactly
     gold = ref.run(g, ds.x_test)

@@ -78,10 +78,12 @@ def read_hw_params(out: str | os.PathLike) -> dict:
     return d
 
 
-def check_hw_params(g: Graph, hw: dict, levels_per_stage: int, target_ii: int | None = None, npu=None) -> None:
+def check_hw_params(g: Graph, hw: dict, levels_per_stage: int, target_ii: int | None = None, npu=None,
+                    par: dict[str, int] | None = None) -> None:
     """Compare every figure the generator reports with the Python model; raise listing all differences.
-    ``npu``: the design's :class:`~hashiflex.npu.NpuConfig` (``g`` is then the backbone)."""
-    model = hw_model(g, levels_per_stage, target_ii)
+    ``npu``: the design's :class:`~hashiflex.npu.NpuConfig` (``g`` is then the backbone); ``par``: the design's
+    parallelism (None: the unroll pass's proposal for ``target_ii``)."""
+    model = hw_model(g, levels_per_stage, target_ii, par)
     diffs = _check_npu(hw.get("npu"), npu)
     if [l["name"] for l in hw["layers"]] != [m.name for m in model]:
         raise HwMismatchError(f"hw_params.layers: expected layers {[m.name for m in model]}, "
@@ -96,7 +98,7 @@ def check_hw_params(g: Graph, hw: dict, levels_per_stage: int, target_ii: int | 
                 diffs.append(f"layers[{m.name}].{key}: Python model {want}, generator {l[key]}")
         if m.acc_width is not None and l["out_width"] != m.acc_width:
             diffs.append(f"layers[{m.name}].out_width: Python model {m.acc_width}, generator {l['out_width']}")
-    backbone_ii = initiation_interval(g, target_ii)
+    backbone_ii = initiation_interval(g, target_ii, par)
     totals = (("ii_cycles_per_image", max(backbone_ii, npu.cycles_per_image if npu else 0)),
               ("adders", sum(m.adders for m in model)),
               ("comparators", sum(m.comparators for m in model)),
@@ -114,11 +116,12 @@ def check_hw_params(g: Graph, hw: dict, levels_per_stage: int, target_ii: int | 
 
 def check_design_hw(d: dict, g: Graph, hw: dict) -> None:
     """:func:`check_hw_params` with the levels, target II and NPU a design document names."""
+    from .export.design import parallelism_in
     from .npu import from_design
 
     n = from_design(d)
     check_hw_params(g, hw, d["hardware"]["adder_levels_per_stage"], d["hardware"].get("target_ii"),
-                    n[0] if n else None)
+                    n[0] if n else None, parallelism_in(d))
 
 
 def _check_npu(have: dict | None, cfg) -> list[str]:

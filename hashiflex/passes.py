@@ -568,10 +568,46 @@ def choose_parallelism(g: Graph, target_ii: int | None) -> dict[str, int]:
     return par
 
 
-def hw_model(g: Graph, levels_per_stage: int, target_ii: int | None = None) -> list[LayerHw]:
-    """Per layer: adders (all pixel lanes), register stages, beats per image, parallelism."""
+def check_parallelism(g: Graph, par: dict[str, int]) -> None:
+    """Raise :class:`IRError` naming the design.json field unless ``par`` (pixels per beat of "input" and of every
+    layer's output) is buildable: a divisor of the tensor's width (a beat never straddles rows), and the same as
+    its inputs' for a layer that maps pixels one to one (requantize, add, concatenation, 1x1 stride-1 conv or
+    pool). The generator applies the same rules (Design.scala)."""
+    def divisor(field: str, name: str, w: int) -> int:
+        p = par.get(name)
+        if p is None:
+            raise IRError(f"{field}: no parallelism given for {name!r}")
+        if not isinstance(p, (int, np.integer)) or isinstance(p, bool) or p < 1 or w % p:
+            raise IRError(f"{field}: expected a divisor of the output width {w} (pixels per beat never straddle "
+                          f"rows), found {p!r}")
+        return int(p)
+
+    divisor("design.input.parallelism", "input", g.input.width)
+    for k, (layer, info, srcs) in enumerate(zip(g.layers, annotate(g, require_quantized=False), g.sources())):
+        field = f"design.layers[{k}].parallelism"
+        p = divisor(field, layer.name, info.out_shape[2])
+        why = op_of(layer).keeps_parallelism(layer)
+        for s in srcs if why else ():
+            if par[s] != p:
+                raise IRError(f"{field}: expected {par[s]} (the parallelism of {s!r}; {why}), found {p} "
+                              f"(layer {layer.name!r})")
+
+
+def parallelism(g: Graph, target_ii: int | None = None, par: dict[str, int] | None = None) -> dict[str, int]:
+    """Pixels per beat of every tensor: ``par`` when given (any buildable choice, checked by
+    :func:`check_parallelism`), else the unroll pass's proposal for ``target_ii`` (:func:`choose_parallelism`)."""
+    if par is None:
+        return choose_parallelism(g, target_ii)
+    check_parallelism(g, par)
+    return {k: int(v) for k, v in par.items()}
+
+
+def hw_model(g: Graph, levels_per_stage: int, target_ii: int | None = None,
+             par: dict[str, int] | None = None) -> list[LayerHw]:
+    """Per layer: adders (all pixel lanes), register stages, beats per image, parallelism (``par``, or proposed
+    for ``target_ii``: :func:`parallelism`)."""
     infos = annotate(g)
-    par = choose_parallelism(g, target_ii)
+    par = parallelism(g, target_ii, par)
     hw = []
     for layer, info, srcs in zip(g.layers, infos, g.sources()):
         c, h, w = info.in_shape
@@ -590,9 +626,10 @@ def latency_stages(g: Graph, model: list[LayerHw]) -> int:
     return depth[g.layers[-1].name]
 
 
-def initiation_interval(g: Graph, target_ii: int | None = None) -> int:
-    """Cycles per image: the most stream beats per image of any tensor (each stream moves one beat a cycle)."""
-    par = choose_parallelism(g, target_ii)
+def initiation_interval(g: Graph, target_ii: int | None = None, par: dict[str, int] | None = None) -> int:
+    """Cycles per image: the most stream beats per image of any tensor (each stream moves one beat a cycle), at
+    the parallelism ``par`` or the one proposed for ``target_ii`` (:func:`parallelism`)."""
+    par = parallelism(g, target_ii, par)
     shapes = [("input", (g.input.channels, g.input.height, g.input.width))]
     shapes += [(i.name, i.out_shape) for i in annotate(g, require_quantized=False)]
     return max(h * w // par[n] for n, (_, h, w) in shapes)

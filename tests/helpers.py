@@ -151,3 +151,30 @@ def float_agreement(g, ds):
     with torch.no_grad():
         f = FakeQuantNet(g, quantize=False).double().eval()(torch.as_tensor(ds.value(ds.x_test))).numpy()
     return lambda q: float((ref.run(q, ds.x_test).argmax(1) == f.argmax(1)).mean())
+
+
+def random_parallelism(g: Graph, seed: int) -> dict[str, int]:
+    """A random buildable unroll of ``g`` (not the unroll pass's): every tensor a random divisor of its width,
+    equal across each group of tensors that a pixel-for-pixel layer ties together (requant, add, concatenation,
+    1x1 stride-1 conv or pool)."""
+    from hashiflex.ops import op_of
+
+    rng = np.random.default_rng(seed)
+    width = {"input": g.input.width} | {i.name: i.out_shape[2] for i in annotate(g, require_quantized=False)}
+    parent = {n: n for n in width}
+
+    def root(n):
+        while parent[n] != n:
+            n = parent[n]
+        return n
+
+    for layer, srcs in zip(g.layers, g.sources()):
+        if op_of(layer).keeps_parallelism(layer):
+            for s in srcs:
+                parent[root(s)] = root(layer.name)
+    pick = {}
+    for n, w in width.items():
+        r = root(n)
+        if r not in pick:
+            pick[r] = int(rng.choice([d for d in range(1, w + 1) if w % d == 0]))
+    return {n: pick[root(n)] for n in width}

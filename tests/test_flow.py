@@ -78,3 +78,32 @@ def test_export_checks_the_ladder_before_writing_and_the_cli_names_it(default_fl
     assert not (w / "design.json").exists()
     assert cli.main(["export", "--work", str(w)]) == 1
     assert "error: export" in capsys.readouterr().err and not (w / "design.json").exists()
+
+
+def test_export_takes_a_users_parallelism_and_refuses_a_bad_one(default_flow, tmp_path, capsys):
+    import json
+    import shutil
+
+    from hashiflex import cli
+    from hashiflex.export import load_design
+    from hashiflex.export.design import parallelism_in
+    from hashiflex.passes import initiation_interval
+
+    work, _ = default_flow
+    w = tmp_path / "w"
+    w.mkdir()
+    shutil.copy(work / "po2.pkl", w / "po2.pkl")
+    d0 = json.loads((work / "design.json").read_text())
+    width = d0["input"]["shape"][2]
+    p = next(p for p in range(2, width + 1) if width % p == 0)
+    assert cli.main(["export", "--work", str(w), "--parallelism", f"input={p}"]) == 0
+    d = json.loads((w / "design.json").read_text())
+    assert d["input"]["parallelism"] == p
+    _, g = load_design(w / "design.json")
+    assert d["hardware"]["ii_cycles_per_image"] == initiation_interval(g, par=parallelism_in(d))
+    assert cli.main(["export", "--work", str(w), "--parallelism", "nope=2"]) == 1
+    assert "--parallelism: 'nope' is not a tensor of the network" in capsys.readouterr().err
+    first = d["layers"][0]["name"]
+    assert cli.main(["export", "--work", str(w), "--parallelism", f"{first}=3"]) == 1
+    assert "parallelism: expected a divisor of the output width" in capsys.readouterr().err
+

@@ -19,7 +19,8 @@ import numpy as np
 from ..ir import Graph, Input, IRError, TensorType
 from ..ops import op_named, op_of
 from ..numfmt import int_range, width_for
-from ..passes import annotate, choose_parallelism, initiation_interval
+from ..passes import annotate, initiation_interval
+from ..passes import parallelism as parallelism_of
 
 FORMAT, VERSION = "hashiflex.design", 1
 DEFAULT_LEVELS_PER_STAGE = 4
@@ -39,15 +40,23 @@ def _ints(a) -> list[int]:
 
 
 def design_from_graph(g: Graph, levels_per_stage: int = DEFAULT_LEVELS_PER_STAGE,
-                      target_ii: int | None = None, npu: tuple | None = None) -> dict:
+                      target_ii: int | None = None, npu: tuple | None = None,
+                      parallelism: dict[str, int] | None = None) -> dict:
     """The design.json document for a quantized graph (derived fields from :func:`annotate`; pixel parallelism
     from :func:`choose_parallelism` for ``target_ii`` cycles per image, None: one pixel per beat).
 
     ``npu``: (:class:`~hashiflex.npu.NpuConfig`, boot :class:`~hashiflex.npu.Head`) when the classification layer
     runs on the programmable NPU; ``g`` is then the hardened backbone, ending in the vector the NPU reads.
+
+    ``parallelism``: pixels per beat of "input" and of every layer's output, when not the unroll pass's proposal
+    for ``target_ii``; any buildable choice is taken (:func:`~hashiflex.passes.check_parallelism`), and the II
+    follows from it. The file's values are authoritative: validation and the generator read them back.
     """
     infos = annotate(g)
-    par = choose_parallelism(g, target_ii)
+    try:
+        par = parallelism_of(g, target_ii, parallelism)
+    except IRError as e:
+        raise DesignValidationError(str(e)) from e
     layers = []
     for k, (layer, info, srcs) in enumerate(zip(g.layers, infos, g.sources())):
         try:
@@ -65,7 +74,7 @@ def design_from_graph(g: Graph, levels_per_stage: int = DEFAULT_LEVELS_PER_STAGE
     last = infos[-1]
     w, s = width_for(*last.out_bounds)
     t = g.input.type
-    ii = initiation_interval(g, target_ii)
+    ii = initiation_interval(g, par=par)
     output = {"features": int(np.prod(last.out_shape)), "exp": last.out_exp, "bounds": list(last.out_bounds),
               "width": w, "signed": s}
     doc = {
@@ -116,6 +125,11 @@ def graph_from_design(d: dict) -> Graph:
     return g
 
 
+def parallelism_in(d: dict) -> dict[str, int]:
+    """The pixels per beat a design document gives every tensor ("input" and each layer)."""
+    return {"input": d["input"]["parallelism"], **{l["name"]: l["parallelism"] for l in d["layers"]}}
+
+
 def validate_design(d: dict) -> Graph:
     """Validate a design document (schema, then every derived field); return its IR."""
     import jsonschema
@@ -132,7 +146,7 @@ def validate_design(d: dict) -> Graph:
     try:
         g = graph_from_design(d)
         want = design_from_graph(g, d["hardware"]["adder_levels_per_stage"], d["hardware"].get("target_ii"),
-                                 _npu_of(d, g))
+                                 _npu_of(d, g), parallelism_in(d))
     except DesignValidationError:
         raise
     except ValueError as e:  # IRError from annotate: shapes that do not chain

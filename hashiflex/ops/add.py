@@ -21,6 +21,9 @@ class AddOp(base.OpDef):
     def out_type(self, layer, a, bits):
         return calibrated_type(layer, a, bits, True)
 
+    def keeps_parallelism(self, layer):
+        return "add maps pixels one to one"
+
     def infer(self, layer, ins, require_quantized):
         x, y = ins
         if y.shape != x.shape:

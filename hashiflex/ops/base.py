@@ -52,6 +52,10 @@ class OpDef:
         """Tensors read besides ``layer.src`` (a residual add's skip operand)."""
         return ()
 
+    def keeps_parallelism(self, layer) -> str:
+        """Why the output must have its inputs' pixels per beat ("" when it need not: a windowed layer, a pool)."""
+        return ""
+
     def value_exp(self, layer, in_exps: list[int]) -> int:
         """The exponent of the values the layer computes on, from its inputs' (before weights or requantization
         apply theirs): the input's, or for several inputs what they are aligned to."""

@@ -41,6 +41,9 @@ class ConcatOp(base.OpDef):
     def value_exp(self, layer, in_exps):
         return min(in_exps)  # every operand aligned to the finest
 
+    def keeps_parallelism(self, layer):
+        return "a concatenation is wiring, pixel for pixel"
+
     def infer(self, layer, ins, require_quantized):
         names = [repr(layer.src) if layer.src else "the layer before", *map(repr, layer.rest)]
         first = ins[0]

@@ -31,6 +31,10 @@ class Conv2dOp(WeightedOp):
     op = "conv2d"
     layer_type = Conv2d
 
+    def keeps_parallelism(self, layer):
+        pointwise = layer.kernel == 1 and layer.stride == 1 and not layer.padded
+        return "a 1x1 conv maps pixels one to one" if pointwise else ""
+
     def check_input(self, layer, x):
         c, h, w = x.shape
         if x.vector:

@@ -62,6 +62,10 @@ class MaxPool2dOp(base.OpDef):
     op = "max_pool2d"
     layer_type = MaxPool2d
 
+    def keeps_parallelism(self, layer):
+        pointwise = layer.kernel == 1 and layer.stride == 1 and not layer.padded
+        return "a 1x1 pool maps pixels one to one" if pointwise else ""
+
     def infer(self, layer, ins, require_quantized):
         x = ins[0]
         c, h, w = x.shape

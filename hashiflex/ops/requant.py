@@ -33,6 +33,9 @@ class RequantOp(base.OpDef):
         """After ReLU/ReLU6 unsigned (ReLU6 at most 6), elsewhere signed."""
         return calibrated_type(layer, a, bits, layer.act not in ("relu", "relu6"), 6.0 if layer.act == "relu6" else None)
 
+    def keeps_parallelism(self, layer):
+        return "requant maps pixels one to one"
+
     def infer(self, layer, ins, require_quantized):
         x = ins[0]
         if layer.out is not None and x.exp is not None:

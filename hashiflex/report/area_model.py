@@ -132,10 +132,12 @@ def with_adder_bits(hw_params: dict, design_path: str | Path) -> dict:
     if "adder_bits" in hw_params["layers"][0]:
         return hw_params
     from ..export import load_design
+    from ..export.design import parallelism_in
     from ..passes import hw_model
 
     d, g = load_design(design_path)
-    m = {x.name: x for x in hw_model(g, hw_params["adder_levels_per_stage"], d["hardware"].get("target_ii"))}
+    m = {x.name: x for x in hw_model(g, hw_params["adder_levels_per_stage"], d["hardware"].get("target_ii"),
+                                     parallelism_in(d))}
     return dict(hw_params, layers=[dict(l, adder_bits=m[l["name"]].adder_bits or 0) for l in hw_params["layers"]])
 
 

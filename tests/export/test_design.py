@@ -47,10 +47,11 @@ BAD = [
     (lambda d: d["input"].update(bits="8"), r"design.input.bits: '8' is not of type 'integer'"),
     (lambda d: d.update(version=2), r"design.version: 1 was expected"),
     (lambda d: d["layers"][1].update(name=d["layers"][0]["name"]), r"design.layers: layer name 'conv0' is used twice"),
-    (lambda d: d["layers"][0].update(parallelism=2), r"design.layers\[0\].parallelism: expected 1 \(derived"),
+    (lambda d: d["layers"][0].update(parallelism=d["layers"][0]["out_shape"][2] + 1),
+     r"design.layers\[0\].parallelism: expected a divisor of the output width \d+ \(pixels per beat never straddle "
+     r"rows\), found \d+"),
     (lambda d: d["layers"][0].update(parallelism=0), r"design.layers\[0\].parallelism: 0 is less than the minimum of 1"),
     (lambda d: d["input"].pop("parallelism"), r"design.input: 'parallelism' is a required property"),
-    (lambda d: d["hardware"].update(target_ii=3), r"design.hardware.ii_cycles_per_image: expected \d+|parallelism: expected"),
 ]
 
 
@@ -153,3 +154,31 @@ def test_written_files_get_the_mode_the_umask_gives(tmp_path, doc):
         os.umask(old)
     modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
     assert modes == {"d.json": 0o644, "d.weights.bin": 0o644}
+
+
+def test_any_buildable_parallelism_is_authoritative_and_a_bad_one_names_the_field():
+    from hashiflex.export.design import parallelism_in
+    from hashiflex.passes import initiation_interval
+    from tests.helpers import random_parallelism
+
+    g = random_graph(2, max_c=3, max_hw=7, convs=3, dag=True, max_pool=True, concat=True)
+    proposed = parallelism_in(design_from_graph(g, 2, 3))
+    par = next(p for p in (random_parallelism(g, s) for s in range(50)) if p != proposed)
+    d = design_from_graph(g, 2, 3, parallelism=par)
+    assert parallelism_in(d) == par
+    assert d["hardware"]["ii_cycles_per_image"] == initiation_interval(g, par=par)  # the II follows from it
+    validate_design(d)  # read back as written, not re-proposed
+    validate_design(dict(d, hardware=dict(d["hardware"], target_ii=5)))  # the target only proposed it
+    bad = copy.deepcopy(d)
+    k = next(i for i, l in enumerate(bad["layers"]) if l["op"] == "requant")
+    w = bad["layers"][k]["out_shape"][2]
+    bad["layers"][k]["parallelism"] = next(p for p in range(1, w + 1) if w % p == 0 and p != par[bad["layers"][k]["name"]]) \
+        if w > 1 else 1
+    if bad["layers"][k]["parallelism"] != par[bad["layers"][k]["name"]]:
+        with pytest.raises(DesignValidationError, match=rf"design\.layers\[{k}\]\.parallelism: expected \d+ \(the "
+                                                        r"parallelism of '.*'; requant maps pixels one to one\)"):
+            validate_design(bad)
+    bad = copy.deepcopy(d)
+    bad["input"]["parallelism"] = g.input.width + 1
+    with pytest.raises(DesignValidationError, match=r"design\.input\.parallelism"):
+        validate_design(bad)

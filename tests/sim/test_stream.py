@@ -65,28 +65,30 @@ def test_vcd_trace_is_written(sims, tmp_path):
 
 @settings(max_examples=3, deadline=None)
 @given(st.integers(0, 100_000), st.sampled_from([None, 2, 3, 5, 8]), st.integers(1, 4), st.integers(1, 3),
-       st.booleans(), st.booleans(), st.booleans())
+       st.booleans(), st.booleans(), st.booleans(), st.booleans())
 def test_random_dag_designs_match_golden_at_their_ii(tmp_path_factory, seed, target, levels, max_terms, asym_pad,
-                                                      max_pool, concat):
+                                                      max_pool, concat, own_par):
     """Whole flow per example: random DAG (depthwise, residuals, strides, sparsity, exponents, 1-3 term weights,
-    per-side padding, max pools, concatenations) -> design.json unrolled to a random target -> generator -> Verilator; bit-exact
+    per-side padding, max pools, concatenations) -> design.json unrolled to a random target, or to a random
+    buildable parallelism of its own (``own_par``: the file is authoritative) -> generator -> Verilator; bit-exact
     and at the modelled II."""
     from hashiflex import hw
     from hashiflex.export import design_from_graph, write_design
-    from tests.helpers import random_graph
+    from tests.helpers import random_graph, random_parallelism
 
     require_tool("verilator")
     g = random_graph(seed, max_c=3, max_hw=6, convs=3, dag=True, name=f"h{seed}", max_terms=max_terms,
                      asym_pad=asym_pad, max_pool=max_pool, concat=concat)
-    d = design_from_graph(g, levels, target)
+    par = random_parallelism(g, seed) if own_par else None
+    d = design_from_graph(g, levels, target, parallelism=par)
     base = tmp_path_factory.mktemp("hyp")
     write_design(d, base / "design.json")
     params = hw.elaborate(base / "design.json", base / "rtl", quiet=True)
-    hw.check_hw_params(g, params, levels, target)
+    hw.check_design_hw(d, g, params)
     x = random_inputs(g, 4, seed)
     res = StreamSim(base / "rtl", params, d).run(x, progress=False)
     assert np.array_equal(res.outputs, ref.run(g, x))
-    assert res.cycles_per_image == initiation_interval(g, target) == params["ii_cycles_per_image"]
+    assert res.cycles_per_image == initiation_interval(g, target, par) == params["ii_cycles_per_image"]
 
 
 def test_the_c_driver_and_the_python_loop_agree(sims):
