@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hashiflex.export import design_from_graph, write_design
+from hashiflex.export import design_from_graph, npu_design, write_design
 from hashiflex.flow import quantize_ptq
 from hashiflex.hw import check_design_hw, project_root, read_hw_params
 from hashiflex.ir import Input, TensorType
@@ -138,8 +138,8 @@ def main(argv=None):
         if args.npu:
             from hashiflex import npu
 
-            d = npu.npu_design(g, args.levels_per_stage, args.target_ii,
-                               np.rint(calib * 2.0 ** -g.input.type.exp).astype(np.int64))
+            d = npu_design(g, args.levels_per_stage, args.target_ii,
+                           np.rint(calib * 2.0 ** -g.input.type.exp).astype(np.int64))
             g = npu.split_head(g)[0]
             g.name += "_npu"
             d["name"] = g.name

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import hw, npu, ref
-from .export import load_design, write_design
+from .export import load_design, npu_design, write_design
 
 
 # ------------------------------------------------------------------------------------------------ tasks
@@ -115,7 +115,7 @@ def step_npu_export(work: Path, capacity: int | None = None, top_k: int = 1, wei
     g, meta = load_quantized(work)
     cfg = Config(**meta["config"])
     ds = _ds(cfg)
-    d = npu.npu_design(g, cfg.levels_per_stage, cfg.target_ii, ds.x_train[:1024], capacity, weight_bits, bias_bits,
+    d = npu_design(g, cfg.levels_per_stage, cfg.target_ii, ds.x_train[:1024], capacity, weight_bits, bias_bits,
                        out_bits, top_k)
     write_design(d, work / NPU_DIR / "design.json")
     c = d["npu"]
@@ -168,7 +168,7 @@ def finetune(work: Path = Path("build"), task: str = "shift", labels: list[int] 
     from tqdm.auto import tqdm
 
     from .flow import Config, _ds, load_quantized
-    from .passes import annotate
+    from .analysis import annotate
     from .sim import StreamSim
 
     work = Path(work)

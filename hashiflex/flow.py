@@ -17,10 +17,11 @@ import numpy as np
 import torch
 
 from . import data as datasets
-from . import hw, npu, passes, ref
+from . import frontend, hw, hwmodel, npu, ref
 from .export import design_from_graph, load_design, write_design
 from .ir import Graph, Input
 from .models import DigitsCNN
+from .quant import ptq
 from .quant.fakequant import activation_ranges, fake_quant_int_outputs
 from .quant.prune import weight_sparsity
 from .train import accuracy_torch, seed_everything, train_float, train_qat
@@ -153,8 +154,8 @@ def calibrated_pretrained(cfg: Config, progress: bool = True):
     model = pretrained_model(cfg.arch, cfg.init)
     calib = ImageFolder(cfg.data_root, cfg.classes, preprocess=cfg.preprocess, limit=cfg.calib_images)
     inp = input_type(cfg.preprocess)
-    g = passes.same_padding(passes.import_torch(model, inp, name=cfg.arch), cfg.padding)
-    g = passes.calibrate_activations(g, activation_ranges(g, value_batches(calib, 8, inp.type.exp), progress=progress),
+    g = frontend.same_padding(frontend.import_torch(model, inp, name=cfg.arch), cfg.padding)
+    g = ptq.calibrate_activations(g, activation_ranges(g, value_batches(calib, 8, inp.type.exp), progress=progress),
                                      cfg.act_bits)
     return g, calib, layer_bits(g, cfg)
 
@@ -221,7 +222,7 @@ def step_quantize_pretrained(work: Path, cfg: Config, progress: bool = True) -> 
         g = r.graph
         distilled = {"images": len(data), "epochs": cfg.distill_epochs, "steps": r.steps, "loss": r.loss,
                      "processes": r.world_size}
-    q = passes.quantize_weights(g, bits, terms)
+    q = ptq.quantize_weights(g, bits, terms)
     if h is not None:
         from .quant.reconstruct import reconstruct
 
@@ -229,7 +230,7 @@ def step_quantize_pretrained(work: Path, cfg: Config, progress: bool = True) -> 
     if cfg.bias_correction:
         q = bias_correction(float_g, q, x, batch=4)
     work.mkdir(parents=True, exist_ok=True)
-    hwm = passes.hw_model(q, cfg.levels_per_stage, cfg.target_ii)
+    hwm = hwmodel.hw_model(q, cfg.levels_per_stage, cfg.target_ii)
     per_layer = {l.name: l.q.terms for l in q.layers if getattr(l, "q", None) is not None}
     meta = {"graph": q, "float_graph": float_g, "config": asdict(cfg), "terms": per_layer, "term_options": options,
             "adders": int(sum(m.adders for m in hwm)), "weight_sparsity": weight_sparsity(q), "distill": distilled}
@@ -359,9 +360,9 @@ def quantize_ptq(model, input: Input, name: str, calib_values: np.ndarray, weigh
     """Post-training Po2 quantization of a torch model: import, calibrate activations on ``calib_values``
     (float images), quantize weights (``edge_bits`` for the first and last layer). No training: for generator
     benchmarks and co-simulation of networks whose accuracy is not the point."""
-    g = passes.import_torch(model.eval(), input, name=name)
-    g = passes.calibrate_activations(g, activation_ranges(g, calib_values), act_bits)
-    return passes.quantize_weights(g, layer_bits(g, Config(weight_bits=weight_bits, edge_bits=edge_bits)))
+    g = frontend.import_torch(model.eval(), input, name=name)
+    g = ptq.calibrate_activations(g, activation_ranges(g, calib_values), act_bits)
+    return ptq.quantize_weights(g, layer_bits(g, Config(weight_bits=weight_bits, edge_bits=edge_bits)))
 
 
 def step_quantize(work: Path, weight_bits: int | None = None, progress: bool = True, **overrides) -> dict:
@@ -374,17 +375,17 @@ def step_quantize(work: Path, weight_bits: int | None = None, progress: bool = T
         if v is not None:
             setattr(cfg, k, v)
     ds = _ds(cfg)
-    g = passes.import_torch(model, ds.input, name=graph_name(cfg))
-    g = passes.calibrate_activations(g, activation_ranges(g, ds.value(ds.x_train[:2048])), cfg.act_bits)
+    g = frontend.import_torch(model, ds.input, name=graph_name(cfg))
+    g = ptq.calibrate_activations(g, activation_ranges(g, ds.value(ds.x_train[:2048])), cfg.act_bits)
     bits = layer_bits(g, cfg)
-    ptq = passes.quantize_weights(g, bits)
+    g_ptq = ptq.quantize_weights(g, bits)
     names = list(bits)
     g = train_qat(g, ds, bits, cfg.qat_epochs, cfg.qat_lr, cfg.seed, progress, sparsity=cfg.sparsity,
                   scope=cfg.prune_scope, exclude=(names[0], names[-1]) if cfg.edge_bits else (),
                   checkpoint=work / "qat.ck", **dict(cfg.fit_args(), optimizer="adam"))  # SGD diverged in QAT
     (work / "qat.ck").unlink(missing_ok=True)
-    q = passes.quantize_weights(g, bits)
-    acc_ptq = float((ref.run(ptq, ds.x_test).argmax(1) == ds.y_test).mean())
+    q = ptq.quantize_weights(g, bits)
+    acc_ptq = float((ref.run(g_ptq, ds.x_test).argmax(1) == ds.y_test).mean())
     acc = float((ref.run(q, ds.x_test).argmax(1) == ds.y_test).mean())
     with open(work / "po2.pkl", "wb") as f:
         pickle.dump({"graph": q, "config": asdict(cfg), "float_accuracy": ck["float_accuracy"],
@@ -407,7 +408,7 @@ def step_export(work: Path, levels_per_stage: int | None = None, target_ii: int 
     target = target_ii or cfg.target_ii
     par = None
     if parallelism:
-        par = passes.choose_parallelism(g, target)
+        par = hwmodel.choose_parallelism(g, target)
         unknown = sorted(set(parallelism) - set(par))
         if unknown:
             raise ValueError(f"--parallelism: {unknown[0]!r} is not a tensor of the network (have 'input' and the "
@@ -445,7 +446,7 @@ def step_fidelity(work: Path, limit: int = 512, progress: bool = True) -> dict:
     else:
         model, cfg, _ = load_float(work)
         ds = _ds(cfg)
-        g = passes.import_torch(model, ds.input, name=q.name)
+        g = frontend.import_torch(model, ds.input, name=q.name)
         x = ds.value(ds.x_train[:limit])
     return {"through": layer_fidelity(g, q, x, progress=progress), "alone": weight_sensitivity(g, q, x, progress=progress)}
 
@@ -492,7 +493,9 @@ def step_cosim(work: Path, limit: int | None = None, vcd: str | None = None, pro
 _PKG = Path(__file__).resolve().parent
 # the code each cached step's result depends on
 _TRAIN_CODE = ("models.py", "train.py", "data.py", "flow.py")
-_QUANT_CODE = _TRAIN_CODE + ("ir.py", "passes.py", "numfmt.py", "ref.py", "quant")
+_QUANT_CODE = _TRAIN_CODE + ("ir.py", "frontend.py", "analysis.py", "ops", "numfmt.py", "ref.py", "quant")
+# not the hardware model: editing a cost does not re-run QAT; it re-exports
+_EXPORT_CODE = ("export", "hwmodel.py", "adders.py", "ops")
 
 
 def _digest(*parts) -> str:
@@ -555,7 +558,8 @@ def demo(work: Path = Path("build"), cfg: Config | None = None, progress: bool =
                   lambda: step_train(work, cfg, progress)),
         "quantize": (lambda: [work / "float.pt", *(_PKG / f for f in _QUANT_CODE)], [work / "po2.pkl"],
                      lambda: step_quantize(work, progress=progress)),
-        "export": (lambda: [work / "po2.pkl", _PKG / "export"], [work / "design.json"], lambda: step_export(work)),
+        "export": (lambda: [work / "po2.pkl", *(_PKG / f for f in _EXPORT_CODE)], [work / "design.json"],
+                   lambda: step_export(work)),
         "elaborate": (lambda: [work / "design.json", root / "chisel", root / "build.sc"], [rtl / "hw_params.json"],
                       elaborate),
         "cosim": (lambda: [work / "design.json", rtl, _PKG / "sim"], [work / "cosim.json"],
@@ -609,8 +613,8 @@ def step_sweep(work: Path, bits: list[int], sparsities: list[float], finetune_ep
 
     model, cfg, ck = load_float(work)
     ds = _ds(cfg)
-    g = passes.import_torch(model, ds.input, name=graph_name(cfg))
-    g = passes.calibrate_activations(g, activation_ranges(g, ds.value(ds.x_train[:2048])), cfg.act_bits)
+    g = frontend.import_torch(model, ds.input, name=graph_name(cfg))
+    g = ptq.calibrate_activations(g, activation_ranges(g, ds.value(ds.x_train[:2048])), cfg.act_bits)
     points = sweep(g, ds, bits, sparsities, finetune_epochs, levels_per_stage=cfg.levels_per_stage,
                    progress=progress)
     out = Path(out or work / "sweep")

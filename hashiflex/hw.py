@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 
 from .ir import Graph
-from .passes import hw_model, initiation_interval, latency_stages
+from .hwmodel import hw_model, initiation_interval, latency_stages
 
 
 class HwMismatchError(AssertionError):

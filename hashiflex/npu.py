@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .numfmt import int_range, requant, width_for
-from .passes import _round_half_up
+from .quant.ptq import _round_half_up
 
 MAGIC = 0x48464E31          # "HFN1"
 IMAGE_VERSION = 1
@@ -383,22 +383,3 @@ def split_head(g):
         last = g.layers[-1].name if g.layers else None
         raise NpuError(f"layer {last!r}: expected the network to end in a linear layer for the NPU to run")
     return Graph(g.name, g.input, list(g.layers[:-1])), g.layers[-1]
-
-
-def npu_design(g, levels_per_stage: int = 4, target_ii: int | None = None, calib_images: np.ndarray | None = None,
-               capacity: int | None = None, weight_bits: int = 8, bias_bits: int = 24, out_bits: int = 16,
-               top_k: int = 1, tag: int = 1) -> dict:
-    """design.json for a quantized network with its final linear layer on the NPU: the backbone is hardened as
-    usual; the NPU is sized to keep up with the backbone's II (:func:`size_npu`), and the boot head is the float
-    linear layer quantized to ``weight_bits`` integers (logit shift calibrated on ``calib_images``)."""
-    from . import ref
-    from .export import design_from_graph
-    from .passes import annotate, initiation_interval
-
-    backbone, fc = split_head(g)
-    last = annotate(backbone)[-1]
-    cfg = size_npu(fc.in_features, last.out_bounds, capacity or fc.out_features,
-                   initiation_interval(backbone, target_ii), weight_bits, bias_bits, out_bits, top_k)
-    calib = ref.run(backbone, calib_images) if calib_images is not None else None
-    head = quantize_head(fc.weight, fc.bias, last.out_exp, cfg, calib, tag)
-    return design_from_graph(backbone, levels_per_stage, target_ii, npu=(cfg, head))

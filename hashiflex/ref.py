@@ -14,7 +14,7 @@ from .ops.base import EXACT_F64 as _EXACT_F64
 from .ops.base import NOT_EXACT
 from .ops.base import bound as _bound
 from .ops.intmath import conv2d_int, exact_matmul, weight_parts  # noqa: F401 (re-exported: the golden arithmetic)
-from .passes import annotate
+from .analysis import annotate
 
 _INT64_SAFE = 1 << 62
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from . import passes, ref
+from . import hwmodel, ref
+from .quant import ptq
 from .data import Dataset
 from .ir import Graph
 from .quant.prune import prune, weight_sparsity
@@ -36,9 +37,9 @@ def sweep(g: Graph, ds: Dataset, bits: list[int], sparsities: list[float], finet
             fg = train_qat(g, ds, b, finetune_epochs, sparsity=s, scope=scope, progress=False)
         else:
             fg = prune(g, s, scope) if s > 0 else g
-        q = passes.quantize_weights(fg, b)
+        q = ptq.quantize_weights(fg, b)
         acc = float((ref.run(q, ds.x_test).argmax(1) == ds.y_test).mean())
-        adders = sum(h.adders for h in passes.hw_model(q, levels_per_stage))
+        adders = sum(h.adders for h in hwmodel.hw_model(q, levels_per_stage))
         points.append(SweepPoint(b, s, acc, weight_sparsity(q), adders, finetune_epochs > 0))
     return points
 

@@ -15,7 +15,7 @@ from . import ref
 from .export import design_from_graph, write_design
 from .ir import Add, Conv2d, Graph, Input, Linear, Po2Weights, Requant, SumPool, TensorType
 from .ops import Concat, MaxPool2d
-from .passes import annotate
+from .analysis import annotate
 from .sim.stream import from_beats, to_beats
 
 

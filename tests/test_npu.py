@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from hashiflex import npu
-from hashiflex.export import DesignValidationError, design_from_graph, validate_design
+from hashiflex.export import DesignValidationError, design_from_graph, npu_design, validate_design
 from hashiflex.npu import Head, NpuConfig, NpuError, Status, encode, expected_status
 from tests.helpers import random_graph
 
@@ -156,7 +156,7 @@ def _npu_graph():
 
 def test_npu_design_validates_and_re_derives():
     g = _npu_graph()
-    d = npu.npu_design(g, capacity=6, top_k=2)
+    d = npu_design(g, capacity=6, top_k=2)
     bb = validate_design(d)
     assert [l.name for l in bb.layers] == [l.name for l in g.layers[:-1]]
     cfg, h = npu.from_design(d)
@@ -174,7 +174,7 @@ def test_npu_design_validates_and_re_derives():
     (("npu", "head", "shift"), 60, "design.npu.head.shift: expected 0..")
 ])
 def test_a_bad_npu_section_is_refused_with_its_path(path, value, message):
-    d = npu.npu_design(_npu_graph(), capacity=6)
+    d = npu_design(_npu_graph(), capacity=6)
     node = d
     for p in path[:-1]:
         node = node[p]
@@ -186,6 +186,6 @@ def test_a_bad_npu_section_is_refused_with_its_path(path, value, message):
 def test_the_npu_needs_a_network_ending_in_a_linear_layer():
     g = random_graph(0, max_c=4, max_hw=6, head=False)
     with pytest.raises(NpuError, match="expected the network to end in a linear layer"):
-        npu.npu_design(g)
+        npu_design(g)
     with pytest.raises(DesignValidationError, match="design.npu.in_features"):
         design_from_graph(g, npu=(CFG, head()))

@@ -16,11 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import npu as npu_mod
+from .. import ref
 from ..ir import Graph, Input, IRError, TensorType
 from ..ops import op_named, op_of
 from ..numfmt import int_range, width_for
-from ..passes import annotate, initiation_interval
-from ..passes import parallelism as parallelism_of
+from ..analysis import annotate
+from ..hwmodel import initiation_interval
+from ..hwmodel import parallelism as parallelism_of
 
 FORMAT, VERSION = "hashiflex.design", 1
 DEFAULT_LEVELS_PER_STAGE = 4
@@ -49,7 +52,7 @@ def design_from_graph(g: Graph, levels_per_stage: int = DEFAULT_LEVELS_PER_STAGE
     runs on the programmable NPU; ``g`` is then the hardened backbone, ending in the vector the NPU reads.
 
     ``parallelism``: pixels per beat of "input" and of every layer's output, when not the unroll pass's proposal
-    for ``target_ii``; any buildable choice is taken (:func:`~hashiflex.passes.check_parallelism`), and the II
+    for ``target_ii``; any buildable choice is taken (:func:`~hashiflex.hwmodel.check_parallelism`), and the II
     follows from it. The file's values are authoritative: validation and the generator read them back.
     """
     infos = annotate(g)
@@ -164,8 +167,7 @@ def _check_npu_input(last, in_features: int) -> None:
 
 def _npu_of(d: dict, g: Graph):
     """The (config, boot head) of a schema-valid document's ``npu`` section, or None. ``g``: its backbone."""
-    from .. import npu
-
+    npu = npu_mod
     if "npu" not in d:
         return None
     _check_npu_input(annotate(g)[-1], d["npu"]["in_features"])
@@ -318,3 +320,18 @@ def load_design(path: str | os.PathLike) -> tuple[dict, Graph]:
         raise DesignValidationError(f"{path}: not valid JSON ({e})") from e
     d = _resolve_tables(d, path.parent)
     return d, validate_design(d)
+
+
+def npu_design(g, levels_per_stage: int = 4, target_ii: int | None = None, calib_images: np.ndarray | None = None,
+               capacity: int | None = None, weight_bits: int = 8, bias_bits: int = 24, out_bits: int = 16,
+               top_k: int = 1, tag: int = 1) -> dict:
+    """design.json for a quantized network with its final linear layer on the NPU: the backbone is hardened as
+    usual; the NPU is sized to keep up with the backbone's II (:func:`size_npu`), and the boot head is the float
+    linear layer quantized to ``weight_bits`` integers (logit shift calibrated on ``calib_images``)."""
+    backbone, fc = npu_mod.split_head(g)
+    last = annotate(backbone)[-1]
+    cfg = npu_mod.size_npu(fc.in_features, last.out_bounds, capacity or fc.out_features,
+                   initiation_interval(backbone, target_ii), weight_bits, bias_bits, out_bits, top_k)
+    calib = ref.run(backbone, calib_images) if calib_images is not None else None
+    head = npu_mod.quantize_head(fc.weight, fc.bias, last.out_exp, cfg, calib, tag)
+    return design_from_graph(backbone, levels_per_stage, target_ii, npu=(cfg, head))

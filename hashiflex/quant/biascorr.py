@@ -23,7 +23,8 @@ from .fakequant import FakeQuantNet
 @torch.no_grad()
 def bias_correction(float_g: Graph, quant_g: Graph, x_value: np.ndarray, batch: int = 64) -> Graph:
     """``quant_g`` with every conv/linear bias corrected for the mean error its Po2 weights cause (see module)."""
-    from ..passes import _round_half_up, annotate
+    from ..analysis import annotate
+    from .ptq import _round_half_up
 
     if [l.name for l in float_g.layers] != [l.name for l in quant_g.layers] or not quant_g.quantized:
         raise IRError("bias_correction: expects the float graph and its quantized version (same layers)")

@@ -106,7 +106,7 @@ def weight_sensitivity(float_g: Graph, quant_g: Graph, x_value: np.ndarray, batc
     ref_out = [ref_net(x) for x in xs]
     from tqdm.auto import tqdm
 
-    from ..passes import annotate
+    from ..analysis import annotate
 
     acc_exps = {info.name: info.acc_exp for info in annotate(quant_g)}
     results = []

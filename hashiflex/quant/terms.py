@@ -40,7 +40,7 @@ def quantized_versions(calibrated: Graph, bits, max_terms: int, h=None, progress
     """k -> ``calibrated`` with every layer's weights k-term Po2, k = 1 .. max_terms: rounded to nearest, or,
     given the layers' Hessians ``h`` (:func:`hashiflex.quant.reconstruct.hessians`), rounded against the
     calibration data (:func:`hashiflex.quant.reconstruct.reconstruct`)."""
-    from ..passes import quantize_weights
+    from .ptq import quantize_weights
     from .reconstruct import reconstruct
 
     out = {}
@@ -54,7 +54,7 @@ def layer_costs(calibrated: Graph, bits, max_terms: int, target_ii: int | None =
                 quantized: dict[int, Graph] | None = None) -> dict[tuple[str, int], int]:
     """(layer, k) -> adders of that layer with k-term weights (the generator's plan, all lanes); ``quantized``:
     the k-term graphs to count (default: :func:`quantized_versions`, nearest rounding)."""
-    from ..passes import hw_model
+    from ..hwmodel import hw_model
 
     quantized = quantized or quantized_versions(calibrated, bits, max_terms)
     out = {}

@@ -133,7 +133,7 @@ def with_adder_bits(hw_params: dict, design_path: str | Path) -> dict:
         return hw_params
     from ..export import load_design
     from ..export.design import parallelism_in
-    from ..passes import hw_model
+    from ..hwmodel import hw_model
 
     d, g = load_design(design_path)
     m = {x.name: x for x in hw_model(g, hw_params["adder_levels_per_stage"], d["hardware"].get("target_ii"),

@@ -1,0 +1,100 @@
+"""The hardware model: pixel parallelism (proposed for a target II by the unroll pass, or given and checked
+buildable), and per layer what the generator builds (adders, stages, beats), the II and the latency."""
+from __future__ import annotations
+
+import numpy as np
+
+from .analysis import annotate
+from .ir import Graph, IRError
+from .ops import op_of
+from .ops.base import LayerHw
+
+
+def pixel_parallelism(height: int, width: int, target_ii: int | None) -> int:
+    """Pixels per stream beat for an ``height`` x ``width`` tensor to stream in at most ``target_ii`` beats.
+
+    The smallest divisor of the width that is >= ceil(pixels / target_ii), so a beat never straddles rows
+    (line buffers and column selection stay static); the whole row when even that is not enough (the tensor then
+    needs ``height`` beats, above the target). ``None``: one pixel per beat.
+    """
+    if target_ii is None:
+        return 1
+    if target_ii < 1:
+        raise IRError(f"target_ii: expected a positive number of cycles per image, found {target_ii}")
+    need = -(-height * width // target_ii)
+    return next((d for d in range(max(1, need), width + 1) if width % d == 0), width)
+
+
+def choose_parallelism(g: Graph, target_ii: int | None) -> dict[str, int]:
+    """The unroll pass: pixels per beat of every tensor ("input" and each layer's output) for ``target_ii``."""
+    par = {"input": pixel_parallelism(g.input.height, g.input.width, target_ii)}
+    for info in annotate(g, require_quantized=False):
+        par[info.name] = pixel_parallelism(info.out_shape[1], info.out_shape[2], target_ii)
+    return par
+
+
+def check_parallelism(g: Graph, par: dict[str, int]) -> None:
+    """Raise :class:`IRError` naming the design.json field unless ``par`` (pixels per beat of "input" and of every
+    layer's output) is buildable: a divisor of the tensor's width (a beat never straddles rows), and the same as
+    its inputs' for a layer that maps pixels one to one (requantize, add, concatenation, 1x1 stride-1 conv or
+    pool). The generator applies the same rules (Design.scala)."""
+    def divisor(field: str, name: str, w: int) -> int:
+        p = par.get(name)
+        if p is None:
+            raise IRError(f"{field}: no parallelism given for {name!r}")
+        if not isinstance(p, (int, np.integer)) or isinstance(p, bool) or p < 1 or w % p:
+            raise IRError(f"{field}: expected a divisor of the output width {w} (pixels per beat never straddle "
+                          f"rows), found {p!r}")
+        return int(p)
+
+    divisor("design.input.parallelism", "input", g.input.width)
+    for k, (layer, info, srcs) in enumerate(zip(g.layers, annotate(g, require_quantized=False), g.sources())):
+        field = f"design.layers[{k}].parallelism"
+        p = divisor(field, layer.name, info.out_shape[2])
+        why = op_of(layer).keeps_parallelism(layer)
+        for s in srcs if why else ():
+            if par[s] != p:
+                raise IRError(f"{field}: expected {par[s]} (the parallelism of {s!r}; {why}), found {p} "
+                              f"(layer {layer.name!r})")
+
+
+def parallelism(g: Graph, target_ii: int | None = None, par: dict[str, int] | None = None) -> dict[str, int]:
+    """Pixels per beat of every tensor: ``par`` when given (any buildable choice, checked by
+    :func:`check_parallelism`), else the unroll pass's proposal for ``target_ii`` (:func:`choose_parallelism`)."""
+    if par is None:
+        return choose_parallelism(g, target_ii)
+    check_parallelism(g, par)
+    return {k: int(v) for k, v in par.items()}
+
+
+def hw_model(g: Graph, levels_per_stage: int, target_ii: int | None = None,
+             par: dict[str, int] | None = None) -> list[LayerHw]:
+    """Per layer: adders (all pixel lanes), register stages, beats per image, parallelism (``par``, or proposed
+    for ``target_ii``: :func:`parallelism`)."""
+    infos = annotate(g)
+    par = parallelism(g, target_ii, par)
+    hw = []
+    for layer, info, srcs in zip(g.layers, infos, g.sources()):
+        c, h, w = info.in_shape
+        p_in, p_out = par[srcs[0]], par[layer.name]
+        oc, oh, ow = info.out_shape
+        beats = dict(beats_in=h * w // p_in, beats_out=oh * ow // p_out, parallelism=p_out)
+        hw.append(op_of(layer).hw(layer, info, p_in, p_out, levels_per_stage, beats))
+    return hw
+
+
+def latency_stages(g: Graph, model: list[LayerHw]) -> int:
+    """Register stages on the longest path from the input to the output."""
+    depth = {"input": 0}
+    for layer, srcs, m in zip(g.layers, g.sources(), model):
+        depth[layer.name] = max(depth[s] for s in srcs) + m.stages
+    return depth[g.layers[-1].name]
+
+
+def initiation_interval(g: Graph, target_ii: int | None = None, par: dict[str, int] | None = None) -> int:
+    """Cycles per image: the most stream beats per image of any tensor (each stream moves one beat a cycle), at
+    the parallelism ``par`` or the one proposed for ``target_ii`` (:func:`parallelism`)."""
+    par = parallelism(g, target_ii, par)
+    shapes = [("input", (g.input.channels, g.input.height, g.input.width))]
+    shapes += [(i.name, i.out_shape) for i in annotate(g, require_quantized=False)]
+    return max(h * w // par[n] for n, (_, h, w) in shapes)
