@@ -8,7 +8,7 @@ import numpy as np
 
 from .analysis import annotate
 from .ir import Add, Conv2d, Graph, Input, IRError, Linear, Requant, SumPool
-from .ops import Concat, MaxPool2d
+from .ops import Concat, Lut, MaxPool2d
 from .ops.base import check_finite
 
 
@@ -155,18 +155,29 @@ def import_torch(model, input: Input, name: str = "net") -> Graph:
             raise IRError(f"{where}: expected a flatten from dim 1 (one vector per image), found start_dim="
                           f"{args.get('start_dim', start_at)}, end_dim={args.get('end_dim', -1)}")
 
+    def in_module(node) -> str:
+        """", in module 'features.1.block.1' (SqueezeExcitation)": the innermost module a function call ran in."""
+        stack = node.meta.get("nn_module_stack") or {}
+        if not stack:
+            return ""
+        path, cls = list(stack.values())[-1]
+        return f", in module {path!r} ({getattr(cls, '__name__', cls)})"
+
     def unsupported_hint(name) -> str:
         name = str(name)
         if name in ("mul", "mul_"):
             return (": an elementwise product of two activations (squeeze-excitation) needs real multipliers, "
                     "which a shift-add datapath does not have")
-        if name in ("sigmoid", "hardsigmoid", "silu", "hardswish", "gelu", "tanh"):
-            return ": activations other than ReLU/ReLU6 (a lookup table on the quantized input) are not supported yet"
         if name in ("chunk", "transpose", "split", "permute"):
             return ": channel splits and shuffles (ShuffleNet) are not supported yet"
         return ""
 
     sizes: set = set()           # fx nodes of x.size(...) (shape queries for view/reshape)
+    # activations other than ReLU: exact lookup tables on the quantized input (ops/lut.py)
+    lut_modules = {nn.Hardswish: "hardswish", nn.Hardsigmoid: "hardsigmoid", nn.SiLU: "silu", nn.Sigmoid: "sigmoid",
+                   nn.Tanh: "tanh", nn.GELU: "gelu"}
+    lut_functions = {F.hardswish: "hardswish", F.hardsigmoid: "hardsigmoid", F.silu: "silu",
+                     torch.sigmoid: "sigmoid", torch.tanh: "tanh", F.gelu: "gelu"}
 
     for node in traced.graph.nodes:
         if node.op == "placeholder":
@@ -222,6 +233,10 @@ def import_torch(model, input: Input, name: str = "net") -> Graph:
                 if m.output_size not in (1, (1, 1)):
                     raise IRError(f"{where}: expected output_size 1 (global pool), found {m.output_size}")
                 add_global_pool(node, src, layer_name(node.target))
+            elif type(m) in lut_modules:
+                if isinstance(m, nn.GELU) and m.approximate != "none":
+                    raise IRError(f"{where}: expected GELU(approximate='none'), found approximate={m.approximate!r}")
+                add(Lut(layer_name(node.target), lut_modules[type(m)], src=src), (c, h, w), node)
             elif isinstance(m, nn.MaxPool2d):
                 add_max_pool(node, src, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode,
                              m.return_indices, where)
@@ -248,7 +263,7 @@ def import_torch(model, input: Input, name: str = "net") -> Graph:
                               f"{unsupported_hint(type(m).__name__.lower())}")
         elif node.op == "call_function":
             fname = getattr(node.target, "__name__", str(node.target))
-            where = f"node {node.name!r} (function {fname})"
+            where = f"node {node.name!r} (function {fname}{in_module(node)})"
             if node.target in (operator.add, torch.add):
                 a, b = node.args[:2]
                 if not (isinstance(a, fx.Node) and isinstance(b, fx.Node)) or len(node.args) > 2 or node.kwargs:
@@ -264,6 +279,11 @@ def import_torch(model, input: Input, name: str = "net") -> Graph:
                 add_max_pool(node, produced_by(args["input"], where), args["kernel_size"], args.get("stride"),
                              args.get("padding", 0), args.get("dilation", 1), args.get("ceil_mode", False),
                              args.get("return_indices", False), where)
+            elif node.target in lut_functions:
+                src = src_of(node, where)
+                if node.target is F.gelu and node.kwargs.get("approximate", "none") != "none":
+                    raise IRError(f"{where}: expected approximate='none', found {node.kwargs['approximate']!r}")
+                add(Lut(node.name, lut_functions[node.target], src=src), shape[src], node)
             elif node.target is torch.cat:
                 args = dict(zip(("tensors", "dim"), node.args), **node.kwargs)
                 if args.get("dim", 0) not in (1, -3):
@@ -326,6 +346,9 @@ def import_torch(model, input: Input, name: str = "net") -> Graph:
                 produced[node] = src_of(node, where)
             elif node.target == "mean":
                 add_mean(node, node.args[1:], node.kwargs, where)
+            elif node.target in ("sigmoid", "tanh"):  # x.sigmoid(), x.tanh()
+                src = src_of(node, where)
+                add(Lut(node.name, node.target, src=src), shape[src], node)
             else:
                 raise IRError(f"{where}: op {node.target} is not supported by the hardware"
                               f"{unsupported_hint(node.target)}")

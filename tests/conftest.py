@@ -49,12 +49,13 @@ MULTI_TERM_DESIGNS = [(5, None), (6, 4)]  # (seed, target_ii): DAGs whose weight
 PADDED_DESIGNS = [(2, 3), (5, None)]  # (seed, target_ii): DAGs whose convs pad each side on its own (TF 'SAME', ZeroPad2d)
 POOL_DESIGNS = [(1, None), (2, 3), (9, None)]  # (seed, target_ii): DAGs with max pools (kernel 1-3, stride 1-2, padding)
 CONCAT_DESIGNS = [(2, 3), (12, 2)]  # (seed, target_ii): DAGs with channel concatenations (and max pools)
+LUT_DESIGNS = [(1, None), (2, 3)]  # (seed, target_ii): DAGs with activation lookup tables (and concatenations)
 
 
 @pytest.fixture(scope="session")
 def elaborated(work_root):
     """[(graph, design, hw_params, rtl_dir)] for RANDOM_DESIGN_SEEDS (levels_per_stage 1..4), then DAG_DESIGNS,
-    then MULTI_TERM_DESIGNS, then PADDED_DESIGNS, then POOL_DESIGNS, then CONCAT_DESIGNS."""
+    then MULTI_TERM_DESIGNS, then PADDED_DESIGNS, then POOL_DESIGNS, then CONCAT_DESIGNS, then LUT_DESIGNS."""
     from hashiflex import hw
     from hashiflex.export import design_from_graph, write_design
     from tests.helpers import random_graph
@@ -67,9 +68,12 @@ def elaborated(work_root):
     specs += [(seed, target, "pad", None) for seed, target in PADDED_DESIGNS]
     specs += [(seed, target, "pool", None) for seed, target in POOL_DESIGNS]
     specs += [(seed, target, "cat", None) for seed, target in CONCAT_DESIGNS]
+    specs += [(seed, target, "lut", None) for seed, target in LUT_DESIGNS]
     for i, (seed, target, dag, head) in enumerate(specs):
-        name = f"{'terms' if dag == 3 else dag if dag in ('pad', 'pool', 'cat') else 'dag' if dag else 'rand'}{seed}"
-        if dag in ("pool", "cat"):
+        name = f"{'terms' if dag == 3 else dag if dag in ('pad', 'pool', 'cat', 'lut') else 'dag' if dag else 'rand'}{seed}"
+        if dag == "lut":
+            g = random_graph(seed, max_c=3, max_hw=6, convs=3, dag=True, name=name, lut=True, concat=True)
+        elif dag in ("pool", "cat"):
             g = random_graph(seed, max_c=3, max_hw=7, convs=3, dag=True, name=name, max_pool=True,
                              concat=dag == "cat")
         elif dag:

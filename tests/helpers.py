@@ -4,13 +4,14 @@ from __future__ import annotations
 import numpy as np
 
 from hashiflex.ir import Add, Conv2d, Graph, Input, Linear, Po2Weights, Requant, SumPool, TensorType
-from hashiflex.ops import Concat, MaxPool2d
+from hashiflex.ops import Concat, Lut, MaxPool2d
+from hashiflex.ops.lut import FUNCTIONS
 from hashiflex.passes import annotate
 
 
 def random_graph(seed: int, max_c: int = 4, max_hw: int = 7, convs: int | None = None, head: bool | None = None,
                  name: str = "rand", dag: bool = False, max_terms: int = 1, asym_pad: bool = False,
-                 max_pool: bool = False, concat: bool = False) -> Graph:
+                 max_pool: bool = False, concat: bool = False, lut: bool = False) -> Graph:
     """A random quantized chain: conv -> requant (x convs) [-> sum_pool -> linear].
 
     ``max_terms`` > 1: each conv/linear layer gets 1 to ``max_terms`` signed powers of two per weight (drawn from
@@ -27,12 +28,16 @@ def random_graph(seed: int, max_c: int = 4, max_hw: int = 7, convs: int | None =
 
     ``concat``: a conv block that keeps its input's height and width may get its input concatenated to its output
     along channels (DenseNet style, either order, the exponents aligned), drawn from a fifth stream.
+
+    ``lut``: after each conv block's requantize an activation lookup table (Hardswish, SiLU, Sigmoid, ...) to a
+    random output type follows with probability 0.6, drawn from a sixth stream.
     """
     rng = np.random.default_rng(seed)
     trng = np.random.default_rng([seed, 1])
     prng = np.random.default_rng([seed, 2])
     mrng = np.random.default_rng([seed, 3])
     crng = np.random.default_rng([seed, 4])
+    lrng = np.random.default_rng([seed, 5])
 
     def weights(codes, e_min, bits):
         k = int(trng.integers(1, max_terms + 1))
@@ -90,6 +95,10 @@ def random_graph(seed: int, max_c: int = 4, max_hw: int = 7, convs: int | None =
         g.layers.append(Requant(f"act{i}", act, TensorType(out_bits, act == "none", out_exp)))
         exp = out_exp
         c, (h, w) = o, g.layers[-2].out_hw(h, w)
+        if lut and lrng.random() < 0.6:
+            act = str(lrng.choice(sorted(FUNCTIONS)))
+            exp = exp + int(lrng.integers(-3, 2))
+            g.layers.append(Lut(f"lut{i}", act, TensorType(int(lrng.integers(2, 9)), FUNCTIONS[act][1], exp)))
         if dag and (c, h, w) == shape_in and rng.random() < 0.7:
             add_exp = min(exp, block_exp) + int(rng.integers(0, 4))
             t = TensorType(int(rng.integers(2, 9)), True, add_exp)

@@ -18,10 +18,11 @@ from .add import Add, AddOp
 from .concat import Concat, ConcatOp
 from .conv2d import Conv2d, Conv2dOp
 from .linear import Linear, LinearOp
+from .lut import Lut, LutOp
 from .max_pool import MaxPool2d, MaxPool2dOp
 from .requant import Requant, RequantOp
 from .sum_pool import SumPool, SumPoolOp
 
 __all__ = ["OPS", "OpDef", "Tensor", "op_of", "op_named", "register", "dot_bounds", "requant_bounds",
-           "shift_in_range", "Add", "Concat", "ConcatOp", "Conv2d", "Linear", "MaxPool2d", "Requant", "SumPool", "AddOp", "Conv2dOp",
-           "LinearOp", "MaxPool2dOp", "RequantOp", "SumPoolOp"]
+           "shift_in_range", "Add", "Concat", "Conv2d", "Linear", "Lut", "MaxPool2d", "Requant", "SumPool", "AddOp",
+           "ConcatOp", "Conv2dOp", "LinearOp", "LutOp", "MaxPool2dOp", "RequantOp", "SumPoolOp"]

@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import torch
 
-from ..ir import Add, Conv2d, Graph, IRError, Linear, Requant
+from ..ir import Conv2d, Graph, IRError, Linear
+from ..ops import op_of
 from .fakequant import FakeQuantNet
 
 
@@ -79,7 +80,7 @@ def layer_fidelity(float_g: Graph, quant_g: Graph, x_value: np.ndarray, batch: i
     fnet = FakeQuantNet(float_g, quantize=False).double().eval()
     qnet = FakeQuantNet(quant_g).double().eval()
     fnet.record = qnet.record = True
-    points = [l.name for l in float_g.layers if isinstance(l, (Requant, Add))]
+    points = [l.name for l in float_g.layers if op_of(l).calibrated]
     accs = {n: _Acc() for n in points}
     out, agree, n = _Acc(), 0, 0
     step = 2.0 ** quant_g.input.type.exp
