@@ -101,7 +101,7 @@ def main(argv=None):
 
     est = []
     for rtl in sorted(Path(args.estimate).glob("*/rtl")):
-        p = area_model.with_adder_bits(hw.read_hw_params(rtl), rtl.parent / "design.json")
+        p = hw.read_hw_params(rtl)
         e = area_model.estimate(model, rtl / p["verilog"], p)
         row = {"design": p["design"], "area_mm2": round(e["area_um2"] / 1e6, 3), "adders": p["adders"],
                "ii_cycles_per_image": p["ii_cycles_per_image"], "unmodelled": e["unmodelled_modules"]}

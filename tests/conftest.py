@@ -49,7 +49,7 @@ MULTI_TERM_DESIGNS = [(5, None), (6, 4)]  # (seed, target_ii): DAGs whose weight
 PADDED_DESIGNS = [(2, 3), (5, None)]  # (seed, target_ii): DAGs whose convs pad each side on its own (TF 'SAME', ZeroPad2d)
 POOL_DESIGNS = [(1, None), (2, 3), (9, None)]  # (seed, target_ii): DAGs with max pools (kernel 1-3, stride 1-2, padding)
 CONCAT_DESIGNS = [(2, 3), (12, 2)]  # (seed, target_ii): DAGs with channel concatenations (and max pools)
-LUT_DESIGNS = [(1, None), (2, 3)]  # (seed, target_ii): DAGs with activation lookup tables (and concatenations)
+LUT_DESIGNS = [(2, None), (4, 3)]  # (seed, target_ii): DAGs with activation lookup tables (and concatenations)
 
 
 @pytest.fixture(scope="session")

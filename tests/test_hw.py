@@ -81,12 +81,15 @@ def test_hw_params_follow_their_schema_and_a_stale_file_names_the_field(tmp_path
 
     for _, _, params, rtl in elaborated:
         assert hw.read_hw_params(rtl) == params  # every generated file is schema-valid
-    _, _, params, rtl = elaborated[-1]
-    assert any(l["op"] == "max_pool2d" and l["comparators"] > 0 for l in params["layers"])
-    assert any(l["op"] == "concat" and len(l["fifo_depth"]["inputs"]) == 2 for l in params["layers"])
+    layers = [l for _, _, p, _ in elaborated for l in p["layers"]]
+    assert any(l["op"] == "max_pool2d" and l["comparators"] > 0 for l in layers)
+    assert any(l["op"] == "concat" and len(l["fifo_depth"]["inputs"]) == 2 for l in layers)
+    _, _, params, rtl = next(e for e in elaborated if any(l["op"] == "max_pool2d" for l in e[2]["layers"]))
     stale = copy.deepcopy(params)
     del stale["layers"][1]["comparators"]  # what a generator before max pools wrote
+    del stale["modules"]                    # and before the module table
     shutil.copytree(rtl, tmp_path / "rtl")
     (tmp_path / "rtl" / "hw_params.json").write_text(json.dumps(stale))
-    with pytest.raises(hw.HwMismatchError, match=r"hw_params\.layers\[1\]: 'comparators' is a required property"):
+    with pytest.raises(hw.HwMismatchError, match=r"hw_params(\.layers\[1\])?: '(comparators|modules)' is a required "
+                                                 r"property"):
         hw.read_hw_params(tmp_path / "rtl")

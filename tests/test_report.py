@@ -64,8 +64,8 @@ def test_energy_counts_each_lane_once_per_beat():
 
     def params(par):
         return {"ii_cycles_per_image": 64 // par, "register_bits": 0, "line_buffer_bits": 0,
-                "layers": [{"op": "conv2d", "adders": 10 * par, "out_width": 8, "beats_in": 64 // par,
-                            "beats_out": 64 // par}]}
+                "layers": [{"op": "conv2d", "adders": 10 * par, "comparators": 0, "out_width": 8,
+                            "beats_in": 64 // par, "beats_out": 64 // par}]}
     e1, e4 = energy_per_image({}, params(1), 0), energy_per_image({}, params(4), 0)
     assert e1.adders_pj == e4.adders_pj == 10 * 8 * 64 * ADD_FJ_PER_BIT / 1000
 

@@ -1,7 +1,7 @@
 """An area model for designs too large to synthesize, calibrated on modules that were synthesized.
 
-Every top-level module the generator emits is one of a few kinds, and its area follows from a handful of counts
-the generator already reports or its module name encodes: adder bits (each adder as wide as its exact result),
+Every top-level module the generator emits is one of a few kinds, listed with its parameters in hw_params.json
+(``modules``), and its area follows from a handful of counts they give: adder bits (each adder as wide as its exact result),
 flip-flop bits (pipeline registers, line buffers, skip FIFOs, accumulators), multiplexer input bits (the line
 buffers' ring-slot and column selection), and element-wise bits (requantization, residual adds). The model is
 linear in those counts, area = sum_k coef_k * feature_k, fitted with non-negative least squares on Yosys + ASAP7
@@ -10,7 +10,6 @@ areas of synthesized modules; :func:`evaluate` reports its error on held-out mod
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,64 +19,61 @@ import numpy as np
 FEATURES = ("adder_bits", "flip_flop_bits", "mux_bits", "elementwise_bits", "modules")
 
 
-def _sanitize(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_]", "", name)
+def _kinds():
+    """kind (hw_params.json ``modules``) -> the features of one instance from its parameters."""
+    def adder_layer(m):
+        return {"adder_bits": m["adder_bits"], "flip_flop_bits": m["register_bits"]}
+
+    def line_buffer(m):
+        c, w, k, bits, rows, p_out = m["channels"], m["width"], m["kernel"], m["bits"], m["rows"], m["par_out"]
+        # ring-slot select per window row, then one column select per window element over the row's beats
+        return {"flip_flop_bits": rows * w * c * bits,
+                "mux_bits": k * w * c * bits * (rows - 1) + p_out * c * k * k * bits * (m["out_width"] // p_out - 1)}
+
+    def residual_add(m):
+        # the aligned sum, the rounding adder and the clamp: about three requant lanes' worth each
+        return {"elementwise_bits": 3 * m["lanes"] * (max(m["a_width"] + m["a_shift"], m["b_width"] + m["b_shift"]) + 1)}
+
+    def sum_pool(m):
+        return {"adder_bits": m["channels"] * m["par"] * (m["out_width"] + 1),
+                "flip_flop_bits": m["channels"] * (2 * m["out_width"] + 1)}
+
+    def max_pool(m):
+        # a comparator is a subtractor's carry chain and the 2:1 select of the larger
+        return {"adder_bits": m["comparators"] * (m["width"] + 1), "mux_bits": m["comparators"] * m["width"],
+                "flip_flop_bits": m["register_bits"]}
+
+    return {
+        "adder_layer": adder_layer,
+        "line_buffer": line_buffer,
+        "requant": lambda m: {"elementwise_bits": m["lanes"] * m["in_width"]},
+        "residual_add": residual_add,
+        "sum_pool": sum_pool,
+        "max_pool": max_pool,
+        "lut": lambda m: {"mux_bits": m["lanes"] * m["entries"] * m["out_width"]},  # an entries-way select per bit
+        "fifo": lambda m: {"flip_flop_bits": m["depth"] * m["lanes"] * m["width"]},
+        "concat": lambda m: {},  # wiring, and the join's few gates
+        "fork": lambda m: {},    # wires and a few gates
+    }
 
 
-_WINDOW = re.compile(r"WindowGen_c(\d+)_(\d+)x(\d+)_k(\d+)s(\d+)p(?:(\d+)|t\d+b\d+l(\d+)r(\d+))_b(\d+)_i(\d+)o(\d+)(?:_v\d+)?")
-_REQUANT = re.compile(r"Requant_c(\d+)_i(\d+)[su]")
-_ADD = re.compile(r"ResidualAdd_l(\d+)_a(\d+)[su]x(\d+)_b(\d+)[su]x(\d+)")
-_POOL = re.compile(r"SumPool_c(\d+)_n(\d+)_p(\d+)_i(\d+)[su]_o(\d+)")
-_MAXPOOL = re.compile(r"MaxPool_c(\d+)_k(\d+)_p(\d+)_s(\d+)_i(\d+)[su]")
-_QUEUE = re.compile(r"Queue(\d+)_Vec(\d+)_UInt(\d+)")
-_LAYER = re.compile(r"ShiftAddLayer_(.+)_n\d+_o\d+_p\d+_s\d+")
+KINDS = _kinds()
 
 
 def module_features(module: str, hw_params: dict) -> dict[str, float] | None:
-    """The model's features of one instance of a top-level module (None: a kind the model does not know)."""
-    base = re.sub(r"_\d+$", "", module)  # Chisel's suffix for a second module of the same name
+    """The model's features of one instance of a top-level module, from the generator's table of what it built
+    (hw_params.json ``modules``: kind and parameters). None: a module the table does not list (the NPU's, say),
+    which the model does not price; a kind it lists but the model does not know raises."""
+    table = {m["name"]: m for m in hw_params["modules"]}
+    m = table.get(module) or table.get(re.sub(r"_\d+$", "", module))  # Chisel's suffix for a second module
+    if m is None:
+        return None
+    if m["kind"] not in KINDS:
+        raise ValueError(f"hw_params.modules[{m['name']!r}]: kind {m['kind']!r} has no area model (known: "
+                         f"{', '.join(sorted(KINDS))})")
     f = dict.fromkeys(FEATURES, 0.0)
     f["modules"] = 1.0
-    if m := _LAYER.fullmatch(base):
-        layers = {_sanitize(l["name"]): l for l in hw_params["layers"]}
-        layer = layers.get(m.group(1))
-        if layer is None:
-            return None
-        f["adder_bits"] = layer["adder_bits"]
-        f["flip_flop_bits"] = layer["register_bits"]
-    elif m := _WINDOW.fullmatch(base):
-        c, h, w, k, s, p, left, right, bits, p_in, p_out = (None if v is None else int(v) for v in m.groups())
-        rows = k + s
-        out_w = (w + (2 * p if p is not None else left + right) - k) // s + 1
-        f["flip_flop_bits"] = rows * w * c * bits
-        # ring-slot select per window row, then one column select per window element over the row's beats
-        f["mux_bits"] = k * w * c * bits * (rows - 1) + p_out * c * k * k * bits * (out_w // p_out - 1)
-    elif m := _REQUANT.fullmatch(base.split("_sh")[0]):
-        lanes, width = map(int, m.groups())
-        f["elementwise_bits"] = lanes * width
-    elif m := _ADD.match(base):
-        lanes, aw, ash, bw, bsh = map(int, m.groups())
-        # the aligned sum, the rounding adder and the clamp: about three requant lanes' worth each
-        f["elementwise_bits"] = 3 * lanes * (max(aw + ash, bw + bsh) + 1)
-    elif m := _POOL.fullmatch(base):
-        c, n, par, iw, ow = map(int, m.groups())
-        f["adder_bits"] = c * par * (ow + 1)
-        f["flip_flop_bits"] = c * (2 * ow + 1)
-    elif m := _MAXPOOL.fullmatch(base):
-        c, k, par, stages, width = map(int, m.groups())
-        cmp = c * (k * k - 1) * par
-        f["adder_bits"] = cmp * (width + 1)  # a comparator is a subtractor's carry chain
-        f["mux_bits"] = cmp * width          # and the 2:1 select of the larger
-        levels, per = math.ceil(math.log2(k * k)), hw_params["adder_levels_per_stage"]
-        regd = {0} if levels == 0 else set(range(per, levels + 1, per)) | {levels}
-        f["flip_flop_bits"] = sum(-(-k * k // (1 << lv)) for lv in regd) * width * c * par  # MaxPoolParams.registerBits
-    elif m := _QUEUE.fullmatch(base):
-        depth, lanes, width = map(int, m.groups())
-        f["flip_flop_bits"] = depth * lanes * width
-    elif base.startswith("Fork_"):
-        pass  # wires and a few gates
-    else:
-        return None
+    f.update({k: float(v) for k, v in KINDS[m["kind"]](m).items()})
     return f
 
 
@@ -124,21 +120,6 @@ def evaluate(model: AreaModel, data) -> dict:
             "area_weighted_abs_error": sum(abs(p - a) for _, a, p in rows) / total_a,
             "total_error": (total_p - total_a) / total_a,
             "rows": [{"module": n, "um2": a, "model_um2": p} for n, a, p in rows]}
-
-
-def with_adder_bits(hw_params: dict, design_path: str | Path) -> dict:
-    """hw_params with each layer's ``adder_bits``; an older generator did not report them, so they come from the
-    Python model of the same adder graphs (which the generator's figures are checked against)."""
-    if "adder_bits" in hw_params["layers"][0]:
-        return hw_params
-    from ..export import load_design
-    from ..export.design import parallelism_in
-    from ..hwmodel import hw_model
-
-    d, g = load_design(design_path)
-    m = {x.name: x for x in hw_model(g, hw_params["adder_levels_per_stage"], d["hardware"].get("target_ii"),
-                                     parallelism_in(d))}
-    return dict(hw_params, layers=[dict(l, adder_bits=m[l["name"]].adder_bits or 0) for l in hw_params["layers"]])
 
 
 def estimate(model: AreaModel, verilog: str | Path, hw_params: dict) -> dict:

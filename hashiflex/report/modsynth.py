@@ -264,8 +264,7 @@ def synth_work(work: Path, address: str | None = None, jobs: int | None = None, 
     if ms.complete and area_model is not None:
         from . import area_model as am
 
-        p = am.with_adder_bits(params, work / "design.json")
-        e = am.estimate(am.load(area_model), sv, p)
+        e = am.estimate(am.load(area_model), sv, params)
         doc["area_model"] = {"file": str(area_model), "area_um2": e["area_um2"],
                              "unmodelled_modules": e["unmodelled_modules"], "error": e["area_um2"] / ms.area_um2 - 1}
     out = work / "report" / "synth_modules.json"

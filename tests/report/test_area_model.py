@@ -4,28 +4,44 @@ import pytest
 
 from hashiflex.report.area_model import FEATURES, AreaModel, evaluate, fit, module_features
 
-HW = {"layers": [{"name": "features.3.conv.0.0", "adder_bits": 1200, "register_bits": 300}]}
+HW = {"modules": [
+    {"name": "ShiftAddLayer_features3conv00_n24_o144_p4_s2", "kind": "adder_layer", "lanes": 4, "adders": 400,
+     "adder_bits": 1200, "register_bits": 300, "stages": 2, "inputs": 24, "outputs": 144},
+    {"name": "WindowGen_c16_8x8_k3s1p1_b8_i2o2", "kind": "line_buffer", "channels": 16, "height": 8, "width": 8,
+     "kernel": 3, "stride": 1, "rows": 4, "bits": 8, "par_in": 2, "par_out": 2, "out_width": 8},
+    {"name": "WindowGen_c16_8x8_k3s2p1_b8_i2o2", "kind": "line_buffer", "channels": 16, "height": 8, "width": 8,
+     "kernel": 3, "stride": 2, "rows": 5, "bits": 8, "par_in": 2, "par_out": 2, "out_width": 4},
+    {"name": "WindowGen_c16_8x8_k3s2p1_b8_i2o1", "kind": "line_buffer", "channels": 16, "height": 8, "width": 8,
+     "kernel": 3, "stride": 2, "rows": 5, "bits": 8, "par_in": 2, "par_out": 1, "out_width": 4},
+    {"name": "Requant_c32_i12s_sh3_lo0_hi255", "kind": "requant", "lanes": 32, "in_width": 12, "shift": 3,
+     "out_width": 8},
+    {"name": "Queue7_Vec16_UInt8", "kind": "fifo", "depth": 7, "lanes": 16, "width": 8},
+    {"name": "Fork_n2_l16_w8", "kind": "fork", "readers": 2, "lanes": 16, "width": 8},
+    {"name": "Lut_l6_n64_i6s_o5_0a1b2c3d", "kind": "lut", "lanes": 6, "entries": 64, "in_width": 6, "out_width": 5},
+    {"name": "MaxPool_c4_k3_p2_s2_i8u", "kind": "max_pool", "channels": 4, "kernel": 3, "par": 2, "width": 8,
+     "comparators": 64, "register_bits": 640},
+    {"name": "Weird_m", "kind": "weird"}]}
 
 
-def test_module_kinds_and_their_features():
+def test_module_kinds_and_their_features_come_from_the_generators_table():
     f = module_features("ShiftAddLayer_features3conv00_n24_o144_p4_s2", HW)
-    assert (f["adder_bits"], f["flip_flop_bits"]) == (1200, 300)
+    assert (f["adder_bits"], f["flip_flop_bits"], f["modules"]) == (1200, 300, 1)
     w = module_features("WindowGen_c16_8x8_k3s1p1_b8_i2o2", HW)
     assert w["flip_flop_bits"] == 4 * 8 * 16 * 8          # k+s rows of the image width, all channels
     assert w["mux_bits"] > 0
-    # TF 'SAME' padding (per side): a stride-2 window on 8x8 padded below and right has 4 output columns, as the
-    # symmetric 1-padded one does; unpadded left and right it has 3 (fewer column candidates per element)
-    # a max pool's line buffer pads with the format's smallest value (a `_v` suffix): the same hardware
-    assert module_features("WindowGen_c16_8x8_k3s1p1_b8_i2o2_v128", HW) == w
-    tf = module_features("WindowGen_c16_8x8_k3s2pt0b1l0r1_b8_i2o2", HW)
-    assert tf == module_features("WindowGen_c16_8x8_k3s2p1_b8_i2o2", HW)
-    assert module_features("WindowGen_c16_8x8_k3s2pt0b1l0r0_b8_i2o1", HW)["mux_bits"] < module_features(
-        "WindowGen_c16_8x8_k3s2pt0b1l1r0_b8_i2o1", HW)["mux_bits"]
+    # one output column per beat means more column candidates per window element than two
+    assert module_features("WindowGen_c16_8x8_k3s2p1_b8_i2o1", HW)["mux_bits"] > module_features(
+        "WindowGen_c16_8x8_k3s2p1_b8_i2o2", HW)["mux_bits"]
+    assert module_features("WindowGen_c16_8x8_k3s1p1_b8_i2o2_1", HW) == w  # Chisel's suffix for a second copy
     assert module_features("Requant_c32_i12s_sh3_lo0_hi255", HW)["elementwise_bits"] == 32 * 12
     assert module_features("Queue7_Vec16_UInt8", HW)["flip_flop_bits"] == 7 * 16 * 8
     assert module_features("Fork_n2_l16_w8", HW)["modules"] == 1
-    assert module_features("Something_else", HW) is None
-    assert module_features("ShiftAddLayer_unknown_n1_o1_p1_s1", HW) is None
+    assert module_features("Lut_l6_n64_i6s_o5_0a1b2c3d", HW)["mux_bits"] == 6 * 64 * 5  # a table per lane
+    mp = module_features("MaxPool_c4_k3_p2_s2_i8u", HW)
+    assert (mp["adder_bits"], mp["mux_bits"], mp["flip_flop_bits"]) == (64 * 9, 64 * 8, 640)
+    assert module_features("Something_else", HW) is None  # not in the table: not priced
+    with pytest.raises(ValueError, match=r"hw_params.modules\['Weird_m'\]: kind 'weird' has no area model"):
+        module_features("Weird_m", HW)
 
 
 def test_fit_recovers_known_costs_and_reports_held_out_error():
@@ -45,19 +61,15 @@ def test_fit_recovers_known_costs_and_reports_held_out_error():
 
 @pytest.mark.slow
 @pytest.mark.mill
-def test_max_pool_features_follow_the_generators_register_count(elaborated):
-    """The model prices a max pool from its module name; its flip-flops equal what the generator reports."""
-    seen = 0
-    for _, d, params, _ in elaborated:
-        width = {l["name"]: l["out_width"] for l in d["layers"]} | {"input": d["input"]["bits"]}
-        signed = {l["name"]: l["out_signed"] for l in d["layers"]} | {"input": d["input"]["signed"]}
-        for l, h in zip(d["layers"], params["layers"]):
-            if l["op"] != "max_pool2d":
-                continue
-            name = (f"MaxPool_c{l['in_shape'][0]}_k{l['kernel']}_p{l['parallelism']}_s{h['stages']}_i{width[l['src']]}"
-                    f"{'s' if signed[l['src']] else 'u'}")
-            f = module_features(name, params)
-            assert f["flip_flop_bits"] == h["register_bits"], name
-            assert f["adder_bits"] == h["comparators"] * (width[l["src"]] + 1)
-            seen += 1
-    assert seen >= 3
+def test_every_module_under_the_top_is_in_the_table(elaborated):
+    """The generator lists every module the pipeline instantiates, under the name the Verilog gives it."""
+    from hashiflex.report.hierarchy import inspect_verilog
+
+    kinds = set()
+    for _, d, params, rtl in elaborated:
+        mods = inspect_verilog(rtl / params["verilog"])
+        for child in mods[params["top"]].children:
+            assert module_features(child, params) is not None, (d["name"], child)
+        kinds |= {m["kind"] for m in params["modules"]}
+    assert kinds == {"adder_layer", "line_buffer", "requant", "residual_add", "sum_pool", "max_pool", "lut", "fifo",
+                     "concat", "fork"}

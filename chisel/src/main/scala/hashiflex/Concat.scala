@@ -16,7 +16,7 @@ final case class ConcatSpec(c: Common, inputs: Seq[String], shapes: Seq[Shape], 
     val streams = x +: inputs.tail.map(ctx.take)
     val m = Module(new Concat(ConcatParams(par, shapes.map(_.c), fmts, shifts, outFmt))).suggestName(name)
     for (((port, s), depth) <- m.in.zip(streams).zip(ctx.hw.inputFifos))
-      port <> (if (depth > 0) Queue(s, depth) else s)
+      port <> Fifo(s, depth)
     m.out
   }
 }
@@ -58,6 +58,9 @@ class Concat(val p: ConcatParams) extends Module {
       s"_o${p.out.width}"
   val in = IO(MixedVec(p.channels.indices.map(i => Flipped(Decoupled(Vec(p.par * p.channels(i), UInt(p.in(i).width.W)))))))
   val out = IO(Decoupled(Vec(p.par * p.channels.sum, UInt(p.out.width.W))))
+  import ModuleTable._
+  ModuleTable.record(desiredName, "concat", "par" -> p.par, "channels" -> ints(p.channels),
+    "out_width" -> p.out.width)
   private val all = in.map(_.valid).reduce(_ && _)
   out.valid := all
   for ((x, i) <- in.zipWithIndex)

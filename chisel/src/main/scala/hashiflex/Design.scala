@@ -213,8 +213,7 @@ final case class AddSpec(c: Common, skip: String, skipBounds: Bounds, srcShift: 
     ctx.hw(ctx.lanes * (if (shift > 0) 2 else 1), 0, fifos = (f(0), f(1)))
   }
   def build(ctx: BuildCtx, x: DecoupledIO[Vec[UInt]]): DecoupledIO[Vec[UInt]] = {
-    def buffered(v: DecoupledIO[Vec[UInt]], depth: Int) = if (depth > 0) chisel3.util.Queue(v, depth) else v
-    ResidualAdd(this, buffered(x, ctx.hw.fifos._1), ctx.fmt, buffered(ctx.take(skip), ctx.hw.fifos._2), ctx.d.fmtOf(skip))
+    ResidualAdd(this, Fifo(x, ctx.hw.fifos._1), ctx.fmt, Fifo(ctx.take(skip), ctx.hw.fifos._2), ctx.d.fmtOf(skip))
   }
 }
 

@@ -84,6 +84,9 @@ class Requant(val p: RequantParams) extends Module {
     s"Requant_c${p.channels}_i${p.in.width}${if (p.in.signed) "s" else "u"}_sh${p.shift}_lo${p.clamp.lo}_hi${p.clamp.hi}".replace("-", "m")
   val in = IO(Flipped(Decoupled(Vec(p.channels, UInt(p.in.width.W)))))
   val out = IO(Decoupled(Vec(p.channels, UInt(p.out.width.W))))
+  import ModuleTable._
+  ModuleTable.record(desiredName, "requant", "lanes" -> p.channels, "in_width" -> p.in.width, "shift" -> p.shift,
+    "out_width" -> p.out.width)
   in.ready := out.ready
   out.valid := in.valid
   out.bits := VecInit(in.bits.map(raw => Requantize(Requantize.widen(raw, p.in), p.shift, p.clamp, p.out)))
@@ -110,6 +113,9 @@ class ResidualAdd(val p: AddParams) extends Module {
   val a = IO(Flipped(Decoupled(Vec(p.lanes, UInt(p.a.width.W)))))
   val b = IO(Flipped(Decoupled(Vec(p.lanes, UInt(p.b.width.W)))))
   val out = IO(Decoupled(Vec(p.lanes, UInt(p.out.width.W))))
+  import ModuleTable._
+  ModuleTable.record(desiredName, "residual_add", "lanes" -> p.lanes, "a_width" -> p.a.width, "a_shift" -> p.aShift,
+    "b_width" -> p.b.width, "b_shift" -> p.bShift, "shift" -> p.shift, "out_width" -> p.out.width)
   out.valid := a.valid && b.valid
   a.ready := out.ready && b.valid
   b.ready := out.ready && a.valid
@@ -134,6 +140,8 @@ class Fork(val n: Int, val lanes: Int, val width: Int) extends Module {
   override def desiredName: String = s"Fork_n${n}_l${lanes}_w$width"
   val in = IO(Flipped(Decoupled(Vec(lanes, UInt(width.W)))))
   val out = IO(Vec(n, Decoupled(Vec(lanes, UInt(width.W)))))
+  import ModuleTable._
+  ModuleTable.record(desiredName, "fork", "readers" -> n, "lanes" -> lanes, "width" -> width)
   in.ready := out.map(_.ready).reduce(_ && _)
   for (i <- 0 until n) {
     out(i).bits := in.bits
@@ -160,6 +168,9 @@ class SumPool(val p: SumPoolParams) extends Module {
     s"SumPool_c${p.channels}_n${p.pixels}_p${p.par}_i${p.in.width}${if (p.in.signed) "s" else "u"}_o${p.out.width}"
   val in = IO(Flipped(Decoupled(Vec(p.par * p.channels, UInt(p.in.width.W)))))
   val out = IO(Decoupled(Vec(p.channels, UInt(p.out.width.W))))
+  import ModuleTable._
+  ModuleTable.record(desiredName, "sum_pool", "channels" -> p.channels, "pixels" -> p.pixels, "par" -> p.par,
+    "in_width" -> p.in.width, "out_width" -> p.out.width)
   private val w = p.out.width + 1
   private val beats = p.pixels / p.par
   private val acc = RegInit(VecInit(Seq.fill(p.channels)(0.S(w.W))))

@@ -47,6 +47,9 @@ class Lut(val p: LutParams) extends Module {
     f"Lut_l${p.lanes}_n${p.table.length}_i${p.in.width}${if (p.in.signed) "s" else "u"}_o${p.out.width}_${p.hash}%08x"
   val in = IO(Flipped(Decoupled(Vec(p.lanes, UInt(p.in.width.W)))))
   val out = IO(Decoupled(Vec(p.lanes, UInt(p.out.width.W))))
+  import ModuleTable._
+  ModuleTable.record(desiredName, "lut", "lanes" -> p.lanes, "entries" -> p.table.length, "in_width" -> p.in.width,
+    "out_width" -> p.out.width)
   in.ready := out.ready
   out.valid := in.valid
   private def raw(v: BigInt): UInt = (if (v < 0) v + (BigInt(1) << p.out.width) else v).U(p.out.width.W)

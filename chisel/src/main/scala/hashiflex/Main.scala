@@ -54,8 +54,9 @@ object Main {
     os.makeDir.all(tmp)
     try {
       val t0 = System.nanoTime()
-      ChiselStage.emitCHIRRTLFile(if (design.npu.isDefined) new Accelerator(design) else Pipeline(design),
-        Array("--target-dir", tmp.toString))
+      val (_, modules) = ModuleTable.collect(
+        ChiselStage.emitCHIRRTLFile(if (design.npu.isDefined) new Accelerator(design) else Pipeline(design),
+          Array("--target-dir", tmp.toString)))
       val fir = tmp / s"$top.fir"
       if (!os.isFile(fir)) throw new IllegalStateException(s"Chisel wrote no $fir")
       System.gc()
@@ -73,6 +74,7 @@ object Main {
       if (!keepFir) os.remove(fir)
       println(f"  chisel ${(t1 - t0) / 1e9}%.1f s, firtool ${(System.nanoTime() - t1) / 1e9}%.1f s")
       val params = hwParams(design, layers, top)
+      params("modules") = ujson.Arr.from(modules)
       os.write(tmp / "hw_params.json", ujson.write(params, indent = 2) + "\n")
       os.remove.all(out)
       os.move(tmp, out)

@@ -81,6 +81,9 @@ class MaxPool(val p: MaxPoolParams) extends Module {
     s"MaxPool_c${p.channels}_k${p.kernel}_p${p.par}_s${p.schedule.stages}_i${p.in.width}${if (p.in.signed) "s" else "u"}"
   val in = IO(Flipped(Decoupled(Vec(p.par * p.channels * p.taps, UInt(p.in.width.W)))))
   val out = IO(Decoupled(Vec(p.par * p.channels, UInt(p.in.width.W))))
+  import ModuleTable._
+  ModuleTable.record(desiredName, "max_pool", "channels" -> p.channels, "kernel" -> p.kernel, "par" -> p.par,
+    "width" -> p.in.width, "comparators" -> p.comparators, "register_bits" -> p.registerBits)
 
   private val valid = RegInit(VecInit(Seq.fill(p.schedule.stages)(false.B)))
   private val en = !valid.last || out.ready

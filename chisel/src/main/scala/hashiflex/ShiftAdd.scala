@@ -238,6 +238,9 @@ class ShiftAddLayer(val p: ShiftAddLayerParams) extends Module {
     s"ShiftAddLayer_${p.name}_n${p.nIn}_o${p.channels.length}_p${p.par}_s${p.schedule.stages}"
   val in = IO(Flipped(Decoupled(Vec(p.par * p.nIn, UInt(p.in.width.W)))))
   val out = IO(Decoupled(Vec(p.par * p.channels.length, UInt(p.out.width.W))))
+  import ModuleTable._
+  ModuleTable.record(desiredName, "adder_layer", "lanes" -> p.par, "adders" -> p.adders, "adder_bits" -> p.adderBits,
+    "register_bits" -> p.registerBits, "stages" -> p.schedule.stages, "inputs" -> p.nIn, "outputs" -> p.channels.length)
 
   private val valid = RegInit(VecInit(Seq.fill(p.schedule.stages)(false.B)))
   private val en = !valid.last || out.ready

@@ -42,6 +42,10 @@ class WindowGen(val p: WindowParams) extends Module {
     s"WindowGen_c${p.channels}_${p.height}x${p.width}_k${p.kernel}s${p.stride}${p.padding.tag}_b${p.bits}_i${p.parIn}o${p.parOut}" +
       (if (p.padValue != 0) s"_v${p.padValue}" else "")
   private def padding: UInt = p.padValue.U(p.bits.W) // what the border reads: zeros, or a value below every input
+  import ModuleTable._
+  ModuleTable.record(desiredName, "line_buffer", "channels" -> p.channels, "height" -> p.height, "width" -> p.width,
+    "kernel" -> p.kernel, "stride" -> p.stride, "rows" -> p.rows, "bits" -> p.bits, "par_in" -> p.parIn,
+    "par_out" -> p.parOut, "out_width" -> p.outW)
   @public val in = IO(Flipped(Decoupled(Vec(p.parIn * p.channels, UInt(p.bits.W)))))
   @public val out = IO(Decoupled(Vec(p.parOut * p.channels * p.kernel * p.kernel, UInt(p.bits.W))))
 
