@@ -187,3 +187,29 @@ def random_parallelism(g: Graph, seed: int) -> dict[str, int]:
         if r not in pick:
             pick[r] = int(rng.choice([d for d in range(1, w + 1) if w % d == 0]))
     return {n: pick[root(n)] for n in width}
+
+
+def import_and_quantize(model, inp: Input, seed: int = 0, bits: int = 5, calib: int = 8, name: str = "net"):
+    """The user's path on a torch model, each rung checked: import (the float IR computes what torch computes),
+    calibrate on ``calib`` random images, Po2-quantize to ``bits``; golden == fake-quant on 4 more, bit for bit.
+    Returns (the calibrated float graph, the quantized graph)."""
+    import torch
+
+    from hashiflex import ref
+    from hashiflex.passes import calibrate_activations, import_torch, quantize_weights
+    from hashiflex.quant.fakequant import FakeQuantNet, fake_quant_int_outputs, record_activations
+
+    model = model.eval()
+    g = import_torch(model, inp, name)
+    x = torch.rand(2, inp.channels, inp.height, inp.width, dtype=torch.float64)
+    assert torch.allclose(FakeQuantNet(g, quantize=False).double()(x), model.double()(x), rtol=1e-9, atol=1e-9)
+    model.float()
+    rng = np.random.default_rng(seed)
+    lo, hi = inp.type.range
+    shape = (inp.channels, inp.height, inp.width)
+    g = calibrate_activations(g, record_activations(g, rng.integers(lo, hi + 1, (calib, *shape)) * 2.0 ** inp.type.exp),
+                              8)
+    q = quantize_weights(g, bits)
+    xi = rng.integers(lo, hi + 1, (4, *shape))
+    assert np.array_equal(ref.run(q, xi), fake_quant_int_outputs(q, xi, ref.output_exp(q)))
+    return g, q

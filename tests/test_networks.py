@@ -11,23 +11,17 @@ from hashiflex import ref
 from hashiflex.export import design_from_graph, validate_design
 from hashiflex.ir import Add, Input, IRError, TensorType
 from hashiflex.ops import MaxPool2d
-from hashiflex.passes import calibrate_activations, import_torch, quantize_weights
-from hashiflex.quant.fakequant import FakeQuantNet, fake_quant_int_outputs, record_activations
+from hashiflex.passes import import_torch
+from hashiflex.quant.fakequant import fake_quant_int_outputs
 from tests.conftest import require_tool
+from tests.helpers import import_and_quantize
 from tests.test_mobilenet import _randomize_bn
 
 IN32 = Input(3, 32, 32, TensorType(8, False, -8))
 
 
 def _quantized(model, inp, seed=0):
-    g = import_torch(model, inp, type(model).__name__.lower())
-    x = torch.rand(2, inp.channels, inp.height, inp.width, dtype=torch.float64)
-    assert torch.allclose(FakeQuantNet(g, quantize=False).double()(x), model.double()(x), rtol=1e-9, atol=1e-9)
-    model.float()
-    rng = np.random.default_rng(seed)
-    calib = rng.integers(0, 256, size=(8, inp.channels, inp.height, inp.width))
-    g = calibrate_activations(g, record_activations(g, calib * 2.0 ** inp.type.exp), 8)
-    return quantize_weights(g, 5)
+    return import_and_quantize(model, inp, seed, name=type(model).__name__.lower())[1]
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "mnasnet0_5", "squeezenet1_0"])
@@ -44,8 +38,10 @@ def test_torchvision_networks_import_and_quantize_bit_exact(arch):
 
 @pytest.mark.parametrize("arch, why", [
     ("shufflenet_v2_x0_5", r"(channel shuffles|splits and shuffles) .*not supported yet"),
-    ("mobilenet_v3_small", r"\(Hardswish\): op Hardswish is not supported.*lookup table"),
-    ("efficientnet_b0", r"\(SiLU\): op SiLU is not supported.*lookup table"),
+    # their Hardswish / SiLU import as lookup tables; the squeeze-excitation product is refused, naming its block
+    ("mobilenet_v3_small", r"node 'mul' \(function mul, in module 'features\.1\.block\.1' \(SqueezeExcitation\)\): "
+                           r"op mul is not supported by the hardware: .* needs real multipliers"),
+    ("efficientnet_b0", r"node 'mul' \(function mul, in module '.*' \(SqueezeExcitation\)\): .* real multipliers"),
 ])
 def test_networks_the_hardware_cannot_build_yet_are_refused_with_the_reason(arch, why):
     with pytest.raises(IRError, match=why):

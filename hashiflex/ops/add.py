@@ -59,12 +59,7 @@ class AddOp(base.OpDef):
 
     def fake(self, layer, xs, exps, net):
         # value domain: aligning both operands to the finer scale is exact, so this is a plain sum
-        x, exp = xs[0] + xs[1], exps[0]
-        if net.quantize:
-            x, exp = base.requant_value(layer, x), layer.out.exp
-        if net.record:
-            net.recorded[layer.name] = x.detach()
-        return x, exp
+        return base.calibrated_output(layer, xs[0] + xs[1], exps[0], net)
 
     def to_json(self, layer, info, srcs):
         return dict(skip=srcs[1], shift=info.shift, acc_exp=info.acc_exp, bits=layer.out.bits,

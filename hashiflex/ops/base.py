@@ -204,6 +204,16 @@ def requant_value(layer, x):
     return torch.clamp(round_half_up_ste(x / scale), lo, hi) * scale
 
 
+def calibrated_output(layer, x, exp: int, net):
+    """The fake-quant output of a calibrated layer from its float value ``x`` (exponent ``exp``): requantized to
+    ``layer.out`` when ``net`` quantizes, recorded for calibration when it records."""
+    if net.quantize:
+        x, exp = requant_value(layer, x), layer.out.exp
+    if net.record:
+        net.recorded[layer.name] = x.detach()
+    return x, exp
+
+
 def round_half_up_ste(x):
     import torch
 

@@ -95,12 +95,7 @@ class LutOp(base.OpDef):
         return table[(xs[0].double() - info.in_bounds[0]).long()]
 
     def fake(self, layer, xs, exps, net):
-        x, exp = layer.function(xs[0]), exps[0]
-        if net.quantize:
-            x, exp = base.requant_value(layer, x), layer.out.exp
-        if net.record:
-            net.recorded[layer.name] = x.detach()
-        return x, exp
+        return base.calibrated_output(layer, layer.function(xs[0]), exps[0], net)
 
     def to_json(self, layer, info, srcs):
         return dict(act=layer.act, bits=layer.out.bits, signed=layer.out.signed,

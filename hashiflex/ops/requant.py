@@ -59,15 +59,10 @@ class RequantOp(base.OpDef):
         import torch
 
         x = xs[0]
-        if net.quantize:
-            x, exp = base.requant_value(layer, x), layer.out.exp
-        else:
-            exp = exps[0]
+        if not net.quantize:  # the float activation (quantizing clamps to the same range)
             x = torch.clamp(x, min=0.0, max=6.0) if layer.act == "relu6" else (
                 torch.relu(x) if layer.act == "relu" else x)
-        if net.record:
-            net.recorded[layer.name] = x.detach()
-        return x, exp
+        return base.calibrated_output(layer, x, exps[0], net)
 
     def to_json(self, layer, info, srcs):
         return dict(shift=info.shift, act=layer.act, bits=layer.out.bits, signed=layer.out.signed,
