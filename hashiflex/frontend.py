@@ -8,7 +8,8 @@ import numpy as np
 
 from .analysis import annotate
 from .ir import Add, Conv2d, Graph, Input, IRError, Linear, Requant, SumPool
-from .ops import Concat, Lut, MaxPool2d
+from .ops import ChannelSelect, Concat, Lut, MaxPool2d
+from .ops.channel_select import shuffle_permutation
 from .ops.base import check_finite
 
 
@@ -168,11 +169,86 @@ def import_torch(model, input: Input, name: str = "net") -> Graph:
         if name in ("mul", "mul_"):
             return (": an elementwise product of two activations (squeeze-excitation) needs real multipliers, "
                     "which a shift-add datapath does not have")
-        if name in ("chunk", "transpose", "split", "permute"):
-            return ": channel splits and shuffles (ShuffleNet) are not supported yet"
+        if name in ("permute",):
+            return ": a permute is supported only as ShuffleNet's channel shuffle (view, transpose, view)"
         return ""
 
-    sizes: set = set()           # fx nodes of x.size(...) (shape queries for view/reshape)
+    # shape queries (x.size(), x.shape, their items and arithmetic) and their values ("batch" for the batch size),
+    # channel-shuffle views in flight (fx node -> (IR name, groups, channels per group, transposed)), and chunks /
+    # splits along channels (fx node -> (IR name, [(start, stop), ...]))
+    sizes: dict = {}
+    views: dict = {}
+    chunks: dict = {}
+    BATCH = "batch"
+
+    def size_value(a, where):
+        if isinstance(a, int):
+            return a
+        if isinstance(a, fx.Node) and a in sizes:
+            return sizes[a]
+        raise IRError(f"{where}: expected a size (an integer or a shape query), found {a}")
+
+    def shape_query(node, x, dim, where):
+        c, h, w = shape[produced_by(x, where)]
+        full = (BATCH, c, h, w)
+        sizes[node] = full if dim is None else full[dim]
+
+    def size_arith(node, where):
+        a, b = (size_value(v, where) for v in node.args[:2])
+        if node.target is operator.getitem:
+            sizes[node] = a[b]
+        elif BATCH in (a, b):
+            sizes[node] = BATCH
+        else:
+            sizes[node] = {operator.floordiv: a // b if b else 0, operator.mul: a * b, operator.sub: a - b}[node.target]
+
+    def add_chunks(node, x, pieces, dim, where, sections=None):
+        """x.chunk(n, 1) / torch.split(x, size or sizes, 1): channel ranges, each taken by an item below."""
+        if dim not in (1, -3):
+            raise IRError(f"{where}: a chunk or split is supported along channels (dim=1), found dim={dim}")
+        src = produced_by(x, where)
+        c = shape[src][0]
+        if sections is None:  # chunk: ceil(c / n) each, the last what is left
+            size = -(-c // pieces)
+            sections = [size] * (c // size) + ([c % size] if c % size else [])
+        elif isinstance(sections, int):
+            sections = [sections] * (c // sections) + ([c % sections] if c % sections else [])
+        if sum(sections) != c:
+            raise IRError(f"{where}: sections {list(sections)} do not add up to the {c} channels")
+        starts = np.cumsum([0, *sections])
+        chunks[node] = (src, [(int(a), int(b)) for a, b in zip(starts[:-1], starts[1:])])
+
+    def add_view(node, x, vals, where):
+        """A flatten to (batch, -1), or the views of ShuffleNet's channel shuffle: (batch, groups, C / groups, H,
+        W), transposed (1, 2), back to (batch, C, H, W): a channel permutation."""
+        if x in views:
+            src, g, per, transposed = views[x]
+            c, h, w = shape[src]
+            if len(vals) == 4 and vals[2:] == (h, w) and vals[1] in (-1, c):
+                if transposed:
+                    add(ChannelSelect(node.name, shuffle_permutation(c, g), src=src), (c, h, w), node)
+                else:
+                    produced[node] = src  # grouped and back: the same tensor
+                return
+        else:
+            src = produced_by(x, where)
+            c, h, w = shape[src]
+            if len(vals) == 2 and vals[1] in (-1, c * h * w):
+                produced[node] = src
+                return
+            if len(vals) == 5 and tuple(vals[3:]) == (h, w) and isinstance(vals[1], int) and vals[1] > 0 \
+                    and vals[1] * vals[2] == c:
+                views[node] = (src, vals[1], vals[2], False)
+                return
+        raise IRError(f"{where}: only a flatten to (batch, -1) or a channel shuffle's views are supported, found "
+                      f"shape {list(vals)}")
+
+    def add_transpose(node, x, d0, d1, where):
+        if x not in views or {d0, d1} != {1, 2}:
+            raise IRError(f"{where}: a transpose is supported only inside a channel shuffle (dims 1 and 2 of a "
+                          f"(batch, groups, C / groups, H, W) view), found dims ({d0}, {d1})")
+        src, g, per, transposed = views[x]
+        views[node] = (src, g, per, not transposed)
     # activations other than ReLU: exact lookup tables on the quantized input (ops/lut.py)
     lut_modules = {nn.Hardswish: "hardswish", nn.Hardsigmoid: "hardsigmoid", nn.SiLU: "silu", nn.Sigmoid: "sigmoid",
                    nn.Tanh: "tanh", nn.GELU: "gelu"}
@@ -322,16 +398,46 @@ def import_torch(model, input: Input, name: str = "net") -> Graph:
                 add_pad(node, args.get("input"), pad, where)
             elif node.target is F.dropout:
                 produced[node] = src_of(node, where)
-            elif (node.target is getattr and node.args[1:] == ("shape",)) or (
-                    node.target in (operator.getitem, operator.floordiv, operator.mul, operator.sub)
-                    and any(a in sizes for a in node.args)):
-                sizes.add(node)  # x.shape / x.shape[0] / arithmetic on them: shape queries feeding a view/reshape
+            elif node.target is getattr and node.args[1:] == ("shape",):
+                shape_query(node, node.args[0], None, where)
+            elif node.target in (operator.getitem, operator.floordiv, operator.mul, operator.sub) \
+                    and any(a in sizes for a in node.args):
+                size_arith(node, where)  # x.shape[0], C // groups: shape queries feeding a view/reshape
+            elif node.target is operator.getitem and node.args[0] in chunks:
+                src, ranges = chunks[node.args[0]]
+                a, b = ranges[node.args[1]]
+                add(ChannelSelect(node.name, tuple(range(a, b)), src=src), (b - a, *shape[src][1:]), node)
+            elif node.target is torch.transpose:
+                add_transpose(node, *node.args[:3], where)
+            elif node.target in (torch.chunk, torch.split):
+                args = dict(zip(("input", "n", "dim"), node.args), **node.kwargs)
+                n = args.get("n", args.get("chunks", args.get("split_size_or_sections")))
+                if node.target is torch.chunk:
+                    add_chunks(node, args["input"], n, args.get("dim", 0), where)
+                else:
+                    add_chunks(node, args["input"], None, args.get("dim", 0), where, sections=n)
             else:
                 raise IRError(f"{where}: op {fname} is not supported by the hardware{unsupported_hint(fname)}")
         elif node.op == "call_method":
             where = f"node {node.name!r} (method .{node.target}())"
             if node.target == "size":  # a shape query feeding a view/reshape: no tensor
-                sizes.add(node)
+                shape_query(node, node.args[0], node.args[1] if len(node.args) > 1 else node.kwargs.get("dim"),
+                            where)
+            elif node.target == "contiguous":
+                x = node.args[0]
+                if x in views:
+                    views[node] = views[x]
+                else:
+                    produced[node] = produced_by(x, where)
+            elif node.target == "transpose":
+                add_transpose(node, *node.args[:3], where)
+            elif node.target in ("chunk", "split"):
+                args = dict(zip(("self", "n", "dim"), node.args), **node.kwargs)
+                n = args.get("n", args.get("chunks", args.get("split_size")))
+                if node.target == "chunk":
+                    add_chunks(node, args["self"], n, args.get("dim", 0), where)
+                else:
+                    add_chunks(node, args["self"], None, args.get("dim", 0), where, sections=n)
             elif node.target == "flatten":
                 check_flatten(node, 0, where)
                 produced[node] = src_of(node, where)
@@ -339,11 +445,7 @@ def import_torch(model, input: Input, name: str = "net") -> Graph:
                 shape_args = node.args[1:]
                 if len(shape_args) == 1 and isinstance(shape_args[0], (tuple, list)):
                     shape_args = tuple(shape_args[0])
-                if len(shape_args) != 2 or shape_args[1] != -1 or not (shape_args[0] in sizes or
-                                                                       isinstance(shape_args[0], int)):
-                    raise IRError(f"{where}: only a flatten to (batch, -1) is supported (channel shuffles are not "
-                                  f"supported yet), found shape {list(shape_args)}")
-                produced[node] = src_of(node, where)
+                add_view(node, node.args[0], tuple(size_value(a, where) for a in shape_args), where)
             elif node.target == "mean":
                 add_mean(node, node.args[1:], node.kwargs, where)
             elif node.target in ("sigmoid", "tanh"):  # x.sigmoid(), x.tanh()

@@ -50,12 +50,14 @@ PADDED_DESIGNS = [(2, 3), (5, None)]  # (seed, target_ii): DAGs whose convs pad 
 POOL_DESIGNS = [(1, None), (2, 3), (9, None)]  # (seed, target_ii): DAGs with max pools (kernel 1-3, stride 1-2, padding)
 CONCAT_DESIGNS = [(2, 3), (12, 2)]  # (seed, target_ii): DAGs with channel concatenations (and max pools)
 LUT_DESIGNS = [(2, None), (4, 3)]  # (seed, target_ii): DAGs with activation lookup tables (and concatenations)
+SELECT_DESIGNS = [(2, 3), (9, None)]  # (seed, target_ii): DAGs with channel selections (shuffles, repeats)
 
 
 @pytest.fixture(scope="session")
 def elaborated(work_root):
     """[(graph, design, hw_params, rtl_dir)] for RANDOM_DESIGN_SEEDS (levels_per_stage 1..4), then DAG_DESIGNS,
-    then MULTI_TERM_DESIGNS, then PADDED_DESIGNS, then POOL_DESIGNS, then CONCAT_DESIGNS, then LUT_DESIGNS."""
+    then MULTI_TERM_DESIGNS, then PADDED_DESIGNS, then POOL_DESIGNS, then CONCAT_DESIGNS, then LUT_DESIGNS,
+    then SELECT_DESIGNS."""
     from hashiflex import hw
     from hashiflex.export import design_from_graph, write_design
     from tests.helpers import random_graph
@@ -69,9 +71,12 @@ def elaborated(work_root):
     specs += [(seed, target, "pool", None) for seed, target in POOL_DESIGNS]
     specs += [(seed, target, "cat", None) for seed, target in CONCAT_DESIGNS]
     specs += [(seed, target, "lut", None) for seed, target in LUT_DESIGNS]
+    specs += [(seed, target, "sel", None) for seed, target in SELECT_DESIGNS]
     for i, (seed, target, dag, head) in enumerate(specs):
-        name = f"{'terms' if dag == 3 else dag if dag in ('pad', 'pool', 'cat', 'lut') else 'dag' if dag else 'rand'}{seed}"
-        if dag == "lut":
+        name = f"{'terms' if dag == 3 else dag if dag in ('pad', 'pool', 'cat', 'lut', 'sel') else 'dag' if dag else 'rand'}{seed}"
+        if dag == "sel":
+            g = random_graph(seed, max_c=4, max_hw=6, convs=3, dag=True, name=name, select=True, concat=True)
+        elif dag == "lut":
             g = random_graph(seed, max_c=3, max_hw=6, convs=3, dag=True, name=name, lut=True, concat=True)
         elif dag in ("pool", "cat"):
             g = random_graph(seed, max_c=3, max_hw=7, convs=3, dag=True, name=name, max_pool=True,

@@ -4,14 +4,15 @@ from __future__ import annotations
 import numpy as np
 
 from hashiflex.ir import Add, Conv2d, Graph, Input, Linear, Po2Weights, Requant, SumPool, TensorType
-from hashiflex.ops import Concat, Lut, MaxPool2d
+from hashiflex.ops import ChannelSelect, Concat, Lut, MaxPool2d
+from hashiflex.ops.channel_select import shuffle_permutation
 from hashiflex.ops.lut import FUNCTIONS
 from hashiflex.passes import annotate
 
 
 def random_graph(seed: int, max_c: int = 4, max_hw: int = 7, convs: int | None = None, head: bool | None = None,
                  name: str = "rand", dag: bool = False, max_terms: int = 1, asym_pad: bool = False,
-                 max_pool: bool = False, concat: bool = False, lut: bool = False) -> Graph:
+                 max_pool: bool = False, concat: bool = False, lut: bool = False, select: bool = False) -> Graph:
     """A random quantized chain: conv -> requant (x convs) [-> sum_pool -> linear].
 
     ``max_terms`` > 1: each conv/linear layer gets 1 to ``max_terms`` signed powers of two per weight (drawn from
@@ -31,6 +32,9 @@ def random_graph(seed: int, max_c: int = 4, max_hw: int = 7, convs: int | None =
 
     ``lut``: after each conv block's requantize an activation lookup table (Hardswish, SiLU, Sigmoid, ...) to a
     random output type follows with probability 0.6, drawn from a sixth stream.
+
+    ``select``: a conv block's output may go through a channel selection (ShuffleNet's shuffle when the channels
+    pair up, else a random choice of channels, repeats allowed), drawn from a seventh stream.
     """
     rng = np.random.default_rng(seed)
     trng = np.random.default_rng([seed, 1])
@@ -38,6 +42,7 @@ def random_graph(seed: int, max_c: int = 4, max_hw: int = 7, convs: int | None =
     mrng = np.random.default_rng([seed, 3])
     crng = np.random.default_rng([seed, 4])
     lrng = np.random.default_rng([seed, 5])
+    srng = np.random.default_rng([seed, 6])
 
     def weights(codes, e_min, bits):
         k = int(trng.integers(1, max_terms + 1))
@@ -113,6 +118,13 @@ def random_graph(seed: int, max_c: int = 4, max_hw: int = 7, convs: int | None =
             g.layers.append(Concat(f"cat{i}", (second,), src=first))
             exp = min(exp, block_exp)
             c = c + shape_in[0]
+        if select and srng.random() < 0.7:
+            if c % 2 == 0 and srng.random() < 0.5:
+                chans = shuffle_permutation(c, 2)
+            else:
+                chans = tuple(int(v) for v in srng.integers(0, c, size=int(srng.integers(1, c + 2))))
+            g.layers.append(ChannelSelect(f"sel{i}", chans))
+            c = len(chans)
         if max_pool and mrng.random() < 0.7:
             k = int(mrng.integers(1, 4))
             pool = None

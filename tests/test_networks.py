@@ -1,5 +1,5 @@
 """The CNNs users bring, from torchvision's own code: each imports and quantizes (golden == fake-quant, bit for
-bit); a reduced ResNet (torchvision's ResNet and BasicBlock, narrower and on a small input) runs bit-exact
+bit); a reduced ResNet and a reduced ShuffleNetV2 (torchvision's ResNet and BasicBlock, narrower and on a small input) runs bit-exact
 in RTL. Networks the hardware cannot build are refused with a message that says why."""
 import numpy as np
 import pytest
@@ -24,7 +24,7 @@ def _quantized(model, inp, seed=0):
     return import_and_quantize(model, inp, seed, name=type(model).__name__.lower())[1]
 
 
-@pytest.mark.parametrize("arch", ["resnet18", "mnasnet0_5", "squeezenet1_0"])
+@pytest.mark.parametrize("arch", ["resnet18", "mnasnet0_5", "squeezenet1_0", "shufflenet_v2_x0_5"])
 def test_torchvision_networks_import_and_quantize_bit_exact(arch):
     torch.manual_seed(0)
     model = _randomize_bn(getattr(torchvision.models, arch)(weights=None, num_classes=10))
@@ -37,7 +37,6 @@ def test_torchvision_networks_import_and_quantize_bit_exact(arch):
 
 
 @pytest.mark.parametrize("arch, why", [
-    ("shufflenet_v2_x0_5", r"(channel shuffles|splits and shuffles) .*not supported yet"),
     # their Hardswish / SiLU import as lookup tables; the squeeze-excitation product is refused, naming its block
     ("mobilenet_v3_small", r"node 'mul' \(function mul, in module 'features\.1\.block\.1' \(SqueezeExcitation\)\): "
                            r"op mul is not supported by the hardware: .* needs real multipliers"),
@@ -89,3 +88,31 @@ def test_reduced_resnet_runs_bit_exact_in_rtl(tmp_path, target_ii):
     res = StreamSim(tmp_path / "rtl", params, d).run(x, progress=False)
     assert np.array_equal(res.outputs, ref.run(q, x))
     assert res.cycles_per_image == initiation_interval(q, target_ii) == params["ii_cycles_per_image"]
+
+
+@pytest.mark.slow
+@pytest.mark.verilator
+@pytest.mark.mill
+def test_reduced_shufflenet_runs_bit_exact_in_rtl(tmp_path):
+    """torchvision's ShuffleNetV2 (its own code) at widths 8-64 on 32x32: chunks, concatenations and channel
+    shuffles, a max pool and a global mean, through the generator and Verilator."""
+    from torchvision.models.shufflenetv2 import ShuffleNetV2
+
+    from hashiflex import hw
+    from hashiflex.export import write_design
+    from hashiflex.ops import ChannelSelect
+    from hashiflex.passes import initiation_interval
+    from hashiflex.sim import StreamSim
+
+    require_tool("verilator")
+    torch.manual_seed(5)
+    q = _quantized(_randomize_bn(ShuffleNetV2([1, 1, 1], [8, 16, 32, 48, 64], num_classes=10)), IN32, seed=5)
+    assert sum(isinstance(l, ChannelSelect) for l in q.layers) >= 3
+    d = design_from_graph(q, levels_per_stage=3, target_ii=64)
+    write_design(d, tmp_path / "design.json")
+    params = hw.elaborate(tmp_path / "design.json", tmp_path / "rtl", quiet=True)
+    hw.check_design_hw(d, q, params)
+    x = np.random.default_rng(6).integers(0, 256, size=(3, 3, 32, 32))
+    res = StreamSim(tmp_path / "rtl", params, d).run(x, progress=False)
+    assert np.array_equal(res.outputs, ref.run(q, x))
+    assert res.cycles_per_image == initiation_interval(q, 64) == params["ii_cycles_per_image"]

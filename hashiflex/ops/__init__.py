@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from .base import (OPS, OpDef, Tensor, dot_bounds, op_named, op_of, register, requant_bounds, shift_in_range)
 from .add import Add, AddOp
+from .channel_select import ChannelSelect, ChannelSelectOp
 from .concat import Concat, ConcatOp
 from .conv2d import Conv2d, Conv2dOp
 from .linear import Linear, LinearOp
@@ -24,5 +25,5 @@ from .requant import Requant, RequantOp
 from .sum_pool import SumPool, SumPoolOp
 
 __all__ = ["OPS", "OpDef", "Tensor", "op_of", "op_named", "register", "dot_bounds", "requant_bounds",
-           "shift_in_range", "Add", "Concat", "Conv2d", "Linear", "Lut", "MaxPool2d", "Requant", "SumPool", "AddOp",
+           "shift_in_range", "Add", "ChannelSelect", "Concat", "Conv2d", "Linear", "Lut", "MaxPool2d", "Requant", "SumPool", "AddOp", "ChannelSelectOp",
            "ConcatOp", "Conv2dOp", "LinearOp", "LutOp", "MaxPool2dOp", "RequantOp", "SumPoolOp"]

@@ -54,6 +54,7 @@ def _kinds():
         "fifo": lambda m: {"flip_flop_bits": m["depth"] * m["lanes"] * m["width"]},
         "concat": lambda m: {},  # wiring, and the join's few gates
         "fork": lambda m: {},    # wires and a few gates
+        "channel_select": lambda m: {},  # wiring
     }
 
 

@@ -72,4 +72,4 @@ def test_every_module_under_the_top_is_in_the_table(elaborated):
             assert module_features(child, params) is not None, (d["name"], child)
         kinds |= {m["kind"] for m in params["modules"]}
     assert kinds == {"adder_layer", "line_buffer", "requant", "residual_add", "sum_pool", "max_pool", "lut", "fifo",
-                     "concat", "fork"}
+                     "concat", "fork", "channel_select"}

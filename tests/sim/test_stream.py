@@ -44,6 +44,7 @@ def test_the_dag_designs_cover_what_they_should(elaborated):
     assert any(l["kernel"] == 1 and l["stride"] == 1 for l in pools)                # pointwise, no line buffer
     assert any(l["parallelism"] > 1 for l in pools)
     assert any(l["op"] == "lut" and l["parallelism"] > 1 for l in layers)
+    assert any(l["op"] == "channel_select" and l["parallelism"] > 1 for l in layers)
     cats = [l for l in layers if l["op"] == "concat"]
     assert any(l["inputs"][0] == l["src"] != "input" for l in cats) and any(l["parallelism"] > 1 for l in cats)
 
@@ -66,11 +67,11 @@ def test_vcd_trace_is_written(sims, tmp_path):
 
 @settings(max_examples=3, deadline=None)
 @given(st.integers(0, 100_000), st.sampled_from([None, 2, 3, 5, 8]), st.integers(1, 4), st.integers(1, 3),
-       st.booleans(), st.booleans(), st.booleans(), st.booleans(), st.booleans())
+       st.booleans(), st.booleans(), st.booleans(), st.booleans(), st.booleans(), st.booleans())
 def test_random_dag_designs_match_golden_at_their_ii(tmp_path_factory, seed, target, levels, max_terms, asym_pad,
-                                                      max_pool, concat, own_par, lut):
+                                                      max_pool, concat, own_par, lut, select):
     """Whole flow per example: random DAG (depthwise, residuals, strides, sparsity, exponents, 1-3 term weights,
-    per-side padding, max pools, concatenations, lookup-table activations) -> design.json unrolled to a random target, or to a random
+    per-side padding, max pools, concatenations, lookup-table activations, channel selections) -> design.json unrolled to a random target, or to a random
     buildable parallelism of its own (``own_par``: the file is authoritative) -> generator -> Verilator; bit-exact
     and at the modelled II."""
     from hashiflex import hw
@@ -79,7 +80,8 @@ def test_random_dag_designs_match_golden_at_their_ii(tmp_path_factory, seed, tar
 
     require_tool("verilator")
     g = random_graph(seed, max_c=3, max_hw=6, convs=3, dag=True, name=f"h{seed}", max_terms=max_terms,
-                     asym_pad=asym_pad, max_pool=max_pool, concat=concat, lut=lut)
+                     asym_pad=asym_pad, max_pool=max_pool, concat=concat, lut=lut,
+                     select=select)
     par = random_parallelism(g, seed) if own_par else None
     d = design_from_graph(g, levels, target, parallelism=par)
     base = tmp_path_factory.mktemp("hyp")

@@ -383,7 +383,7 @@ object Design {
   }
 
   /** The layer types design.json may name, each read by its own parser (the spec classes). */
-  val Ops: Seq[String] = Seq("conv2d", "linear", "requant", "sum_pool", "add", "max_pool2d", "concat", "lut")
+  val Ops: Seq[String] = Seq("conv2d", "linear", "requant", "sum_pool", "add", "max_pool2d", "concat", "lut", "channel_select")
 
   private def layer(l: Cursor, tensors: collection.Map[String, TensorInfo], base: os.Path): LayerSpec = {
     val name = l.field("name").str
@@ -486,6 +486,8 @@ object Design {
         ConcatSpec.parse(new LayerParse(l, common, t, op.path, tensors))
       case "lut" =>
         LutSpec.parse(new LayerParse(l, common, t, op.path, tensors))
+      case "channel_select" =>
+        ChannelSelectSpec.parse(new LayerParse(l, common, t, op.path, tensors))
       case other =>
         throw DesignError(s"${op.path}: expected one of ${Ops.map(o => s"\"$o\"").mkString(", ")}, found \"$other\"")
     }

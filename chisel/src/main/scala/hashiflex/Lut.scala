@@ -53,13 +53,19 @@ class Lut(val p: LutParams) extends Module {
   in.ready := out.ready
   out.valid := in.valid
   private def raw(v: BigInt): UInt = (if (v < 0) v + (BigInt(1) << p.out.width) else v).U(p.out.width.W)
-  private val rom = VecInit(p.table.map(raw))
+  private val entries = p.table.map(raw)
   private val idxBits = log2Ceil(p.table.length)
+  /** A binary mux tree over the index bits (no array: the same logic whatever array lowering firtool picks);
+    * indices past the table, which the input's bounds never give, read its last entry. */
+  private def select(idx: UInt, first: Int, bit: Int): UInt =
+    if (first >= entries.length) entries.last
+    else if (bit < 0) entries(first)
+    else Mux(idx(bit), select(idx, first + (1 << bit), bit - 1), select(idx, first, bit - 1))
   out.bits := VecInit(in.bits.map { x =>
-    if (p.table.length == 1) rom(0)
+    if (p.table.length == 1) entries.head
     else {
       val idx = Requantize.widen(x, p.in) -& p.lo.S((p.lo.bitLength + 1).W) // in [0, entries): the input's bounds
-      rom(idx.asUInt(idxBits - 1, 0))
+      select(idx.asUInt(idxBits - 1, 0), 0, idxBits - 1)
     }
   })
 }

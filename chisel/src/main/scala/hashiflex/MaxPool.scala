@@ -84,15 +84,7 @@ class MaxPool(val p: MaxPoolParams) extends Module {
   import ModuleTable._
   ModuleTable.record(desiredName, "max_pool", "channels" -> p.channels, "kernel" -> p.kernel, "par" -> p.par,
     "width" -> p.in.width, "comparators" -> p.comparators, "register_bits" -> p.registerBits)
-
-  private val valid = RegInit(VecInit(Seq.fill(p.schedule.stages)(false.B)))
-  private val en = !valid.last || out.ready
-  in.ready := en
-  when(en) {
-    valid(0) := in.valid
-    for (i <- 1 until p.schedule.stages) valid(i) := valid(i - 1)
-  }
-  out.valid := valid.last
+  private val en = StallablePipeline(p.schedule.stages, in, out)
 
   private def greater(a: UInt, b: UInt): Bool = if (p.in.signed) a.asSInt > b.asSInt else a > b
   private def reg(xs: Seq[UInt], level: Int): Seq[UInt] =

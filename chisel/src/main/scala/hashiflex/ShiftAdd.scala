@@ -229,6 +229,23 @@ object ShiftAddLane {
     scala.util.hashing.MurmurHash3.stringHash(s"${p.channels};${p.nIn};${p.in};${p.inBounds};${p.schedule};${p.share};${p.planned}")
 }
 
+/** The ready/valid control of a layer with `stages` register stages (adder trees, comparator trees): a valid bit
+  * per stage; every stage advances when the last one is empty or taken. Returns the enable of the stage registers.
+  */
+object StallablePipeline {
+  def apply(stages: Int, in: DecoupledIO[_ <: Data], out: DecoupledIO[_ <: Data]): Bool = {
+    val valid = RegInit(VecInit(Seq.fill(stages)(false.B)))
+    val en = !valid.last || out.ready
+    in.ready := en
+    when(en) {
+      valid(0) := in.valid
+      for (i <- 1 until stages) valid(i) := valid(i - 1)
+    }
+    out.valid := valid.last
+    en
+  }
+}
+
 /** A layer's worth of shift-add trees behind a stallable ready/valid pipeline: `par` lanes (one per pixel of a
   * beat), each an Instance of one lane Definition, so the Verilog holds the adder graph once however wide the
   * unroll.
@@ -242,14 +259,7 @@ class ShiftAddLayer(val p: ShiftAddLayerParams) extends Module {
   ModuleTable.record(desiredName, "adder_layer", "lanes" -> p.par, "adders" -> p.adders, "adder_bits" -> p.adderBits,
     "register_bits" -> p.registerBits, "stages" -> p.schedule.stages, "inputs" -> p.nIn, "outputs" -> p.channels.length)
 
-  private val valid = RegInit(VecInit(Seq.fill(p.schedule.stages)(false.B)))
-  private val en = !valid.last || out.ready
-  in.ready := en
-  when(en) {
-    valid(0) := in.valid
-    for (i <- 1 until p.schedule.stages) valid(i) := valid(i - 1)
-  }
-  out.valid := valid.last
+  private val en = StallablePipeline(p.schedule.stages, in, out)
   private val lane = Definition(new ShiftAddLane(p))
   private val o = p.channels.length
   for (q <- 0 until p.par) {

@@ -55,26 +55,7 @@ class Conv2dLayerSpec extends AnyFreeSpec with Matchers {
       (0 until s.inShape.c).map(c => BigInt(img(c)(r)(q)) & ((BigInt(1) << in.width) - 1)))
     simulate(new Conv2dHarness(s, in)) { dut =>
       dut.reset.poke(true.B); dut.clock.step(2); dut.reset.poke(false.B)
-      var sent = 0
-      val got = scala.collection.mutable.ArrayBuffer.empty[Seq[BigInt]]
-      var cycle = 0
-      while (got.length < expected.length && cycle < 20000) {
-        dut.x.valid.poke((sent < beats.length).B)
-        if (sent < beats.length) beats(sent).zipWithIndex.foreach { case (v, c) => dut.x.bits(c).poke(v.U) }
-        val ready = stallEvery == 0 || cycle % stallEvery != 0
-        dut.y.ready.poke(ready.B)
-        if (sent < beats.length && dut.x.ready.peek().litToBoolean) sent += 1
-        if (ready && dut.y.valid.peek().litToBoolean) {
-          val w = s.outFmt.width
-          got += (0 until s.outShape.c).map { o =>
-            val raw = dut.y.bits(o).peek().litValue
-            if (s.outFmt.signed && raw.testBit(w - 1)) raw - (BigInt(1) << w) else raw
-          }
-        }
-        dut.clock.step()
-        cycle += 1
-      }
-      got.toSeq shouldBe expected
+      StreamDriver.run(dut.clock, dut.x, dut.y, beats, expected.length, s.outFmt, stallEvery) shouldBe expected
     }
   }
 
