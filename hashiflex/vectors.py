@@ -14,7 +14,7 @@ import numpy as np
 from . import ref
 from .export import design_from_graph, write_design
 from .ir import Add, Conv2d, Graph, Input, Linear, Po2Weights, Requant, SumPool, TensorType
-from .ops import Concat, Lut, MaxPool2d
+from .ops import ChannelSelect, Concat, Lut, MaxPool2d
 from .analysis import annotate
 from .sim.stream import from_beats, to_beats
 
@@ -80,6 +80,9 @@ class _Builder:
         exp = self.exp[self.last] + headroom
         return self._add(Lut(name, act, TensorType(bits, signed, exp)), exp)
 
+    def select(self, name, channels):
+        return self._add(ChannelSelect(name, tuple(channels)), self.exp[self.last])
+
     def concat(self, name, first, *rest):
         """``first`` and ``rest`` along channels, each aligned to the finest exponent."""
         exp = min(self.exp[n] for n in (first, *rest))
@@ -90,7 +93,7 @@ def cases() -> dict[str, tuple[Graph, int | None]]:
     """name -> (graph, target_ii). Together they cover conv kxk (stride 1/2, padding on every side or per side),
     depthwise, pointwise,
     requant (ReLU, ReLU6, none), residual add (fork + skip FIFO), global sum pool, max pool, concatenation,
-    lookup-table activations, linear, pixel parallelism (in != out across a strided window, several pixels per beat) and multi-term weights."""
+    lookup-table activations, channel selection, linear, pixel parallelism (in != out across a strided window, several pixels per beat) and multi-term weights."""
     out = {}
     # an inverted residual block, unrolled to 2 pixels per beat on a 6x6 map
     b = _Builder("vec_block", Input(3, 6, 6, TensorType(5, False, -4)), seed=1)
@@ -152,12 +155,14 @@ def cases() -> dict[str, tuple[Graph, int | None]]:
     b.concat("cat", e1, e3)
     b.max_pool("pool1", 1, 1)
     out["fire_pools"] = (b.g, 8)
-    # activations as lookup tables (MobileNetV3's Hardswish, EfficientNet's SiLU, a sigmoid) at 2 pixels per beat
+    # activations as lookup tables (MobileNetV3's Hardswish, EfficientNet's SiLU, a sigmoid) and a channel
+    # selection at 2 pixels per beat
     b = _Builder("vec_luts", Input(2, 6, 6, TensorType(4, True, -3)), seed=7)
     b.conv("conv", 2, 3, 3, padding=1)
     b.requant("conv_q", "none", bits=6, headroom=3)
     b.lut("hswish", "hardswish", bits=6, signed=True, headroom=0)
-    b.conv("pw", 3, 2, 1)
+    b.select("shuffle", (2, 0, 1, 1))  # a permutation with a repeat: wiring
+    b.conv("pw", 4, 2, 1)
     b.requant("pw_q", "none", bits=5, headroom=3)
     b.lut("silu", "silu", bits=5, signed=True, headroom=-1)
     b.lut("sigmoid", "sigmoid", bits=4, signed=False, headroom=-2)
