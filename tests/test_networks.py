@@ -116,3 +116,39 @@ def test_reduced_shufflenet_runs_bit_exact_in_rtl(tmp_path):
     res = StreamSim(tmp_path / "rtl", params, d).run(x, progress=False)
     assert np.array_equal(res.outputs, ref.run(q, x))
     assert res.cycles_per_image == initiation_interval(q, 64) == params["ii_cycles_per_image"]
+
+
+def reduced_squeezenet(classes=10) -> nn.Module:
+    """SqueezeNet 1.1's layout from torchvision's own Fire module, at widths 4-32: stem conv, ceil-mode max pools,
+    Fire modules (concatenated expands), and the classifier's conv -> ReLU -> average pool ending the network."""
+    from torchvision.models.squeezenet import Fire
+
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, ceil_mode=True),
+        Fire(8, 4, 8, 8), Fire(16, 4, 8, 8), nn.MaxPool2d(3, 2, ceil_mode=True), Fire(16, 8, 16, 16),
+        nn.Dropout(0.5), nn.Conv2d(32, classes, 1), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d((1, 1)),
+        nn.Flatten())
+
+
+@pytest.mark.slow
+@pytest.mark.verilator
+@pytest.mark.mill
+def test_reduced_squeezenet_runs_bit_exact_in_rtl(tmp_path):
+    from hashiflex import hw
+    from hashiflex.export import write_design
+    from hashiflex.ops import Concat
+    from hashiflex.passes import initiation_interval
+    from hashiflex.sim import StreamSim
+
+    require_tool("verilator")
+    torch.manual_seed(7)
+    q = _quantized(reduced_squeezenet(), IN32, seed=7)
+    assert sum(isinstance(l, Concat) for l in q.layers) == 3 and sum(isinstance(l, MaxPool2d) for l in q.layers) == 2
+    d = design_from_graph(q, levels_per_stage=3, target_ii=64)
+    write_design(d, tmp_path / "design.json")
+    params = hw.elaborate(tmp_path / "design.json", tmp_path / "rtl", quiet=True)
+    hw.check_design_hw(d, q, params)
+    x = np.random.default_rng(8).integers(0, 256, size=(3, 3, 32, 32))
+    res = StreamSim(tmp_path / "rtl", params, d).run(x, progress=False)
+    assert np.array_equal(res.outputs, ref.run(q, x))
+    assert res.cycles_per_image == initiation_interval(q, 64) == params["ii_cycles_per_image"]

@@ -51,8 +51,8 @@ def test_an_unknown_op_in_design_json_names_the_field_and_the_known_ops():
 
 
 def test_every_op_is_registered_once_under_its_name_and_type():
-    assert sorted(op.op for op in OPS.values()) == ["add", "concat", "conv2d", "linear", "lut", "max_pool2d",
-                                                    "requant", "sum_pool"]
+    assert sorted(op.op for op in OPS.values()) == ["add", "channel_select", "concat", "conv2d", "linear", "lut",
+                                                    "max_pool2d", "requant", "sum_pool"]
     for t, op in OPS.items():
         assert op.layer_type is t and op_named(op.op) is op
     g = random_graph(5, dag=True, convs=3, max_pool=True)
