@@ -152,3 +152,41 @@ def test_reduced_squeezenet_runs_bit_exact_in_rtl(tmp_path):
     res = StreamSim(tmp_path / "rtl", params, d).run(x, progress=False)
     assert np.array_equal(res.outputs, ref.run(q, x))
     assert res.cycles_per_image == initiation_interval(q, 64) == params["ii_cycles_per_image"]
+
+
+def reduced_mnasnet(classes=10) -> nn.Module:
+    """torchvision's MNASNet (its forward, its stem and first three inverted-residual stacks at alpha 0.1) with the
+    1280-wide head conv narrowed to 48, so the RTL stays small: depthwise 3x3 and 5x5, residual adds, the mean."""
+    from torchvision.models.mnasnet import MNASNet
+
+    m = MNASNet(0.1, num_classes=classes)
+    stacks = list(m.layers[:11])  # the stem and the first three stacks (3x3 and 5x5 depthwise, residual adds)
+    head_in = stacks[-1][-1].layers[-1].num_features
+    m.layers = nn.Sequential(*stacks, nn.Conv2d(head_in, 48, 1, bias=False), nn.BatchNorm2d(48), nn.ReLU(inplace=True))
+    m.classifier[1] = nn.Linear(48, classes)
+    return m
+
+
+@pytest.mark.slow
+@pytest.mark.verilator
+@pytest.mark.mill
+def test_reduced_mnasnet_runs_bit_exact_in_rtl(tmp_path):
+    from hashiflex import hw
+    from hashiflex.export import write_design
+    from hashiflex.ir import Conv2d
+    from hashiflex.passes import initiation_interval
+    from hashiflex.sim import StreamSim
+
+    require_tool("verilator")
+    torch.manual_seed(9)
+    q = _quantized(_randomize_bn(reduced_mnasnet()), IN32, seed=9)
+    assert {l.kernel for l in q.layers if isinstance(l, Conv2d) and l.depthwise} == {3, 5}
+    assert any(isinstance(l, Add) for l in q.layers)
+    d = design_from_graph(q, levels_per_stage=3)
+    write_design(d, tmp_path / "design.json")
+    params = hw.elaborate(tmp_path / "design.json", tmp_path / "rtl", quiet=True)
+    hw.check_design_hw(d, q, params)
+    x = np.random.default_rng(10).integers(0, 256, size=(2, 3, 32, 32))
+    res = StreamSim(tmp_path / "rtl", params, d).run(x, progress=False)
+    assert np.array_equal(res.outputs, ref.run(q, x))
+    assert res.cycles_per_image == initiation_interval(q) == params["ii_cycles_per_image"]
