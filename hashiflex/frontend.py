@@ -200,7 +200,7 @@ def import_torch(model, input: Input, name: str = "net") -> Graph:
         elif BATCH in (a, b):
             sizes[node] = BATCH
         else:
-            sizes[node] = {operator.floordiv: a // b if b else 0, operator.mul: a * b, operator.sub: a - b}[node.target]
+            sizes[node] = node.target(a, b)
 
     def add_chunks(node, x, pieces, dim, where, sections=None):
         """x.chunk(n, 1) / torch.split(x, size or sizes, 1): channel ranges, each taken by an item below."""

@@ -94,8 +94,51 @@ class Po2Weights:
         return int(np.count_nonzero(self.term_codes))
 
 
+def normalized_padding(name: str, p) -> int | tuple[int, int, int, int]:
+    """A padding field: one integer, or (top, bottom, left, right) of integers >= 0 (symmetric stays one)."""
+    if isinstance(p, (tuple, list, np.ndarray)):
+        if len(p) != 4 or not all(isinstance(v, (int, np.integer)) and v >= 0 for v in p):
+            raise IRError(f"layer {name!r}: field 'padding': expected an integer or [top, bottom, left, right] of 4 "
+                          f"integers >= 0, found {list(p)}")
+        p = tuple(int(v) for v in p)
+        return p[0] if len(set(p)) == 1 else p
+    if not isinstance(p, (int, np.integer)) or p < 0:
+        raise IRError(f"layer {name!r}: field 'padding': expected an integer >= 0, found {p!r}")
+    return int(p)
+
+
+class Windowed:
+    """What a layer over k x k windows (a conv, a pool) shares: padding per side, output size, fit. Needs
+    ``kernel``, ``stride`` and ``padding``."""
+
+    @property
+    def pads(self) -> tuple[int, int, int, int]:
+        """Padding (top, bottom, left, right); TF 'SAME' padding pads more below and right than above."""
+        p = self.padding
+        return (p, p, p, p) if isinstance(p, int) else p
+
+    @property
+    def padded(self) -> bool:
+        return any(self.pads)
+
+    @property
+    def pointwise(self) -> bool:
+        """1x1, stride 1, unpadded: pixels map one to one (no line buffer)."""
+        return self.kernel == 1 and self.stride == 1 and not self.padded
+
+    def out_hw(self, h: int, w: int) -> tuple[int, int]:
+        """The output height and width on an h x w input."""
+        t, b, l, r = self.pads
+        k, s = self.kernel, self.stride
+        return (h + t + b - k) // s + 1, (w + l + r - k) // s + 1
+
+    def fits(self, h: int, w: int) -> bool:
+        t, b, l, r = self.pads
+        return self.stride >= 1 and self.kernel >= 1 and h + t + b >= self.kernel and w + l + r >= self.kernel
+
+
 @dataclass
-class Conv2d:
+class Conv2d(Windowed):
     name: str
     weight: np.ndarray            # float (out, in, k, k)
     bias: np.ndarray              # float (out,)
@@ -123,37 +166,7 @@ class Conv2d:
         return int(self.weight.shape[2])
 
     def __post_init__(self):
-        p = self.padding
-        if isinstance(p, (tuple, list, np.ndarray)):
-            if len(p) != 4 or not all(isinstance(v, (int, np.integer)) and v >= 0 for v in p):
-                raise IRError(f"layer {self.name!r}: field 'padding': expected an integer or [top, bottom, left, "
-                              f"right] of 4 integers >= 0, found {list(p)}")
-            p = tuple(int(v) for v in p)
-            self.padding = p[0] if len(set(p)) == 1 else p  # symmetric padding stays one integer
-        elif not isinstance(p, (int, np.integer)) or p < 0:
-            raise IRError(f"layer {self.name!r}: field 'padding': expected an integer >= 0, found {p!r}")
-        else:
-            self.padding = int(p)
-
-    @property
-    def pads(self) -> tuple[int, int, int, int]:
-        """Zero padding (top, bottom, left, right); TF 'SAME' padding pads more below and right than above."""
-        p = self.padding
-        return (p, p, p, p) if isinstance(p, int) else p
-
-    @property
-    def padded(self) -> bool:
-        return any(self.pads)
-
-    def out_hw(self, h: int, w: int) -> tuple[int, int]:
-        """The output height and width on an h x w input."""
-        t, b, l, r = self.pads
-        k, s = self.kernel, self.stride
-        return (h + t + b - k) // s + 1, (w + l + r - k) // s + 1
-
-    def fits(self, h: int, w: int) -> bool:
-        t, b, l, r = self.pads
-        return self.stride >= 1 and self.kernel >= 1 and h + t + b >= self.kernel and w + l + r >= self.kernel
+        self.padding = normalized_padding(self.name, self.padding)
 
 
 @dataclass

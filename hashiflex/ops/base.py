@@ -219,26 +219,3 @@ def round_half_up_ste(x):
 
     q = torch.floor(x + 0.5)
     return x + (q - x).detach()
-
-
-def stream_beats(info, p_in: int, p_out: int) -> dict:
-    c, h, w = info.in_shape
-    _, oh, ow = info.out_shape
-    return dict(beats_in=h * w // p_in, beats_out=oh * ow // p_out, parallelism=p_out)
-
-
-def check_padding(name: str, p) -> int | tuple[int, int, int, int]:
-    """A padding field: one integer, or (top, bottom, left, right) of integers >= 0 (symmetric stays one)."""
-    if isinstance(p, (tuple, list, np.ndarray)):
-        if len(p) != 4 or not all(isinstance(v, (int, np.integer)) and v >= 0 for v in p):
-            raise IRError(f"layer {name!r}: field 'padding': expected an integer or [top, bottom, left, right] of 4 "
-                          f"integers >= 0, found {list(p)}")
-        p = tuple(int(v) for v in p)
-        return p[0] if len(set(p)) == 1 else p
-    if not isinstance(p, (int, np.integer)) or p < 0:
-        raise IRError(f"layer {name!r}: field 'padding': expected an integer >= 0, found {p!r}")
-    return int(p)
-
-
-def pads_of(p) -> tuple[int, int, int, int]:
-    return (p, p, p, p) if isinstance(p, int) else tuple(p)

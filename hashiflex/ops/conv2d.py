@@ -32,8 +32,7 @@ class Conv2dOp(WeightedOp):
     layer_type = Conv2d
 
     def keeps_parallelism(self, layer):
-        pointwise = layer.kernel == 1 and layer.stride == 1 and not layer.padded
-        return "a 1x1 conv maps pixels one to one" if pointwise else ""
+        return "a 1x1 conv maps pixels one to one" if layer.pointwise else ""
 
     def check_input(self, layer, x):
         c, h, w = x.shape

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ..ir import IRError
+from ..ir import IRError, Windowed, normalized_padding
 from . import base
 from .base import Inferred, LayerHw, Tensor
 
 
 @dataclass
-class MaxPool2d:
+class MaxPool2d(Windowed):
     name: str
     kernel: int
     stride: int
@@ -32,30 +32,11 @@ class MaxPool2d:
             if not isinstance(v, (int, np.integer)) or not 1 <= v <= 15:
                 raise IRError(f"layer {self.name!r}: field {f!r}: expected an integer in [1, 15], found {v!r}")
         self.kernel, self.stride = int(self.kernel), int(self.stride)
-        self.padding = base.check_padding(self.name, self.padding)
+        self.padding = normalized_padding(self.name, self.padding)
+        # with less than a kernel of padding on every side, every window holds a pixel of the image
         if max(self.pads) >= self.kernel:
             raise IRError(f"layer {self.name!r}: field 'padding': expected less than the kernel {self.kernel} on every "
                           f"side (a window of padding alone has no maximum), found {self.padding}")
-
-    @property
-    def pads(self) -> tuple[int, int, int, int]:
-        return base.pads_of(self.padding)
-
-    @property
-    def padded(self) -> bool:
-        return any(self.pads)
-
-    def out_hw(self, h: int, w: int) -> tuple[int, int]:
-        t, b, l, r = self.pads
-        return (h + t + b - self.kernel) // self.stride + 1, (w + l + r - self.kernel) // self.stride + 1
-
-    def fits(self, h: int, w: int) -> bool:
-        """The kernel fits the padded input and the last window still starts inside the image."""
-        t, b, l, r = self.pads
-        if h + t + b < self.kernel or w + l + r < self.kernel:
-            return False
-        oh, ow = self.out_hw(h, w)
-        return (oh - 1) * self.stride - t < h and (ow - 1) * self.stride - l < w
 
 
 class MaxPool2dOp(base.OpDef):
@@ -63,8 +44,7 @@ class MaxPool2dOp(base.OpDef):
     layer_type = MaxPool2d
 
     def keeps_parallelism(self, layer):
-        pointwise = layer.kernel == 1 and layer.stride == 1 and not layer.padded
-        return "a 1x1 pool maps pixels one to one" if pointwise else ""
+        return "a 1x1 pool maps pixels one to one" if layer.pointwise else ""
 
     def infer(self, layer, ins, require_quantized):
         x = ins[0]

@@ -14,13 +14,8 @@ import torch.nn as nn
 
 from ..ir import Graph, IRError
 from ..ops import op_of
-from ..ops.base import requant_value, round_half_up_ste
+from ..ops.base import round_half_up_ste
 from .po2 import po2_fake_quant_torch, po2_terms_fake_quant_torch
-
-
-def _requant_value(layer, x: torch.Tensor) -> torch.Tensor:
-    """Requantize a value-domain tensor to ``layer.out`` (round half up, clamp), straight-through."""
-    return requant_value(layer, x)
 
 
 class FakeQuantNet(nn.Module):

@@ -9,10 +9,7 @@ import chisel3.util._
   */
 final case class ChannelSelectSpec(c: Common, channels: IndexedSeq[Int]) extends LayerSpec {
   val op = "channel_select"
-  def plan(ctx: PlanCtx): LayerHw = {
-    ctx.expectBounds(inBounds, "a selection keeps in_bounds")
-    ctx.hw(0, 0)
-  }
+  def plan(ctx: PlanCtx): LayerHw = ctx.hw(0, 0) // out_bounds == in_bounds: checked as it is read
   def build(ctx: BuildCtx, x: DecoupledIO[Vec[UInt]]): DecoupledIO[Vec[UInt]] = {
     val m = Module(new ChannelSelect(inShape.c, channels, par, ctx.fmt.width)).suggestName(name)
     m.in <> x
@@ -41,8 +38,7 @@ object ChannelSelectSpec {
     p.expectShape(Shape(channels.length, p.input.shape.h, p.input.shape.w))
     p.expectExp(p.input.exp, "a selection keeps the input exponent")
     p.expectBoundsKept()
-    if (p.common.par != p.input.par)
-      throw DesignError(s"${p.l.path}.parallelism: expected ${p.input.par} (the parallelism of \"${p.src}\"; a channel selection is wiring, pixel for pixel), found ${p.common.par}")
+    p.samePar("a channel selection is wiring, pixel for pixel")
     ChannelSelectSpec(p.common, channels)
   }
 }

@@ -139,6 +139,10 @@ private[hashiflex] final class LayerParse(val l: Cursor, val common: Common, val
     if (s != common.outShape) throw DesignError(s"${l.path}.out_shape: expected $s, found ${common.outShape}")
   def expectExp(e: Int, why: String): Unit =
     if (common.outExp != e) throw DesignError(s"${l.path}.out_exp: expected $e ($why), found ${common.outExp}")
+  /** A layer that maps pixels one to one keeps its input's pixels per beat (`why` says which kind it is). */
+  def samePar(why: String): Unit =
+    if (common.par != input.par)
+      throw DesignError(s"${l.path}.parallelism: expected ${input.par} (the parallelism of \"$src\"; $why), found ${common.par}")
   def expectBoundsKept(): Unit =
     if (common.outBounds != input.bounds)
       throw DesignError(s"${l.path}.out_bounds: expected ${input.bounds} (the in_bounds), found ${common.outBounds}")

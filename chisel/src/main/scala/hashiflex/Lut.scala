@@ -30,8 +30,7 @@ object LutSpec {
       throw DesignError(s"${tC.path}: a lookup table is built for at most $MaxEntries input values, found in_bounds ${p.input.bounds} ($n)")
     val table = tC.arrOf(n.toInt).map(_.bigint)
     p.expectShape(p.input.shape)
-    if (p.common.par != p.input.par)
-      throw DesignError(s"${p.l.path}.parallelism: expected ${p.input.par} (the parallelism of \"${p.src}\"; a lookup maps pixels one to one), found ${p.common.par}")
+    p.samePar("a lookup maps pixels one to one")
     LutSpec(p.common, table)
   }
 }

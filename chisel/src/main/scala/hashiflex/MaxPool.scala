@@ -19,8 +19,7 @@ final case class MaxPoolSpec(c: Common, kernel: Int, stride: Int, padding: Paddi
   def pointwise: Boolean = kernel == 1 && stride == 1 && !padding.any
   def params(in: NumFmt, levelsPerStage: Int): MaxPoolParams =
     MaxPoolParams(inShape.c, kernel, in, levelsPerStage, par)
-  def plan(ctx: PlanCtx): LayerHw = {
-    ctx.expectBounds(inBounds, "a maximum keeps in_bounds")
+  def plan(ctx: PlanCtx): LayerHw = { // out_bounds == in_bounds: checked as it is read (MaxPoolSpec.parse)
     val p = params(ctx.fmt, ctx.levels)
     val w = window(ctx.fmt)
     ctx.hw(0, p.schedule.stages, p.registerBits, lineBuf = if (pointwise) 0 else w.rows * w.width * w.channels * w.bits,
@@ -48,15 +47,13 @@ object MaxPoolSpec {
       throw DesignError(s"${padC.path}: expected less than the kernel $k on every side (a window of padding alone has no maximum), found $pad")
     if (!pad.fits(in.h, in.w, k))
       throw DesignError(s"${p.l.path}.kernel: expected a kernel that fits the ${in.h}x${in.w} input padded by $pad, found $k")
+    // with less than a kernel of padding on every side, every window holds a pixel of the image
     val (oh, ow) = pad.outHW(in.h, in.w, k, s)
-    if ((oh - 1) * s - pad.top >= in.h || (ow - 1) * s - pad.left >= in.w)
-      throw DesignError(s"${padC.path}: expected every window to hold a pixel of the ${in.h}x${in.w} image, found padding $pad with stride $s")
     p.expectShape(Shape(in.c, oh, ow))
     p.expectExp(p.input.exp, "a maximum keeps the input exponent")
     p.expectBoundsKept()
     val spec = MaxPoolSpec(p.common, k, s, pad)
-    if (spec.pointwise && p.common.par != p.input.par)
-      throw DesignError(s"${p.l.path}.parallelism: expected ${p.input.par} (the parallelism of \"${p.src}\"; a 1x1 pool maps pixels one to one), found ${p.common.par}")
+    if (spec.pointwise) p.samePar("a 1x1 pool maps pixels one to one")
     spec
   }
 }
