@@ -47,6 +47,27 @@ def test_networks_the_hardware_cannot_build_yet_are_refused_with_the_reason(arch
         import_torch(getattr(torchvision.models, arch)(weights=None), IN32)
 
 
+def _runs_bit_exact_in_rtl(q, tmp_path, target_ii, images, seed, validate=False):
+    """design.json (3 adder levels per stage) -> generator (hw_params checked) -> Verilator: RTL == golden on
+    ``images`` random images, at the modelled II."""
+    from hashiflex import hw
+    from hashiflex.export import write_design
+    from hashiflex.passes import initiation_interval
+    from hashiflex.sim import StreamSim
+
+    require_tool("verilator")
+    d = design_from_graph(q, levels_per_stage=3, target_ii=target_ii)
+    if validate:
+        validate_design(d)  # design.json re-derives every field of it
+    write_design(d, tmp_path / "design.json")
+    params = hw.elaborate(tmp_path / "design.json", tmp_path / "rtl", quiet=True)
+    hw.check_design_hw(d, q, params)
+    x = np.random.default_rng(seed).integers(0, 256, size=(images, 3, 32, 32))
+    res = StreamSim(tmp_path / "rtl", params, d).run(x, progress=False)
+    assert np.array_equal(res.outputs, ref.run(q, x))
+    assert res.cycles_per_image == initiation_interval(q, target_ii) == params["ii_cycles_per_image"]
+
+
 def reduced_resnet(widths=(8, 8, 16, 16), classes=10) -> nn.Module:
     """torchvision's ResNet (its forward, _make_layer and BasicBlock, unchanged) at reduced widths: one block per
     stage, stem 7x7/2 conv + 3x3/2 max pool, downsampling 1x1/2 convs on the shortcut."""
@@ -70,24 +91,10 @@ def reduced_resnet(widths=(8, 8, 16, 16), classes=10) -> nn.Module:
 @pytest.mark.mill
 @pytest.mark.parametrize("target_ii", [None, 64])
 def test_reduced_resnet_runs_bit_exact_in_rtl(tmp_path, target_ii):
-    from hashiflex import hw
-    from hashiflex.export import write_design
-    from hashiflex.passes import initiation_interval
-    from hashiflex.sim import StreamSim
-
-    require_tool("verilator")
     torch.manual_seed(3)
     q = _quantized(_randomize_bn(reduced_resnet()), IN32, seed=3)
     assert sum(isinstance(l, MaxPool2d) for l in q.layers) == 1 and sum(isinstance(l, Add) for l in q.layers) == 4
-    d = design_from_graph(q, levels_per_stage=3, target_ii=target_ii)
-    validate_design(d)  # design.json re-derives every field of it
-    write_design(d, tmp_path / "design.json")
-    params = hw.elaborate(tmp_path / "design.json", tmp_path / "rtl", quiet=True)
-    hw.check_hw_params(q, params, 3, target_ii)
-    x = np.random.default_rng(4).integers(0, 256, size=(3, 3, 32, 32))
-    res = StreamSim(tmp_path / "rtl", params, d).run(x, progress=False)
-    assert np.array_equal(res.outputs, ref.run(q, x))
-    assert res.cycles_per_image == initiation_interval(q, target_ii) == params["ii_cycles_per_image"]
+    _runs_bit_exact_in_rtl(q, tmp_path, target_ii, images=3, seed=4, validate=True)
 
 
 @pytest.mark.slow
@@ -98,24 +105,12 @@ def test_reduced_shufflenet_runs_bit_exact_in_rtl(tmp_path):
     shuffles, a max pool and a global mean, through the generator and Verilator."""
     from torchvision.models.shufflenetv2 import ShuffleNetV2
 
-    from hashiflex import hw
-    from hashiflex.export import write_design
     from hashiflex.ops import ChannelSelect
-    from hashiflex.passes import initiation_interval
-    from hashiflex.sim import StreamSim
 
-    require_tool("verilator")
     torch.manual_seed(5)
     q = _quantized(_randomize_bn(ShuffleNetV2([1, 1, 1], [8, 16, 32, 48, 64], num_classes=10)), IN32, seed=5)
     assert sum(isinstance(l, ChannelSelect) for l in q.layers) >= 3
-    d = design_from_graph(q, levels_per_stage=3, target_ii=64)
-    write_design(d, tmp_path / "design.json")
-    params = hw.elaborate(tmp_path / "design.json", tmp_path / "rtl", quiet=True)
-    hw.check_design_hw(d, q, params)
-    x = np.random.default_rng(6).integers(0, 256, size=(3, 3, 32, 32))
-    res = StreamSim(tmp_path / "rtl", params, d).run(x, progress=False)
-    assert np.array_equal(res.outputs, ref.run(q, x))
-    assert res.cycles_per_image == initiation_interval(q, 64) == params["ii_cycles_per_image"]
+    _runs_bit_exact_in_rtl(q, tmp_path, 64, images=3, seed=6)
 
 
 def reduced_squeezenet(classes=10) -> nn.Module:
@@ -134,24 +129,12 @@ def reduced_squeezenet(classes=10) -> nn.Module:
 @pytest.mark.verilator
 @pytest.mark.mill
 def test_reduced_squeezenet_runs_bit_exact_in_rtl(tmp_path):
-    from hashiflex import hw
-    from hashiflex.export import write_design
     from hashiflex.ops import Concat
-    from hashiflex.passes import initiation_interval
-    from hashiflex.sim import StreamSim
 
-    require_tool("verilator")
     torch.manual_seed(7)
     q = _quantized(reduced_squeezenet(), IN32, seed=7)
     assert sum(isinstance(l, Concat) for l in q.layers) == 3 and sum(isinstance(l, MaxPool2d) for l in q.layers) == 2
-    d = design_from_graph(q, levels_per_stage=3, target_ii=64)
-    write_design(d, tmp_path / "design.json")
-    params = hw.elaborate(tmp_path / "design.json", tmp_path / "rtl", quiet=True)
-    hw.check_design_hw(d, q, params)
-    x = np.random.default_rng(8).integers(0, 256, size=(3, 3, 32, 32))
-    res = StreamSim(tmp_path / "rtl", params, d).run(x, progress=False)
-    assert np.array_equal(res.outputs, ref.run(q, x))
-    assert res.cycles_per_image == initiation_interval(q, 64) == params["ii_cycles_per_image"]
+    _runs_bit_exact_in_rtl(q, tmp_path, 64, images=3, seed=8)
 
 
 def reduced_mnasnet(classes=10) -> nn.Module:
@@ -171,22 +154,10 @@ def reduced_mnasnet(classes=10) -> nn.Module:
 @pytest.mark.verilator
 @pytest.mark.mill
 def test_reduced_mnasnet_runs_bit_exact_in_rtl(tmp_path):
-    from hashiflex import hw
-    from hashiflex.export import write_design
     from hashiflex.ir import Conv2d
-    from hashiflex.passes import initiation_interval
-    from hashiflex.sim import StreamSim
 
-    require_tool("verilator")
     torch.manual_seed(9)
     q = _quantized(_randomize_bn(reduced_mnasnet()), IN32, seed=9)
     assert {l.kernel for l in q.layers if isinstance(l, Conv2d) and l.depthwise} == {3, 5}
     assert any(isinstance(l, Add) for l in q.layers)
-    d = design_from_graph(q, levels_per_stage=3)
-    write_design(d, tmp_path / "design.json")
-    params = hw.elaborate(tmp_path / "design.json", tmp_path / "rtl", quiet=True)
-    hw.check_design_hw(d, q, params)
-    x = np.random.default_rng(10).integers(0, 256, size=(2, 3, 32, 32))
-    res = StreamSim(tmp_path / "rtl", params, d).run(x, progress=False)
-    assert np.array_equal(res.outputs, ref.run(q, x))
-    assert res.cycles_per_image == initiation_interval(q) == params["ii_cycles_per_image"]
+    _runs_bit_exact_in_rtl(q, tmp_path, None, images=2, seed=10)
