@@ -79,11 +79,12 @@ def read_hw_params(out: str | os.PathLike) -> dict:
 
 
 def check_hw_params(g: Graph, hw: dict, levels_per_stage: int, target_ii: int | None = None, npu=None,
-                    par: dict[str, int] | None = None) -> None:
+                    par: dict[str, int] | None = None, levels: dict[str, int] | None = None) -> None:
     """Compare every figure the generator reports with the Python model; raise listing all differences.
     ``npu``: the design's :class:`~hashiflex.npu.NpuConfig` (``g`` is then the backbone); ``par``: the design's
-    parallelism (None: the unroll pass's proposal for ``target_ii``)."""
-    model = hw_model(g, levels_per_stage, target_ii, par)
+    parallelism (None: the unroll pass's proposal for ``target_ii``); ``levels``: its per-layer adder levels per
+    stage (the layers that do not take ``levels_per_stage``)."""
+    model = hw_model(g, levels_per_stage, target_ii, par, levels)
     diffs = _check_npu(hw.get("npu"), npu)
     if [l["name"] for l in hw["layers"]] != [m.name for m in model]:
         raise HwMismatchError(f"hw_params.layers: expected layers {[m.name for m in model]}, "
@@ -116,12 +117,12 @@ def check_hw_params(g: Graph, hw: dict, levels_per_stage: int, target_ii: int | 
 
 def check_design_hw(d: dict, g: Graph, hw: dict) -> None:
     """:func:`check_hw_params` with the levels, target II and NPU a design document names."""
-    from .export.design import parallelism_in
+    from .export.design import levels_in, parallelism_in
     from .npu import from_design
 
     n = from_design(d)
     check_hw_params(g, hw, d["hardware"]["adder_levels_per_stage"], d["hardware"].get("target_ii"),
-                    n[0] if n else None, parallelism_in(d))
+                    n[0] if n else None, parallelism_in(d), levels_in(d))
 
 
 def _check_npu(have: dict | None, cfg) -> list[str]:

@@ -67,19 +67,45 @@ def parallelism(g: Graph, target_ii: int | None = None, par: dict[str, int] | No
     return {k: int(v) for k, v in par.items()}
 
 
+MAX_LEVELS_PER_STAGE = 64
+
+
+def check_levels(g: Graph, levels: dict[str, int] | None) -> dict[str, int]:
+    """Raise :class:`IRError` naming the design.json field unless ``levels`` (adder levels per register stage of
+    some layers, overriding the design's default) names only layers with a tree to pipeline (conv2d, linear,
+    max_pool2d) and values in [1, 64]. The generator applies the same rules (Design.scala)."""
+    levels = dict(levels or {})
+    index = {layer.name: k for k, layer in enumerate(g.layers)}
+    for name, v in levels.items():
+        if name not in index:
+            raise IRError(f"levels_per_stage: no layer named {name!r} (layers: {', '.join(list(index)[:8])} ...)")
+        k = index[name]
+        field = f"design.layers[{k}].levels_per_stage"
+        op = op_of(g.layers[k])
+        if not op.staged:
+            raise IRError(f"{field}: layer {name!r} ({op.op}) has no adder or comparator tree to pipeline; "
+                          f"only conv2d, linear and max_pool2d take levels per stage")
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or not 1 <= v <= MAX_LEVELS_PER_STAGE:
+            raise IRError(f"{field}: expected an integer in [1, {MAX_LEVELS_PER_STAGE}], found {v!r} "
+                          f"(layer {name!r})")
+    return {k: int(v) for k, v in levels.items()}
+
+
 def hw_model(g: Graph, levels_per_stage: int, target_ii: int | None = None,
-             par: dict[str, int] | None = None) -> list[LayerHw]:
+             par: dict[str, int] | None = None, levels: dict[str, int] | None = None) -> list[LayerHw]:
     """Per layer: adders (all pixel lanes), register stages, beats per image, parallelism (``par``, or proposed
-    for ``target_ii``: :func:`parallelism`)."""
+    for ``target_ii``: :func:`parallelism`). ``levels``: adder levels per register stage of the layers that do not
+    take the default ``levels_per_stage`` (:func:`check_levels`)."""
     infos = annotate(g)
     par = parallelism(g, target_ii, par)
+    levels = check_levels(g, levels)
     hw = []
     for layer, info, srcs in zip(g.layers, infos, g.sources()):
         c, h, w = info.in_shape
         p_in, p_out = par[srcs[0]], par[layer.name]
         oc, oh, ow = info.out_shape
         beats = dict(beats_in=h * w // p_in, beats_out=oh * ow // p_out, parallelism=p_out)
-        hw.append(op_of(layer).hw(layer, info, p_in, p_out, levels_per_stage, beats))
+        hw.append(op_of(layer).hw(layer, info, p_in, p_out, levels.get(layer.name, levels_per_stage), beats))
     return hw
 
 

@@ -225,3 +225,12 @@ def import_and_quantize(model, inp: Input, seed: int = 0, bits: int = 5, calib: 
     xi = rng.integers(lo, hi + 1, (4, *shape))
     assert np.array_equal(ref.run(q, xi), fake_quant_int_outputs(q, xi, ref.output_exp(q)))
     return g, q
+
+
+def random_levels(g: Graph, seed: int) -> dict[str, int]:
+    """Random adder levels per stage (1-5) for a random half of the layers with a tree (conv2d, linear,
+    max_pool2d); the others keep the design's default."""
+    from hashiflex.ops import op_of
+
+    rng = np.random.default_rng(seed + 1)
+    return {l.name: int(rng.integers(1, 6)) for l in g.layers if op_of(l).staged and rng.random() < 0.5}

@@ -22,7 +22,7 @@ from ..ir import Graph, Input, IRError, TensorType
 from ..ops import op_named, op_of
 from ..numfmt import int_range, width_for
 from ..analysis import annotate
-from ..hwmodel import initiation_interval
+from ..hwmodel import check_levels, initiation_interval
 from ..hwmodel import parallelism as parallelism_of
 
 FORMAT, VERSION = "hashiflex.design", 1
@@ -44,7 +44,7 @@ def _ints(a) -> list[int]:
 
 def design_from_graph(g: Graph, levels_per_stage: int = DEFAULT_LEVELS_PER_STAGE,
                       target_ii: int | None = None, npu: tuple | None = None,
-                      parallelism: dict[str, int] | None = None) -> dict:
+                      parallelism: dict[str, int] | None = None, levels: dict[str, int] | None = None) -> dict:
     """The design.json document for a quantized graph (derived fields from :func:`annotate`; pixel parallelism
     from :func:`choose_parallelism` for ``target_ii`` cycles per image, None: one pixel per beat).
 
@@ -54,10 +54,15 @@ def design_from_graph(g: Graph, levels_per_stage: int = DEFAULT_LEVELS_PER_STAGE
     ``parallelism``: pixels per beat of "input" and of every layer's output, when not the unroll pass's proposal
     for ``target_ii``; any buildable choice is taken (:func:`~hashiflex.hwmodel.check_parallelism`), and the II
     follows from it. The file's values are authoritative: validation and the generator read them back.
+
+    ``levels``: adder levels per register stage of the layers that do not take the default ``levels_per_stage``
+    (e.g. chosen per layer for a target clock: :func:`hashiflex.report.timing_model.levels_for_clock`), written as
+    those layers' ``levels_per_stage``.
     """
     infos = annotate(g)
     try:
         par = parallelism_of(g, target_ii, parallelism)
+        levels = check_levels(g, levels)
     except IRError as e:
         raise DesignValidationError(str(e)) from e
     layers = []
@@ -70,6 +75,8 @@ def design_from_graph(g: Graph, levels_per_stage: int = DEFAULT_LEVELS_PER_STAGE
         d = {"name": layer.name, "src": srcs[0], "in_shape": list(info.in_shape), "out_shape": list(info.out_shape),
              "in_bounds": list(info.in_bounds), "out_bounds": list(info.out_bounds),
              "out_width": width, "out_signed": signed, "out_exp": info.out_exp, "parallelism": par[layer.name]}
+        if layer.name in levels:
+            d["levels_per_stage"] = levels[layer.name]
         op = op_of(layer)
         d["op"] = op.op
         d.update(op.to_json(layer, info, srcs))
@@ -128,6 +135,11 @@ def graph_from_design(d: dict) -> Graph:
     return g
 
 
+def levels_in(d: dict) -> dict[str, int]:
+    """The adder levels per stage a design document gives its layers of their own (``levels_per_stage``)."""
+    return {l["name"]: l["levels_per_stage"] for l in d["layers"] if "levels_per_stage" in l}
+
+
 def parallelism_in(d: dict) -> dict[str, int]:
     """The pixels per beat a design document gives every tensor ("input" and each layer)."""
     return {"input": d["input"]["parallelism"], **{l["name"]: l["parallelism"] for l in d["layers"]}}
@@ -149,7 +161,7 @@ def validate_design(d: dict) -> Graph:
     try:
         g = graph_from_design(d)
         want = design_from_graph(g, d["hardware"]["adder_levels_per_stage"], d["hardware"].get("target_ii"),
-                                 _npu_of(d, g), parallelism_in(d))
+                                 _npu_of(d, g), parallelism_in(d), levels_in(d))
     except DesignValidationError:
         raise
     except ValueError as e:  # IRError from annotate: shapes that do not chain

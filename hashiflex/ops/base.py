@@ -47,6 +47,8 @@ class OpDef:
     layer_type: type = type(None)
     weighted = False    # Po2 weights and an integer bias (quantized by passes.quantize_weights)
     calibrated = False  # an output type chosen from calibration activations (``layer.out``)
+    staged = False      # an adder or comparator tree pipelined every ``levels_per_stage`` levels (its own in
+                        # design.json when given, else the design's ``hardware.adder_levels_per_stage``)
 
     def reads(self, layer) -> tuple[str, ...]:
         """Tensors read besides ``layer.src`` (a residual add's skip operand)."""

@@ -41,6 +41,7 @@ class MaxPool2d(Windowed):
 
 class MaxPool2dOp(base.OpDef):
     op = "max_pool2d"
+    staged = True
     layer_type = MaxPool2d
 
     def keeps_parallelism(self, layer):

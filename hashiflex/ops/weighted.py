@@ -70,6 +70,7 @@ def shared_adder_graph(codes: np.ndarray, bias_int: np.ndarray, depthwise: bool 
 class WeightedOp(OpDef):
     """A layer that sums Po2-weighted inputs: out[o] = sum_j w[o, j] x_j + bias[o], exactly."""
     weighted = True
+    staged = True
 
     # --- what conv2d and linear say differently
     def check_input(self, layer, x: Tensor) -> tuple[int, int, int]:

@@ -122,7 +122,8 @@ def synthesis_script(verilog: str | Path, top: str, lib: Path, stat: Path, ltp: 
     ``blackboxes``: modules read for their ports only (a module synthesized on its own, its submodules elsewhere:
     :mod:`hashiflex.report.modsynth`). ``delay_target_ps``: ABC maps for that clock period with its timing
     constraints (every input driven by a BUFx2, 1 fF on every output), so it buffers high-fanout nets (a pipeline
-    enable reaching thousands of flip-flops) and sizes cells on slow paths, as a layout flow would: without it a
+    enable reaching thousands of flip-flops; a register many output ports read, each port bit split to its own net
+    first) and sizes cells on slow paths, as a layout flow would: without it a
     timing figure is the unbuffered fanout's, tens of nanoseconds on a line buffer (the area is then a few percent
     higher)."""
     v = Path(verilog).resolve()
@@ -132,8 +133,12 @@ def synthesis_script(verilog: str | Path, top: str, lib: Path, stat: Path, ltp: 
         constr = stat.with_suffix(".constr")
         constr.write_text(f"set_driving_cell {BUF.split()[0]}\nset_load 1.0\n")
         abc += f" -constr {constr} -D {delay_target_ps:g}"
+    # every output bit its own net (one buffer per port bit that aliases another net) before ABC maps: a flip-flop
+    # shared by many output bits (opt_merge folds identical registers) is then one node with that many fanouts,
+    # which ABC buffers for the delay target; unsplit, ABC sees one output and the aliases' load lands unbuffered
+    fanout = "splitnets -ports; insbuf; " if delay_target_ps is not None else ""
     script = (f"read_liberty -lib {lib}; read_verilog -sv {v}; {bb}synth -top {top}{' -flatten' if flat else ''}; "
-              f"dfflegalize -cell $_DFF_P_ 01; {abc}; opt_clean; tee -q -o {ltp} ltp -noff; "
+              f"dfflegalize -cell $_DFF_P_ 01; {fanout}{abc}; opt_clean; tee -q -o {ltp} ltp -noff; "
               f"dfflibmap -liberty {lib}; {abc}; opt_clean; tee -q -o {stat} stat -liberty {lib}")
     if netlist is not None:
         script += (f"; splitnets -ports -format __; setundef -zero; hilomap -singleton -hicell {TIE_HI} "

@@ -44,7 +44,7 @@ from pathlib import Path
 
 from .area import AreaReport, ModuleArea
 
-VERSION = 3  # bump when the synthesis script or what a job returns changes (invalidates the cache)
+VERSION = 4  # bump when the synthesis script or what a job returns changes (invalidates the cache)
 
 _MODULE = re.compile(r"^module\s+([A-Za-z_][A-Za-z0-9_$]*)\s*[(#;]", re.M)
 _INSTANCE = re.compile(r"^\s+([A-Za-z_][A-Za-z0-9_$]*)\s+(?:#\s*\(.*?\)\s*)?([A-Za-z_][A-Za-z0-9_$]*)\s*\(", re.M)

@@ -182,3 +182,34 @@ def test_any_buildable_parallelism_is_authoritative_and_a_bad_one_names_the_fiel
     bad["input"]["parallelism"] = g.input.width + 1
     with pytest.raises(DesignValidationError, match=r"design\.input\.parallelism"):
         validate_design(bad)
+
+
+def test_per_layer_levels_are_authoritative_and_a_bad_one_names_the_field():
+    """A layer's own adder levels per stage (design.json ``levels_per_stage``) set its register stages; only
+    layers with a tree take one, in [1, 64]; the message names the field and the layer."""
+    from hashiflex.export.design import levels_in
+    from hashiflex.hwmodel import hw_model
+    from hashiflex.ops import op_of
+
+    g = random_graph(4, max_c=3, max_hw=6, convs=3, dag=True, max_pool=True)
+    conv = next(l for l in g.layers if op_of(l).op == "conv2d")
+    base = {m.name: m.stages for m in hw_model(g, 4)}
+    one = {m.name: m.stages for m in hw_model(g, 4, levels={conv.name: 1})}
+    assert one[conv.name] >= base[conv.name] and {k: v for k, v in one.items() if k != conv.name} == \
+        {k: v for k, v in base.items() if k != conv.name}
+    d = design_from_graph(g, 4, levels={conv.name: 1})
+    assert levels_in(d) == {conv.name: 1}
+    assert validate_design(d) is not None
+    k = next(i for i, l in enumerate(d["layers"]) if l["op"] == "requant")
+    bad = copy.deepcopy(d)
+    bad["layers"][k]["levels_per_stage"] = 2
+    with pytest.raises(DesignValidationError, match=rf"design\.layers\[{k}\]\.levels_per_stage: layer '.*' "
+                                                    r"\(requant\) has no adder or comparator tree"):
+        validate_design(bad)
+    bad = copy.deepcopy(d)
+    j = next(i for i, l in enumerate(d["layers"]) if l["name"] == conv.name)
+    bad["layers"][j]["levels_per_stage"] = 0
+    with pytest.raises(DesignValidationError, match=rf"design\.layers\[{j}\]\.levels_per_stage"):
+        validate_design(bad)
+    with pytest.raises(DesignValidationError, match=r"levels_per_stage: no layer named 'nope'"):
+        design_from_graph(g, 4, levels={"nope": 2})

@@ -67,23 +67,24 @@ def test_vcd_trace_is_written(sims, tmp_path):
 
 @settings(max_examples=3, deadline=None)
 @given(st.integers(0, 100_000), st.sampled_from([None, 2, 3, 5, 8]), st.integers(1, 4), st.integers(1, 3),
-       st.booleans(), st.booleans(), st.booleans(), st.booleans(), st.booleans(), st.booleans())
+       st.booleans(), st.booleans(), st.booleans(), st.booleans(), st.booleans(), st.booleans(), st.booleans())
 def test_random_dag_designs_match_golden_at_their_ii(tmp_path_factory, seed, target, levels, max_terms, asym_pad,
-                                                      max_pool, concat, own_par, lut, select):
+                                                      max_pool, concat, own_par, lut, select, own_levels):
     """Whole flow per example: random DAG (depthwise, residuals, strides, sparsity, exponents, 1-3 term weights,
     per-side padding, max pools, concatenations, lookup-table activations, channel selections) -> design.json unrolled to a random target, or to a random
-    buildable parallelism of its own (``own_par``: the file is authoritative) -> generator -> Verilator; bit-exact
-    and at the modelled II."""
+    buildable parallelism of its own (``own_par``: the file is authoritative), some layers with adder levels per
+    stage of their own (``own_levels``) -> generator -> Verilator; bit-exact and at the modelled II."""
     from hashiflex import hw
     from hashiflex.export import design_from_graph, write_design
-    from tests.helpers import random_graph, random_parallelism
+    from tests.helpers import random_graph, random_levels, random_parallelism
 
     require_tool("verilator")
     g = random_graph(seed, max_c=3, max_hw=6, convs=3, dag=True, name=f"h{seed}", max_terms=max_terms,
                      asym_pad=asym_pad, max_pool=max_pool, concat=concat, lut=lut,
                      select=select)
     par = random_parallelism(g, seed) if own_par else None
-    d = design_from_graph(g, levels, target, parallelism=par)
+    own = random_levels(g, seed) if own_levels else None
+    d = design_from_graph(g, levels, target, parallelism=par, levels=own)
     base = tmp_path_factory.mktemp("hyp")
     write_design(d, base / "design.json")
     params = hw.elaborate(base / "design.json", base / "rtl", quiet=True)

@@ -98,13 +98,16 @@ trait LayerSpec {
   def plan(ctx: PlanCtx): LayerHw
   /** Pixels it holds in flight (line-buffer rows plus pipeline stages): sizes residual FIFOs. */
   def capacityPixels(stages: Int): Int = stages * par
+  /** Whether it has a tree (adders, comparators) pipelined every `levels_per_stage` levels. */
+  def staged: Boolean = false
   /** Its hardware, reading stream `x` (from `src`). */
   def build(ctx: BuildCtx, x: DecoupledIO[Vec[UInt]]): DecoupledIO[Vec[UInt]]
 }
 
 /** What every layer record carries, read once. */
+/** `levels`: adder levels per register stage of this layer's tree when not the design's default (None). */
 final case class Common(name: String, src: String, inShape: Shape, outShape: Shape, inBounds: Bounds,
-                        outBounds: Bounds, outFmt: NumFmt, outExp: Int, inPar: Int, par: Int)
+                        outBounds: Bounds, outFmt: NumFmt, outExp: Int, inPar: Int, par: Int, levels: Option[Int] = None)
 
 /** Zero padding of a conv's input: rows above and below, columns left and right (TF 'SAME' pads more after). */
 final case class Padding(top: Int, bottom: Int, left: Int, right: Int) {
@@ -158,6 +161,7 @@ final case class AdderPlanSpec(sums: IndexedSeq[(SharedPlan.Ref, SharedPlan.Ref)
 final case class Conv2dSpec(c: Common, kernel: Int, stride: Int, padding: Padding, groups: Int, weights: Po2Weights,
                             bias: IndexedSeq[BigInt], adders: Option[AdderPlanSpec]) extends LayerSpec {
   val op = "conv2d"
+  override def staged: Boolean = true
   def depthwise: Boolean = groups > 1
   /** A 1x1, stride 1, unpadded conv maps pixels one to one: no line buffer. */
   def pointwise: Boolean = kernel == 1 && stride == 1 && !padding.any
@@ -174,6 +178,7 @@ final case class Conv2dSpec(c: Common, kernel: Int, stride: Int, padding: Paddin
 
 final case class LinearSpec(c: Common, weights: Po2Weights, bias: IndexedSeq[BigInt], adders: Option[AdderPlanSpec]) extends LayerSpec {
   val op = "linear"
+  override def staged: Boolean = true
   override def vectorOut(inVector: Boolean): Boolean = true
   def plan(ctx: PlanCtx): LayerHw = {
     val pe = LinearLayer.params(this, ctx.fmt, ctx.levels)
@@ -331,6 +336,8 @@ object Design {
       "input" -> TensorInfo(input.shape, input.bounds, input.fmt, input.exp, input.par, vector = false))
     val layers = ls.map { l =>
       val spec = layer(l, tensors, base)
+      if (spec.c.levels.isDefined && !spec.staged)
+        throw DesignError(s"${l.path}.levels_per_stage: layer \"${spec.name}\" (${spec.op}) has no adder or comparator tree to pipeline; only conv2d, linear and max_pool2d take levels per stage")
       if (tensors.contains(spec.name))
         throw DesignError(s"${l.path}.name: layer name \"${spec.name}\" is used twice")
       tensors(spec.name) = TensorInfo(spec.outShape, spec.outBounds, spec.outFmt, spec.outExp, spec.par,
@@ -415,7 +422,8 @@ object Design {
       throw DesignError(s"${parC.path}: expected a divisor of the output width ${outShape.w} (pixels per beat never straddle rows), found $par")
     def samePar(why: String): Unit =
       if (par != t.par) throw DesignError(s"${parC.path}: expected ${t.par} (the parallelism of \"$src\"; $why), found $par")
-    val common = Common(name, src, t.shape, outShape, t.bounds, outBounds, fmt, l.field("out_exp").intIn(-1024, 1024), t.par, par)
+    val levels = if (l.has("levels_per_stage")) Some(l.field("levels_per_stage").intIn(1, 64)) else None
+    val common = Common(name, src, t.shape, outShape, t.bounds, outBounds, fmt, l.field("out_exp").intIn(-1024, 1024), t.par, par, levels)
     def expectShape(s: Shape): Unit =
       if (s != outShape) throw DesignError(s"${outShapeC.path}: expected $s, found $outShape")
     val prevShape = t.shape

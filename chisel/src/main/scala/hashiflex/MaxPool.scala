@@ -10,6 +10,7 @@ import chisel3.util._
   */
 final case class MaxPoolSpec(c: Common, kernel: Int, stride: Int, padding: Padding) extends LayerSpec {
   val op = "max_pool2d"
+  override def staged: Boolean = true
   /** The line buffer: windows padded with the input format's smallest value (as a raw bit pattern). */
   def window(in: NumFmt): WindowParams = {
     val low = if (in.lo < 0) in.lo + (BigInt(1) << in.width) else in.lo

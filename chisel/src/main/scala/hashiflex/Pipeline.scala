@@ -41,7 +41,8 @@ class Pipeline(val d: DesignSpec) extends Module {
 /** What a layer's `plan` sees: the design, the figures of the layers before it, and the checks it reports with. */
 final class PlanCtx(val d: DesignSpec, val layer: LayerSpec, index: Int, val done: collection.Map[String, LayerHw]) {
   val fmt: NumFmt = d.fmtOf(layer.src)
-  def levels: Int = d.levelsPerStage
+  /** Adder levels per register stage of this layer's tree: its own `levels_per_stage`, else the design's. */
+  def levels: Int = layer.c.levels.getOrElse(d.levelsPerStage)
   /** Lanes of a pixel-for-pixel layer: every channel of every pixel of a beat. */
   def lanes: Int = layer.inShape.c * layer.par
   def expectBounds(b: Bounds, why: String): Unit =
@@ -81,7 +82,8 @@ final class BuildCtx(val d: DesignSpec, val layer: LayerSpec, val hw: LayerHw,
                      val windows: mutable.Map[WindowParams, Definition[WindowGen]],
                      val take: String => DecoupledIO[Vec[UInt]]) {
   val fmt: NumFmt = d.fmtOf(layer.src)
-  def levels: Int = d.levelsPerStage
+  /** Adder levels per register stage of this layer's tree: its own `levels_per_stage`, else the design's. */
+  def levels: Int = layer.c.levels.getOrElse(d.levelsPerStage)
 }
 
 object Pipeline {

@@ -43,6 +43,15 @@ class DesignReadSpec extends AnyFreeSpec with Matchers {
       include("design.layers[0].parallelism: expected 1 (the parallelism of \"input\"; a 1x1 conv maps pixels one to one)")
     error(broken("\"ii_cycles_per_image\":9", "\"ii_cycles_per_image\":8")) should include("design.hardware.ii_cycles_per_image: expected 9")
   }
+  "a layer's own adder levels per stage are read, and refused on a layer without a tree" in {
+    val two = Design.parse(broken("\"out_exp\":0,\"parallelism\":1,\n", "\"out_exp\":0,\"parallelism\":1,\"levels_per_stage\":5,\n"))
+    two.layers.head.c.levels shouldBe Some(5)
+    error(broken("\"out_bounds\":[9,63],\"out_width\":6,\"out_signed\":false,\"out_exp\":0,\"parallelism\":1}",
+      "\"out_bounds\":[9,63],\"out_width\":6,\"out_signed\":false,\"out_exp\":0,\"parallelism\":1,\"levels_per_stage\":2}")) should
+      include("design.layers[1].levels_per_stage: layer \"pool\" (sum_pool) has no adder or comparator tree to pipeline")
+    error(broken("\"out_exp\":0,\"parallelism\":1,\n", "\"out_exp\":0,\"parallelism\":1,\"levels_per_stage\":0,\n")) should
+      include("design.layers[0].levels_per_stage: expected an integer in [1, 64], found 0")
+  }
   "a missing field is named" in {
     error(broken("\"kernel\":1,", "")) should include("design.layers[0].kernel: required field is missing")
   }
