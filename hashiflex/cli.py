@@ -10,18 +10,21 @@ from pathlib import Path
 from . import __version__
 
 
-def _parallelism(text: str | None) -> dict[str, int] | None:
-    """``TENSOR=P,...`` (export --parallelism) as a dict; refused with the item when malformed."""
+def _assignments(text: str | None, option: str, what: str) -> dict[str, int] | None:
+    """``NAME=N,...`` (export --parallelism, --stage-levels) as a dict; refused with the item when malformed."""
     if text is None:
         return None
     out = {}
     for item in text.split(","):
         name, sep, p = item.strip().rpartition("=")
         if not sep or not name or not p.strip().isdigit():
-            raise ValueError(f"--parallelism: expected TENSOR=PIXELS_PER_BEAT items separated by commas, found "
-                             f"{item.strip()!r}")
+            raise ValueError(f"{option}: expected {what} items separated by commas, found {item.strip()!r}")
         out[name] = int(p)
     return out
+
+
+def _parallelism(text: str | None) -> dict[str, int] | None:
+    return _assignments(text, "--parallelism", "TENSOR=PIXELS_PER_BEAT")
 
 
 def _work(p: argparse.ArgumentParser) -> None:
@@ -157,6 +160,16 @@ def parser() -> argparse.ArgumentParser:
                         "pass's proposal; any buildable choice is taken (a divisor of the row, the same as the "
                         "input's for pixel-for-pixel layers) and the II follows from it")
     p.add_argument("--clock-ghz", type=float, default=1.0, help="clock for --target-ips (default: %(default)s)")
+    p.add_argument("--clock-ps", type=float, default=None, metavar="PS",
+                   help="give every conv/linear layer the most adder levels per register stage whose period the "
+                        "stage timing model predicts within PS (fewest registers at that clock; the model, fitted "
+                        "on synthesized ASAP7 lanes, with its largest under-prediction as margin); check with "
+                        "`hashiflex synth`")
+    p.add_argument("--timing-model", type=Path, default=None, metavar="JSON",
+                   help="stage timing model for --clock-ps (benchmarks/stage_timing.py; default: the packaged one)")
+    p.add_argument("--stage-levels", type=str, default=None, metavar="LAYER=L,...",
+                   help="adder levels per register stage of some conv/linear/max_pool2d layers (over "
+                        "--levels-per-stage and --clock-ps)")
 
     p = sub.add_parser("elaborate", help="run the Chisel generator (./mill hashiflex.run) and check hw_params",
                        description="Elaborate WORK/design.json into WORK/rtl and check hw_params.json.")
@@ -303,7 +316,9 @@ def main(argv: list[str] | None = None) -> int:
                 if target < 1:
                     raise ValueError(f"--target-ips {args.target_ips:g}: more than one image per cycle at "
                                      f"{args.clock_ghz:g} GHz")
-            r = flow.step_export(args.work, args.levels_per_stage, target, _parallelism(args.parallelism))
+            r = flow.step_export(args.work, args.levels_per_stage, target, _parallelism(args.parallelism),
+                                 _assignments(args.stage_levels, "--stage-levels", "LAYER=LEVELS"), args.clock_ps,
+                                 args.timing_model)
         elif args.cmd == "fidelity":
             from .quant.fidelity import format_fidelity
 

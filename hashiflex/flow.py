@@ -400,9 +400,13 @@ def load_quantized(work: Path) -> tuple[Graph, dict]:
 
 
 def step_export(work: Path, levels_per_stage: int | None = None, target_ii: int | None = None,
-                parallelism: dict[str, int] | None = None) -> dict:
+                parallelism: dict[str, int] | None = None, levels: dict[str, int] | None = None,
+                clock_ps: float | None = None, timing_model: Path | None = None) -> dict:
     """``parallelism``: pixels per beat of some tensors, overriding the unroll pass's proposal for the target
-    (names that are not tensors of the network are refused)."""
+    (names that are not tensors of the network are refused). ``clock_ps``: every conv/linear layer gets the most
+    adder levels per register stage the stage timing model (``timing_model``, default the packaged one:
+    :mod:`hashiflex.stage_timing`) predicts meet that clock period; ``levels``: some layers' levels per stage
+    given outright (over the clock's choice)."""
     g, meta = load_quantized(work)
     cfg = Config(**meta["config"])
     target = target_ii or cfg.target_ii
@@ -414,7 +418,13 @@ def step_export(work: Path, levels_per_stage: int | None = None, target_ii: int 
             raise ValueError(f"--parallelism: {unknown[0]!r} is not a tensor of the network (have 'input' and the "
                              f"layers: {', '.join(list(par)[1:5])}, ...)")
         par.update(parallelism)
-    d = design_from_graph(g, levels_per_stage or cfg.levels_per_stage, target, parallelism=par)
+    own, predicted = {}, {}
+    if clock_ps is not None:
+        from . import stage_timing
+
+        own, predicted = stage_timing.levels_for_clock(g, clock_ps, stage_timing.load(timing_model))
+    own.update(levels or {})
+    d = design_from_graph(g, levels_per_stage or cfg.levels_per_stage, target, parallelism=par, levels=own)
     ds = _ds(cfg)
     # rung check before anything is written: fake-quant torch (float64) == integer golden model, exactly
     gold = ref.run(g, ds.x_test)
@@ -425,7 +435,13 @@ def step_export(work: Path, levels_per_stage: int | None = None, target_ii: int 
                                   f"{int(bad.sum())} of {len(bad)} test images (first: image {int(np.argmax(bad))}); "
                                   "nothing was written")
     write_design(d, work / "design.json")
-    return {"design": str(work / "design.json"), "ii_cycles_per_image": d["hardware"]["ii_cycles_per_image"]}
+    out = {"design": str(work / "design.json"), "ii_cycles_per_image": d["hardware"]["ii_cycles_per_image"]}
+    if own:
+        out["levels_per_stage"] = own
+    if predicted:
+        out["clock_ps"] = clock_ps
+        out["predicted_period_ps"] = round(max(predicted.values()), 1)
+    return out
 
 
 def step_fidelity(work: Path, limit: int = 512, progress: bool = True) -> dict:

@@ -107,3 +107,38 @@ def test_export_takes_a_users_parallelism_and_refuses_a_bad_one(default_flow, tm
     assert cli.main(["export", "--work", str(w), "--parallelism", f"{first}=3"]) == 1
     assert "parallelism: expected a divisor of the output width" in capsys.readouterr().err
 
+
+
+def test_export_chooses_adder_levels_per_layer_for_a_clock(default_flow, tmp_path, capsys):
+    """--clock-ps: each conv/linear layer gets the most levels per stage the stage timing model predicts within
+    the period (so a shorter period never gets more), written into design.json where validation reads them
+    back; --stage-levels sets a layer's outright and is refused on a layer without a tree."""
+    import json
+    import shutil
+
+    from hashiflex import cli, stage_timing
+    from hashiflex.export import load_design
+    from hashiflex.export.design import levels_in
+
+    work, _ = default_flow
+    w = tmp_path / "w"
+    w.mkdir()
+    shutil.copy(work / "po2.pkl", w / "po2.pkl")
+    chosen = {}
+    for ps in (700, 1000, 1400):
+        assert cli.main(["export", "--work", str(w), "--clock-ps", str(ps)]) == 0
+        d, g = load_design(w / "design.json")
+        chosen[ps] = levels_in(d)
+        want, predicted = stage_timing.levels_for_clock(g, ps)
+        assert chosen[ps] == want and set(want) == {l.name for l in g.layers if getattr(l, "q", None) is not None}
+    for name in chosen[700]:
+        assert chosen[700][name] <= chosen[1000][name] <= chosen[1400][name]
+    assert any(chosen[700][n] < chosen[1400][n] for n in chosen[700])  # the clock changes something here
+    conv = next(iter(chosen[1000]))
+    assert cli.main(["export", "--work", str(w), "--clock-ps", "1000", "--stage-levels", f"{conv}=7"]) == 0
+    assert levels_in(json.loads((w / "design.json").read_text()))[conv] == 7
+    requant = next(l["name"] for l in d["layers"] if l["op"] == "requant")
+    assert cli.main(["export", "--work", str(w), "--stage-levels", f"{requant}=2"]) == 1
+    assert f"levels_per_stage: layer '{requant}' (requant) has no adder or comparator tree" in capsys.readouterr().err
+    assert cli.main(["export", "--work", str(w), "--stage-levels", "x=y"]) == 1
+    assert "--stage-levels: expected LAYER=LEVELS items" in capsys.readouterr().err
