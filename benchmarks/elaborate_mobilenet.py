@@ -107,6 +107,8 @@ def main(argv=None):
     ap.add_argument("--target-ii", type=int, default=826, help="cycles per image (826: the paper's NPU config)")
     ap.add_argument("--bits", type=int, default=5)
     ap.add_argument("--levels-per-stage", type=int, default=4)
+    ap.add_argument("--clock-ps", type=float, default=None,
+                    help="per-layer adder levels per stage for this clock period (hashiflex.stage_timing)")
     ap.add_argument("--timing", action="store_true", help="firtool pass timings into WORK/<design>/elaborate.log")
     ap.add_argument("--work", default="build/bench_elab")
     ap.add_argument("--npu", action="store_true", help="classifier on the programmable NPU (hardened + NPU)")
@@ -135,16 +137,22 @@ def main(argv=None):
             calib = rng.integers(0, 256, size=(4, 3, args.size, args.size)) * 2.0 ** -8
             g = quantize_ptq(mobilenet_v2(width, args.classes), inp, f"mnv2_w{str(width).replace('.', '')}", calib,
                              weight_bits=args.bits)
+        levels, predicted = {}, {}
+        if args.clock_ps is not None:
+            from hashiflex import stage_timing
+
+            levels, predicted = stage_timing.levels_for_clock(g, args.clock_ps)
+            g.name += f"_c{args.clock_ps:g}"
         if args.npu:
             from hashiflex import npu
 
             d = npu_design(g, args.levels_per_stage, args.target_ii,
-                           np.rint(calib * 2.0 ** -g.input.type.exp).astype(np.int64))
+                           np.rint(calib * 2.0 ** -g.input.type.exp).astype(np.int64), levels=levels)
             g = npu.split_head(g)[0]
             g.name += "_npu"
             d["name"] = g.name
         else:
-            d = design_from_graph(g, args.levels_per_stage, args.target_ii)
+            d = design_from_graph(g, args.levels_per_stage, args.target_ii, levels=levels)
         base = work / g.name
         write_design(d, base / "design.json", tables=True)
         t_export = time.perf_counter() - t0
@@ -159,6 +167,11 @@ def main(argv=None):
                "terms": args.terms if args.init else "1", "weights": weights, "nonzero_weights": nonzero, "phases": phases[-1].strip() if phases else None,
                "weight_sparsity": weight_sparsity(g), "export_s": round(t_export, 1), "rc": rc,
                "elaborate_s": round(wall, 1), "peak_rss_gib": round(peak / 2 ** 30, 2)}
+        if levels:
+            from collections import Counter
+
+            row.update(clock_ps=args.clock_ps, levels_per_stage_histogram=dict(sorted(Counter(levels.values()).items())),
+                       predicted_period_ps=round(max(predicted.values()), 1))
         if rc == 0:
             p = read_hw_params(base / "rtl")
             check_design_hw(d, g, p)

@@ -10,19 +10,33 @@ from .ops import op_of
 from .ops.base import LayerHw
 
 
-def pixel_parallelism(height: int, width: int, target_ii: int | None) -> int:
-    """Pixels per stream beat for an ``height`` x ``width`` tensor to stream in at most ``target_ii`` beats.
+def beat_fits(p: int, height: int, width: int) -> bool:
+    """Whether ``p`` pixels per beat tile an ``height`` x ``width`` tensor without a beat straddling a row
+    boundary: a divisor of the width (part of a row), or a whole number of rows that divides the height."""
+    return p >= 1 and (width % p == 0 or (p % width == 0 and height % (p // width) == 0))
 
-    The smallest divisor of the width that is >= ceil(pixels / target_ii), so a beat never straddles rows
-    (line buffers and column selection stay static); the whole row when even that is not enough (the tensor then
-    needs ``height`` beats, above the target). ``None``: one pixel per beat.
+
+def beat_rule(height: int, width: int) -> str:
+    return (f"a divisor of the width {width}, or a whole number of rows dividing the height {height} (a multiple "
+            f"of {width}): a beat never straddles rows")
+
+
+def pixel_parallelism(height: int, width: int, target_ii: int | None) -> int:
+    """Pixels per beat for an ``height`` x ``width`` tensor to stream in at most ``target_ii`` beats.
+
+    The smallest P >= ceil(pixels / target_ii) that tiles the tensor by rows (:func:`beat_fits`): a divisor of the
+    width, or beyond one row k whole rows with k dividing the height (line buffers and column selection stay
+    static either way); the whole tensor in one beat when nothing smaller meets the target. ``None``: one pixel
+    per beat.
     """
     if target_ii is None:
         return 1
     if target_ii < 1:
         raise IRError(f"target_ii: expected a positive number of cycles per image, found {target_ii}")
     need = -(-height * width // target_ii)
-    return next((d for d in range(max(1, need), width + 1) if width % d == 0), width)
+    if need <= width:
+        return next(d for d in range(max(1, need), width + 1) if width % d == 0)
+    return width * next(k for k in range(-(-need // width), height + 1) if height % k == 0)
 
 
 def choose_parallelism(g: Graph, target_ii: int | None) -> dict[str, int]:
@@ -35,22 +49,21 @@ def choose_parallelism(g: Graph, target_ii: int | None) -> dict[str, int]:
 
 def check_parallelism(g: Graph, par: dict[str, int]) -> None:
     """Raise :class:`IRError` naming the design.json field unless ``par`` (pixels per beat of "input" and of every
-    layer's output) is buildable: a divisor of the tensor's width (a beat never straddles rows), and the same as
-    its inputs' for a layer that maps pixels one to one (requantize, add, concatenation, 1x1 stride-1 conv or
-    pool). The generator applies the same rules (Design.scala)."""
-    def divisor(field: str, name: str, w: int) -> int:
+    layer's output) is buildable: part of a row or whole rows of the tensor (:func:`beat_fits`: a beat never
+    straddles rows), and the same as its inputs' for a layer that maps pixels one to one (requantize, add,
+    concatenation, 1x1 stride-1 conv or pool). The generator applies the same rules (Design.scala)."""
+    def divisor(field: str, name: str, h: int, w: int) -> int:
         p = par.get(name)
         if p is None:
             raise IRError(f"{field}: no parallelism given for {name!r}")
-        if not isinstance(p, (int, np.integer)) or isinstance(p, bool) or p < 1 or w % p:
-            raise IRError(f"{field}: expected a divisor of the output width {w} (pixels per beat never straddle "
-                          f"rows), found {p!r}")
+        if not isinstance(p, (int, np.integer)) or isinstance(p, bool) or not beat_fits(int(p), h, w):
+            raise IRError(f"{field}: expected {beat_rule(h, w)}, found {p!r}")
         return int(p)
 
-    divisor("design.input.parallelism", "input", g.input.width)
+    divisor("design.input.parallelism", "input", g.input.height, g.input.width)
     for k, (layer, info, srcs) in enumerate(zip(g.layers, annotate(g, require_quantized=False), g.sources())):
         field = f"design.layers[{k}].parallelism"
-        p = divisor(field, layer.name, info.out_shape[2])
+        p = divisor(field, layer.name, info.out_shape[1], info.out_shape[2])
         why = op_of(layer).keeps_parallelism(layer)
         for s in srcs if why else ():
             if par[s] != p:

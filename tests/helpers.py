@@ -175,13 +175,16 @@ def float_agreement(g, ds):
 
 
 def random_parallelism(g: Graph, seed: int) -> dict[str, int]:
-    """A random buildable unroll of ``g`` (not the unroll pass's): every tensor a random divisor of its width,
+    """A random buildable unroll of ``g`` (not the unroll pass's): every tensor a random divisor of its width or a
+    whole number of its rows,
     equal across each group of tensors that a pixel-for-pixel layer ties together (requant, add, concatenation,
     1x1 stride-1 conv or pool)."""
     from hashiflex.ops import op_of
 
     rng = np.random.default_rng(seed)
-    width = {"input": g.input.width} | {i.name: i.out_shape[2] for i in annotate(g, require_quantized=False)}
+    infos = annotate(g, require_quantized=False)
+    width = {"input": g.input.width} | {i.name: i.out_shape[2] for i in infos}
+    height = {"input": g.input.height} | {i.name: i.out_shape[1] for i in infos}
     parent = {n: n for n in width}
 
     def root(n):
@@ -197,7 +200,9 @@ def random_parallelism(g: Graph, seed: int) -> dict[str, int]:
     for n, w in width.items():
         r = root(n)
         if r not in pick:
-            pick[r] = int(rng.choice([d for d in range(1, w + 1) if w % d == 0]))
+            h = height[n]  # part of a row, or whole rows (a beat never straddles rows)
+            pick[r] = int(rng.choice([d for d in range(1, w + 1) if w % d == 0] +
+                                     [w * k for k in range(2, h + 1) if h % k == 0]))
     return {n: pick[root(n)] for n in width}
 
 

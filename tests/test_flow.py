@@ -105,7 +105,7 @@ def test_export_takes_a_users_parallelism_and_refuses_a_bad_one(default_flow, tm
     assert "--parallelism: 'nope' is not a tensor of the network" in capsys.readouterr().err
     first = d["layers"][0]["name"]
     assert cli.main(["export", "--work", str(w), "--parallelism", f"{first}=3"]) == 1
-    assert "parallelism: expected a divisor of the output width" in capsys.readouterr().err
+    assert "parallelism: expected a divisor of the width" in capsys.readouterr().err
 
 
 

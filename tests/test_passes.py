@@ -108,14 +108,17 @@ def test_hw_model_ii_is_the_largest_stream():
     assert [h.name for h in hw_model(g, 2)] == [l.name for l in g.layers]
 
 
-def test_pixel_parallelism_is_the_smallest_row_divisor_meeting_the_target():
+def test_pixel_parallelism_is_the_smallest_row_tiling_meeting_the_target():
     from hashiflex.passes import pixel_parallelism
 
     assert pixel_parallelism(224, 224, None) == 1
     assert pixel_parallelism(224, 224, 826) == 112      # ceil(50176/826) = 61 -> next divisor of 224
     assert pixel_parallelism(112, 112, 826) == 16       # 16 -> 784 beats <= 826
     assert pixel_parallelism(7, 7, 826) == 1
-    assert pixel_parallelism(5, 6, 4) == 6              # needs 8 > a row: the whole row, II = 5 rows
+    assert pixel_parallelism(6, 6, 4) == 12             # needs 9 > a row: two whole rows (2 divides 6), II 3
+    assert pixel_parallelism(5, 6, 4) == 30             # needs 8: whole rows must divide 5, so all five
+    assert pixel_parallelism(224, 224, 112) == 448      # two rows per beat: the paper-beating II 112
+    assert pixel_parallelism(224, 224, 60) == 896       # ceil(50176/60) = 837 -> 4 rows (896 pixels)
     with pytest.raises(IRError, match="target_ii: expected a positive number"):
         pixel_parallelism(4, 4, 0)
 

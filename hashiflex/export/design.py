@@ -336,14 +336,17 @@ def load_design(path: str | os.PathLike) -> tuple[dict, Graph]:
 
 def npu_design(g, levels_per_stage: int = 4, target_ii: int | None = None, calib_images: np.ndarray | None = None,
                capacity: int | None = None, weight_bits: int = 8, bias_bits: int = 24, out_bits: int = 16,
-               top_k: int = 1, tag: int = 1) -> dict:
+               top_k: int = 1, tag: int = 1, levels: dict[str, int] | None = None) -> dict:
     """design.json for a quantized network with its final linear layer on the NPU: the backbone is hardened as
     usual; the NPU is sized to keep up with the backbone's II (:func:`size_npu`), and the boot head is the float
-    linear layer quantized to ``weight_bits`` integers (logit shift calibrated on ``calib_images``)."""
+    linear layer quantized to ``weight_bits`` integers (logit shift calibrated on ``calib_images``). ``levels``:
+    adder levels per stage of some backbone layers (a level choice for the head's layer is dropped with it)."""
     backbone, fc = npu_mod.split_head(g)
     last = annotate(backbone)[-1]
     cfg = npu_mod.size_npu(fc.in_features, last.out_bounds, capacity or fc.out_features,
                    initiation_interval(backbone, target_ii), weight_bits, bias_bits, out_bits, top_k)
     calib = ref.run(backbone, calib_images) if calib_images is not None else None
     head = npu_mod.quantize_head(fc.weight, fc.bias, last.out_exp, cfg, calib, tag)
-    return design_from_graph(backbone, levels_per_stage, target_ii, npu=(cfg, head))
+    kept = {l.name for l in backbone.layers}
+    return design_from_graph(backbone, levels_per_stage, target_ii, npu=(cfg, head),
+                             levels={k: v for k, v in (levels or {}).items() if k in kept})

@@ -48,8 +48,8 @@ BAD = [
     (lambda d: d.update(version=2), r"design.version: 1 was expected"),
     (lambda d: d["layers"][1].update(name=d["layers"][0]["name"]), r"design.layers: layer name 'conv0' is used twice"),
     (lambda d: d["layers"][0].update(parallelism=d["layers"][0]["out_shape"][2] + 1),
-     r"design.layers\[0\].parallelism: expected a divisor of the output width \d+ \(pixels per beat never straddle "
-     r"rows\), found \d+"),
+     r"design.layers\[0\].parallelism: expected a divisor of the width \d+, or a whole number of rows dividing the "
+     r"height \d+ \(a multiple of \d+\): a beat never straddles rows, found \d+"),
     (lambda d: d["layers"][0].update(parallelism=0), r"design.layers\[0\].parallelism: 0 is less than the minimum of 1"),
     (lambda d: d["input"].pop("parallelism"), r"design.input: 'parallelism' is a required property"),
 ]

@@ -66,7 +66,7 @@ def test_vcd_trace_is_written(sims, tmp_path):
 
 
 @settings(max_examples=3, deadline=None)
-@given(st.integers(0, 100_000), st.sampled_from([None, 2, 3, 5, 8]), st.integers(1, 4), st.integers(1, 3),
+@given(st.integers(0, 100_000), st.sampled_from([None, 1, 2, 3, 5, 8]), st.integers(1, 4), st.integers(1, 3),
        st.booleans(), st.booleans(), st.booleans(), st.booleans(), st.booleans(), st.booleans(), st.booleans())
 def test_random_dag_designs_match_golden_at_their_ii(tmp_path_factory, seed, target, levels, max_terms, asym_pad,
                                                       max_pool, concat, own_par, lut, select, own_levels):

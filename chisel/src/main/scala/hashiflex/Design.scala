@@ -172,7 +172,8 @@ final case class Conv2dSpec(c: Common, kernel: Int, stride: Int, padding: Paddin
       lineBuf = win.map(w => w.rows * w.width * w.channels * w.bits).getOrElse(0), unshared = pe.addersUnshared,
       bits = pe.adderBits)
   }
-  override def capacityPixels(stages: Int): Int = if (pointwise) stages * par else inShape.w * (kernel + stride) + stages * par
+  override def capacityPixels(stages: Int): Int =
+    if (pointwise) stages * par else inShape.w * Window.ringRows(kernel, stride, inPar, inShape.w, par, outShape.w) + stages * par
   def build(ctx: BuildCtx, x: DecoupledIO[Vec[UInt]]): DecoupledIO[Vec[UInt]] = Conv2dLayer(this, ctx.fmt, ctx.levels, x, ctx.windows)
 }
 
@@ -325,9 +326,9 @@ object Design {
     val inShape = in.field("shape").shape
     val inPar = in.field("parallelism")
     val input = InputSpec(inShape, NumFmt(in.field("bits").intIn(1, 32), in.field("signed").bool),
-      in.field("exp").intIn(-256, 256), inPar.intIn(1, inShape.w))
-    if (inShape.w % input.par != 0)
-      throw DesignError(s"${inPar.path}: expected a divisor of the input width ${inShape.w} (pixels per beat never straddle rows), found ${input.par}")
+      in.field("exp").intIn(-256, 256), inPar.intIn(1, inShape.pixels))
+    if (!Window.fits(input.par, inShape.h, inShape.w))
+      throw DesignError(s"${inPar.path}: expected ${Window.rule(inShape.h, inShape.w)}, found ${input.par}")
     val hwc = d.field("hardware")
     val levels = hwc.field("adder_levels_per_stage").intIn(1, 64)
     val ls = d.field("layers").arr
@@ -418,8 +419,8 @@ object Design {
       throw DesignError(s"${l.path}.out_width: expected ${want.width} (signed=${want.signed}) for out_bounds $outBounds, found ${fmt.width} (signed=${fmt.signed})")
     val parC = l.field("parallelism")
     val par = parC.intIn(1, 1 << 20)
-    if (outShape.w % par != 0)
-      throw DesignError(s"${parC.path}: expected a divisor of the output width ${outShape.w} (pixels per beat never straddle rows), found $par")
+    if (!Window.fits(par, outShape.h, outShape.w))
+      throw DesignError(s"${parC.path}: expected ${Window.rule(outShape.h, outShape.w)}, found $par")
     def samePar(why: String): Unit =
       if (par != t.par) throw DesignError(s"${parC.path}: expected ${t.par} (the parallelism of \"$src\"; $why), found $par")
     val levels = if (l.has("levels_per_stage")) Some(l.field("levels_per_stage").intIn(1, 64)) else None

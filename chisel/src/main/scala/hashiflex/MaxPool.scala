@@ -26,7 +26,8 @@ final case class MaxPoolSpec(c: Common, kernel: Int, stride: Int, padding: Paddi
     ctx.hw(0, p.schedule.stages, p.registerBits, lineBuf = if (pointwise) 0 else w.rows * w.width * w.channels * w.bits,
       comparators = p.comparators)
   }
-  override def capacityPixels(stages: Int): Int = if (pointwise) stages * par else inShape.w * (kernel + stride) + stages * par
+  override def capacityPixels(stages: Int): Int =
+    if (pointwise) stages * par else inShape.w * Window.ringRows(kernel, stride, inPar, inShape.w, par, outShape.w) + stages * par
   def build(ctx: BuildCtx, x: DecoupledIO[Vec[UInt]]): DecoupledIO[Vec[UInt]] = {
     val m = Module(new MaxPool(params(ctx.fmt, ctx.levels))).suggestName(name)
     m.in <> (if (pointwise) x else WindowGen(window(ctx.fmt), x, ctx.windows, s"${name}_window"))

@@ -38,7 +38,7 @@ class DesignReadSpec extends AnyFreeSpec with Matchers {
   "graph and unroll errors name the field" in {
     error(broken("\"groups\":1", "\"groups\":2")) should include("design.layers[0].groups: expected 1 or 1 (depthwise")
     error(broken("\"src\":\"conv\"", "\"src\":\"nope\"")) should include("design.layers[1].src: expected \"input\" or an earlier layer's name, found \"nope\"")
-    error(broken("\"exp\":0,\"parallelism\":1", "\"exp\":0,\"parallelism\":2")) should include("design.input.parallelism: expected a divisor of the input width 3")
+    error(broken("\"exp\":0,\"parallelism\":1", "\"exp\":0,\"parallelism\":2")) should include("design.input.parallelism: expected a divisor of the width 3, or a whole number of rows dividing the height 3")
     error(broken("\"out_exp\":0,\"parallelism\":1,", "\"out_exp\":0,\"parallelism\":3,")) should
       include("design.layers[0].parallelism: expected 1 (the parallelism of \"input\"; a 1x1 conv maps pixels one to one)")
     error(broken("\"ii_cycles_per_image\":9", "\"ii_cycles_per_image\":8")) should include("design.hardware.ii_cycles_per_image: expected 9")
@@ -51,6 +51,15 @@ class DesignReadSpec extends AnyFreeSpec with Matchers {
       include("design.layers[1].levels_per_stage: layer \"pool\" (sum_pool) has no adder or comparator tree to pipeline")
     error(broken("\"out_exp\":0,\"parallelism\":1,\n", "\"out_exp\":0,\"parallelism\":1,\"levels_per_stage\":0,\n")) should
       include("design.layers[0].levels_per_stage: expected an integer in [1, 64], found 0")
+  }
+  "beats of whole rows: any number of rows that divides the height, up to the whole image" in {
+    val rows = good.replace("\"exp\":0,\"parallelism\":1}", "\"exp\":0,\"parallelism\":9}")
+      .replace("\"out_exp\":0,\"parallelism\":1,\n", "\"out_exp\":0,\"parallelism\":9,\n")
+      .replace("\"ii_cycles_per_image\":9", "\"ii_cycles_per_image\":1")
+    val d = Design.parse(rows)
+    (d.input.par, d.layers.head.par, d.iiCycles) shouldBe ((9, 9, 1))
+    error(rows.replace("\"exp\":0,\"parallelism\":9}", "\"exp\":0,\"parallelism\":6}")) should
+      include("design.input.parallelism: expected a divisor of the width 3, or a whole number of rows dividing the height 3 (a multiple of 3): a beat never straddles rows, found 6")
   }
   "a missing field is named" in {
     error(broken("\"kernel\":1,", "")) should include("design.layers[0].kernel: required field is missing")
