@@ -26,7 +26,7 @@ def annotate(g: Graph, require_quantized: bool = True) -> list[LayerInfo]:
     """Propagate shapes, exponents and exact integer bounds through the graph; check consistency (each layer
     type's rule is its op definition's ``infer``)."""
     state = {"input": Tensor((g.input.channels, g.input.height, g.input.width), g.input.type.exp,
-                             g.input.type.range, False)}
+                             g.input.range, False)}
     infos: list[LayerInfo] = []
     for layer, srcs in zip(g.layers, g.sources()):
         op = op_of(layer)

@@ -227,6 +227,27 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--area-model", type=Path, default=None, metavar="JSON",
                    help="also estimate the area with this fitted model and report its error against the synthesis")
 
+    p = sub.add_parser("layerwise", help="full-size verification: each layer co-simulated alone on real activations",
+                       description="Cut every single-input layer of WORK's elaborated design out as a design of its "
+                                   "own (its input the tensor it reads, exact bounds; the same modules as in the full "
+                                   "design, checked text for text), elaborate them in one generator run, then build "
+                                   "and simulate each with Verilator as a Ray job (local by default, a cluster by "
+                                   "--address; the fewest adders first, resumable) on the golden model's activations "
+                                   "of real images; write WORK/report/layerwise/layerwise.json.")
+    _work(p)
+    _progress(p)
+    p.add_argument("--images", type=int, default=2, help="images streamed through every layer (default: %(default)s)")
+    p.add_argument("--data", type=Path, default=None, metavar="DIR",
+                   help="an ImageFolder to take them from (default: the work folder's test images)")
+    p.add_argument("--preprocess", default="inception", choices=("inception", "torchvision"),
+                   help="with --data: the input normalisation (default: %(default)s)")
+    p.add_argument("--address", default=None, help="a running Ray cluster ('auto' or HOST:PORT); default: local")
+    p.add_argument("--jobs", type=int, default=None, help="local Ray: layers at once (default: every core)")
+    p.add_argument("--limit", type=int, default=None, help="co-simulate at most this many new layers this run")
+    p.add_argument("--match", default=None, metavar="REGEX", help="only layers whose names match")
+    p.add_argument("--max-adders", type=int, default=None,
+                   help="skip layers with more adders (lanes too large for this machine's Verilator)")
+
     p = sub.add_parser("netlist", help="pyverilog: module hierarchy, adders and registers, checked against hw_params",
                        description="Parse WORK/rtl's Verilog with pyverilog, print the module hierarchy with instance "
                                    "counts, adders and register bits, and cross-check every layer against "
@@ -362,6 +383,19 @@ def main(argv: list[str] | None = None) -> int:
             print(format_synth(r))
             print(f"-> {args.work / 'report' / 'synth_modules.json'}")
             return 0
+        elif args.cmd == "layerwise":
+            r = flow.step_layerwise(args.work, args.images, args.data, args.preprocess, args.address, args.jobs,
+                                    args.limit, args.match, args.max_adders, progress)
+            for row in r["layers"]:
+                print(f"{row['layer']:28s} {row['op']:12s} {row['mismatched_values']:>6} mismatches of "
+                      f"{row['values']:,}  modules differ: {len(row['modules_differ'])}  "
+                      f"{row['cycles_per_image']:.0f}/{row['ii_cycles_per_image']} cycles/image  "
+                      f"build {row['build_s']:.0f} s")
+            for row in r["skipped"]:
+                print(f"{row['layer']:28s} skipped: {row['why']}")
+            print(f"{r['layers_verified']} layers, {r['mismatched_values']} mismatched values -> "
+                  f"{args.work / 'report' / 'layerwise' / 'layerwise.json'}")
+            return 0 if r["mismatched_values"] == 0 and not r["modules_differ"] else 1
         elif args.cmd == "netlist":
             from .report.hierarchy import check_netlist, cross_check, format_hierarchy, instance_counts
 

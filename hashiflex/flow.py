@@ -474,6 +474,27 @@ def step_elaborate(work: Path) -> dict:
     return params
 
 
+def step_layerwise(work: Path, images: int = 2, data: Path | None = None, preprocess: str = "inception",
+                   address: str | None = None, jobs: int | None = None, limit: int | None = None,
+                   match: str | None = None, max_adders: int | None = None, progress: bool = True) -> dict:
+    """``hashiflex layerwise``: every single-input layer of WORK's elaborated design co-simulated alone at full size
+    on real activations (:mod:`hashiflex.sim.layerwise`) → WORK/report/layerwise.json. Images: the first
+    ``images`` of the ImageFolder ``data`` when given, else of the work folder's own test set."""
+    from .sim.layerwise import verify_layers
+
+    d, g = load_design(work / "design.json")
+    if data is not None:
+        from .imagenet import ImageFolder
+
+        x = ImageFolder(data, preprocess=preprocess, limit=images).arrays()[0]
+    else:
+        owner = next((w for w in (work, work.parent) if (w / "po2.pkl").exists()), None)
+        meta = load_quantized(owner)[1] if owner else {"config": asdict(Config())}
+        x = _ds(Config(**meta["config"])).x_test[:images]
+    return verify_layers(work / "design.json", np.asarray(x), work / "report" / "layerwise", address, jobs, limit,
+                         match, max_adders, progress)
+
+
 def step_cosim(work: Path, limit: int | None = None, vcd: str | None = None, progress: bool = True,
                quiet: bool = True, vcd_window: tuple[int, int] | None = None) -> dict:
     from .sim import StreamSim

@@ -41,6 +41,19 @@ class Input:
     height: int
     width: int
     type: TensorType
+    bounds: tuple[int, int] | None = None  # the values it takes when narrower than its type's (e.g. a ReLU6 output)
+
+    def __post_init__(self):
+        if self.bounds is not None:
+            lo, hi = self.type.range
+            if not (isinstance(self.bounds, tuple) and len(self.bounds) == 2 and lo <= self.bounds[0] <= self.bounds[1] <= hi):
+                raise IRError(f"input.bounds: expected [lo, hi] with {lo} <= lo <= hi <= {hi} (the range of "
+                              f"{self.type}), found {self.bounds!r}")
+
+    @property
+    def range(self) -> tuple[int, int]:
+        """The integer values the input takes: its bounds, else its type's whole range."""
+        return self.bounds if self.bounds is not None else self.type.range
 
 
 MAX_TERMS = 4  # signed powers of two per weight at most (the term table of quant.po2 grows as span**terms)

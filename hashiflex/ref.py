@@ -47,7 +47,7 @@ class Golden:
 
 
 def _check_input(g: Graph, x) -> None:
-    lo, hi = g.input.type.range
+    lo, hi = g.input.range
     x = np.asarray(x)
     if x.ndim != 4 or x.shape[1:] != (g.input.channels, g.input.height, g.input.width):
         raise ValueError(f"input: expected shape (N, {g.input.channels}, {g.input.height}, {g.input.width}), "
@@ -110,7 +110,7 @@ def plan_torch(g: Graph, infos=None):
             return None
     plans = {}
     out_exp = {"input": g.input.type.exp}
-    out_b = {"input": _bound(g.input.type.range)}
+    out_b = {"input": _bound(g.input.range)}
     for layer, info, srcs in zip(g.layers, infos, g.sources()):
         out_exp[layer.name], out_b[layer.name] = info.out_exp, _bound(info.out_bounds)
         plan = op_of(layer).torch_plan(layer, info, [out_b[s] for s in srcs], [out_exp[s] for s in srcs])

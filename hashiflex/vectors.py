@@ -181,7 +181,7 @@ def write_vectors(root: str | Path, images: int = 4, seed: int = 0) -> list[Path
         d = design_from_graph(g, levels_per_stage=2, target_ii=target_ii)
         folder = root / name
         write_design(d, folder / "design.json")
-        lo, hi = g.input.type.range
+        lo, hi = g.input.range
         x = rng.integers(lo, hi + 1, size=(images, g.input.channels, g.input.height, g.input.width))
         x[0] = hi  # the extremes
         if images > 1:

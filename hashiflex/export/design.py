@@ -90,7 +90,8 @@ def design_from_graph(g: Graph, levels_per_stage: int = DEFAULT_LEVELS_PER_STAGE
     doc = {
         "format": FORMAT, "version": VERSION, "name": g.name,
         "input": {"shape": [g.input.channels, g.input.height, g.input.width], "bits": t.bits, "signed": t.signed,
-                  "exp": t.exp, "parallelism": par["input"]},
+                  "exp": t.exp, "parallelism": par["input"],
+                  **({"bounds": list(g.input.bounds)} if g.input.bounds is not None else {})},
         "hardware": {"adder_levels_per_stage": levels_per_stage, "target_ii": target_ii, "ii_cycles_per_image": ii},
         "layers": layers,
         "output": output,
@@ -124,7 +125,12 @@ def graph_from_design(d: dict) -> Graph:
     """Rebuild the quantized IR from a schema-valid design document."""
     i = d["input"]
     c, h, w = i["shape"]
-    g = Graph(d["name"], Input(c, h, w, TensorType(i["bits"], i["signed"], i["exp"])), [])
+    try:
+        inp = Input(c, h, w, TensorType(i["bits"], i["signed"], i["exp"]),
+                    tuple(i["bounds"]) if "bounds" in i else None)
+    except IRError as e:
+        raise DesignValidationError(f"design.{e}") from e
+    g = Graph(d["name"], inp, [])
     for k, l in enumerate(d["layers"]):
         where = f"design.layers[{k}]"
         try:

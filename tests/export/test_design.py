@@ -213,3 +213,21 @@ def test_per_layer_levels_are_authoritative_and_a_bad_one_names_the_field():
         validate_design(bad)
     with pytest.raises(DesignValidationError, match=r"levels_per_stage: no layer named 'nope'"):
         design_from_graph(g, 4, levels={"nope": 2})
+
+
+def test_input_bounds_round_trip_and_out_of_format_bounds_name_the_field():
+    """design.json ``input.bounds``: a narrower input (a layer's input fed alone) sets the first layer's in_bounds
+    and widths; bounds outside the input format are refused naming the field."""
+    from hashiflex.ir import Graph, Input, TensorType
+
+    g = random_graph(3, max_c=3, max_hw=5, convs=2)
+    t = TensorType(8, False, g.input.type.exp)
+    g = Graph(g.name, Input(g.input.channels, g.input.height, g.input.width, t, (0, 100)), g.layers)
+    d = design_from_graph(g, 2)
+    assert d["input"]["bounds"] == [0, 100] and d["layers"][0]["in_bounds"] == [0, 100]
+    assert validate_design(d).input.range == (0, 100)
+    bad = copy.deepcopy(d)
+    bad["input"]["bounds"] = [0, 300]
+    with pytest.raises(DesignValidationError, match=r"design\.input\.bounds: expected \[lo, hi\] with 0 <= lo <= hi "
+                                                    r"<= 255"):
+        validate_design(bad)

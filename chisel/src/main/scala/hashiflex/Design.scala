@@ -64,8 +64,9 @@ final case class Po2Weights(bits: Int, eMin: Int, terms: Int, codes: IndexedSeq[
     }
 }
 
-final case class InputSpec(shape: Shape, fmt: NumFmt, exp: Int, par: Int) {
-  def bounds: Bounds = Bounds(fmt.lo, fmt.hi)
+/** `range`: the values the input takes when narrower than its format's (a layer's input fed alone). */
+final case class InputSpec(shape: Shape, fmt: NumFmt, exp: Int, par: Int, range: Option[Bounds] = None) {
+  def bounds: Bounds = range.getOrElse(Bounds(fmt.lo, fmt.hi))
 }
 
 /** Fields every layer has. `par` is the pixels per stream beat of the layer's output (its pixel parallelism,
@@ -325,8 +326,15 @@ object Design {
     val in = d.field("input")
     val inShape = in.field("shape").shape
     val inPar = in.field("parallelism")
-    val input = InputSpec(inShape, NumFmt(in.field("bits").intIn(1, 32), in.field("signed").bool),
-      in.field("exp").intIn(-256, 256), inPar.intIn(1, inShape.pixels))
+    val inFmt = NumFmt(in.field("bits").intIn(1, 32), in.field("signed").bool)
+    val inRange = if (!in.has("bounds")) None else {
+      val b = in.field("bounds")
+      val r = b.bounds
+      if (r.lo < inFmt.lo || r.hi > inFmt.hi)
+        throw DesignError(s"${b.path}: expected [lo, hi] within [${inFmt.lo}, ${inFmt.hi}] (the input format's range), found ${Cursor.show(b.v)}")
+      Some(r)
+    }
+    val input = InputSpec(inShape, inFmt, in.field("exp").intIn(-256, 256), inPar.intIn(1, inShape.pixels), inRange)
     if (!Window.fits(input.par, inShape.h, inShape.w))
       throw DesignError(s"${inPar.path}: expected ${Window.rule(inShape.h, inShape.w)}, found ${input.par}")
     val hwc = d.field("hardware")

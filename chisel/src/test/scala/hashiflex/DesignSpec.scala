@@ -61,6 +61,12 @@ class DesignReadSpec extends AnyFreeSpec with Matchers {
     error(rows.replace("\"exp\":0,\"parallelism\":9}", "\"exp\":0,\"parallelism\":6}")) should
       include("design.input.parallelism: expected a divisor of the width 3, or a whole number of rows dividing the height 3 (a multiple of 3): a beat never straddles rows, found 6")
   }
+  "input bounds narrower than the format are the first layer's in_bounds; outside the format they are refused" in {
+    val narrow = good.replace("\"exp\":0,\"parallelism\":1}", "\"exp\":0,\"parallelism\":1,\"bounds\":[0,2]}")
+    error(narrow) should include("design.layers[0].in_bounds: expected [0, 2] (the out_bounds of \"input\"), found [0,3]")
+    error(good.replace("\"exp\":0,\"parallelism\":1}", "\"exp\":0,\"parallelism\":1,\"bounds\":[0,4]}")) should
+      include("design.input.bounds: expected [lo, hi] within [0, 3] (the input format's range), found [0,4]")
+  }
   "a missing field is named" in {
     error(broken("\"kernel\":1,", "")) should include("design.layers[0].kernel: required field is missing")
   }
