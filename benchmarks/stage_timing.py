@@ -91,6 +91,9 @@ def main(argv=None) -> int:
                     help="fit only paths of at least this many cells (default: %(default)s)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "stage_timing.json")
     ap.add_argument("--package", action="store_true", help="also write hashiflex/stage_timing.json")
+    ap.add_argument("--held-out", type=Path, default=None, metavar="MODEL_JSON",
+                    help="also report this (earlier) model's error on the points: a held-out check when they were "
+                         "not in its fit")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     cache: dict = {}
@@ -104,13 +107,21 @@ def main(argv=None) -> int:
     fitted = [p for p in points if p["path_cells"] is None or p["path_cells"] >= args.min_cells]
     src = "; ".join(args.synth + args.levels_sweep)
     model = stage_timing.fit([(p["stages"], p["period_ps"]) for p in fitted], source=src)
+    held = None
+    if args.held_out is not None:
+        old = stage_timing.load(args.held_out)
+        err = [old.lane_ps(p["stages"]) - p["period_ps"] for p in fitted]
+        held = {"model": old.to_json(), "file": str(args.held_out), "points": len(err),
+                "rms_error_ps": round(float(sum(e * e for e in err) / len(err)) ** 0.5, 1),
+                "max_under_ps": round(max(0.0, -min(err)), 1), "max_over_ps": round(max(0.0, max(err)), 1)}
     for p in points:
         p["predicted_ps"] = round(model.lane_ps(p["stages"]), 1)
         p["fitted"] = p in fitted
         p["stages"] = [[s.levels, s.width, s.fanout] for s in p["stages"]]
     doc = {"command": "python benchmarks/stage_timing.py " + " ".join(sys.argv[1:] if argv is None else argv),
            "machine": f"{platform.node()} ({platform.processor() or platform.machine()})",
-           "model": model.to_json(), "points": points, "seconds": round(time.perf_counter() - t0, 1)}
+           "model": model.to_json(), "held_out": held, "points": points,
+           "seconds": round(time.perf_counter() - t0, 1)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=1) + "\n")
     if args.package:
@@ -118,6 +129,9 @@ def main(argv=None) -> int:
     print(f"period_ps = {model.c0:.1f} + {model.c_level:.1f} x levels + {model.c_bit:.2f} x width + "
           f"{model.c_fanout:.1f} x log2(fanout)  "
           f"({model.points} lanes fitted, rms {model.rms_error_ps:.1f} ps, max {model.max_error_ps:.1f} ps)")
+    if held:
+        print(f"held-out ({held['file']}, fitted without these lanes): rms {held['rms_error_ps']} ps, "
+              f"most under-predicted by {held['max_under_ps']} ps, most over by {held['max_over_ps']} ps")
     for p in points:
         print(f"  {p['layer']:24s} L={p['levels_per_stage']}  measured {p['period_ps']:7.1f}  predicted "
               f"{p['predicted_ps']:7.1f}{'' if p['fitted'] else '  (not fitted: ' + str(p['path_cells']) + ' cells)'}")

@@ -161,7 +161,8 @@ def load(path: str | Path | None = None) -> StageTimingModel:
 
 
 def fit(points: list[tuple[list[Stage], float]], source: str = "", rounds: int = 20) -> StageTimingModel:
-    """Least squares over synthesized lanes (their stages, measured period in ps). A lane's period is its slowest
+    """Least squares over synthesized lanes (their stages, measured period in ps), slopes kept non-negative (a
+    feature whose slope comes out negative is dropped and the rest refitted). A lane's period is its slowest
     stage's, which depends on the coefficients: start from the stage with the most levels (the widest, then the
     most fanout, among those), fit, take each lane's slowest stage under that fit, and fit again, ``rounds``
     times or until the choice settles."""
@@ -171,7 +172,15 @@ def fit(points: list[tuple[list[Stage], float]], source: str = "", rounds: int =
     crit = [max(st, key=lambda s: (s.levels, s.width, s.fanout)) for st, _ in points]
     model = None
     for _ in range(rounds):
-        coef, *_ = np.linalg.lstsq(np.asarray([features(s) for s in crit]), y, rcond=None)
+        a = np.asarray([features(s) for s in crit])
+        keep = np.ones(a.shape[1], dtype=bool)
+        while True:  # a negative slope (more levels, bits or fanout faster) is collinearity, not physics: drop it
+            coef = np.zeros(a.shape[1])
+            coef[keep] = np.linalg.lstsq(a[:, keep], y, rcond=None)[0]
+            neg = [i for i in range(1, len(coef)) if keep[i] and coef[i] < 0]
+            if not neg:
+                break
+            keep[min(neg, key=lambda i: coef[i])] = False
         model = StageTimingModel(*map(float, coef))
         nxt = [max(st, key=model.stage_ps) for st, _ in points]
         if nxt == crit:

@@ -61,11 +61,17 @@ def _kinds():
 KINDS = _kinds()
 
 
+def _legal(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_$]", "", name)
+
+
 def module_features(module: str, hw_params: dict) -> dict[str, float] | None:
     """The model's features of one instance of a top-level module, from the generator's table of what it built
     (hw_params.json ``modules``: kind and parameters). None: a module the table does not list (the NPU's, say),
     which the model does not price; a kind it lists but the model does not know raises."""
-    table = {m["name"]: m for m in hw_params["modules"]}
+    # the table holds each module's desired name; the Verilog's is that name as Chisel legalizes it (characters
+    # outside [A-Za-z0-9_$] dropped: a torch layer "features.0.0" builds ShiftAddLayer_features00_...)
+    table = {_legal(m["name"]): m for m in hw_params["modules"]}
     m = table.get(module) or table.get(re.sub(r"_\d+$", "", module))  # Chisel's suffix for a second module
     if m is None:
         return None

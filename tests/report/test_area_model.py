@@ -40,6 +40,10 @@ def test_module_kinds_and_their_features_come_from_the_generators_table():
     mp = module_features("MaxPool_c4_k3_p2_s2_i8u", HW)
     assert (mp["adder_bits"], mp["mux_bits"], mp["flip_flop_bits"]) == (64 * 9, 64 * 8, 640)
     assert module_features("Something_else", HW) is None  # not in the table: not priced
+    # a torch layer name with dots: the table has the desired name, the Verilog Chisel's legal one
+    dotted = dict(HW, modules=[dict(m, name=m["name"].replace("features3conv00", "features.3.conv.0.0"))
+                               for m in HW["modules"]])
+    assert module_features("ShiftAddLayer_features3conv00_n24_o144_p4_s2", dotted) == f
     with pytest.raises(ValueError, match=r"hw_params.modules\['Weird_m'\]: kind 'weird' has no area model"):
         module_features("Weird_m", HW)
 
