@@ -99,6 +99,7 @@ def _ddp_worker(rank: int, world: int, init: str, graph_file: str, out: str) -> 
         if rank == 0:
             with open(out, "wb") as f:
                 pickle.dump(_weights(r.graph), f)
+        dist.barrier()  # leave together: a rank tearing gloo down while the other still writes aborted it once
     finally:
         dist.destroy_process_group()
 
