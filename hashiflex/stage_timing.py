@@ -30,7 +30,7 @@ import numpy as np
 from .analysis import annotate
 from .ir import Graph, IRError
 from .ops import op_of
-from .ops.weighted import WeightedOp, shared_adder_graph, sint_width
+from .ops.weighted import WeightedOp, final_bounds, shared_adder_graph, sint_width
 
 MAX_LEVELS = 16  # the most adder levels per stage levels_for_clock considers
 
@@ -65,13 +65,9 @@ def level_widths(layer, info) -> np.ndarray:
         level = int(lv[plan.n_in + j])
         for o in (a, b):
             reads[level, o] = reads.get((level, o), 0) + 1
-    bias = np.asarray(layer.bias_int).astype(np.int64)
-    for (node, s, ng), b, f in zip(plan.roots.tolist(), bias.tolist(), plan.final_adders(bias).tolist()):
-        if f:  # the final level: root + bias, bias - root or 0 - root
-            lo, hi = vals[node]
-            lo, hi = (-(hi << s), -(lo << s)) if ng else (lo << s, hi << s)
-            width_at[ag.depth] = max(width_at[ag.depth], sint_width(lo + b, hi + b))
-            reads[ag.depth, node] = reads.get((ag.depth, node), 0) + 1
+    for node, b in final_bounds(plan, vals, np.asarray(layer.bias_int).astype(np.int64)):
+        width_at[ag.depth] = max(width_at[ag.depth], sint_width(*b))
+        reads[ag.depth, node] = reads.get((ag.depth, node), 0) + 1
     fan_at = np.ones(ag.depth + 1, dtype=np.int64)
     for (level, _), n in reads.items():
         fan_at[level] = max(fan_at[level], n)

@@ -46,7 +46,6 @@ def shared_adder_graph(codes: np.ndarray, bias_int: np.ndarray, depthwise: bool 
     """
     plan = adders.plan_codes(codes, terms, depthwise)
     bias = np.asarray(bias_int).astype(np.int64)
-    roots = plan.roots
     finals = plan.final_adders(bias)
     tc = np.asarray(codes) if terms > 1 else np.asarray(codes)[None]
     flat = tc.reshape(tc.shape[0], tc.shape[1], -1)
@@ -59,12 +58,20 @@ def shared_adder_graph(codes: np.ndarray, bias_int: np.ndarray, depthwise: bool 
     if in_bounds is not None:
         vals = adders.node_bounds(plan, in_bounds)
         bits = sum(sint_width(lo, hi) for lo, hi in vals[plan.n_in:])
-        for (node, s, ng), b, f in zip(roots.tolist(), bias.tolist(), finals.tolist()):
-            if f:
-                lo, hi = vals[node]
-                lo, hi = (-(hi << s), -(lo << s)) if ng else (lo << s, hi << s)
-                bits += sint_width(lo + b, hi + b)
+        bits += sum(sint_width(*b) for _, b in final_bounds(plan, vals, bias))
     return AdderGraph(n_add if share else naive, naive, depth, bits, plan if share else None)
+
+
+def final_bounds(plan, vals: list[tuple[int, int]], bias: np.ndarray) -> list[tuple[int, tuple[int, int]]]:
+    """The final level's adders (root + bias, bias - root or 0 - root): (root node, interval of the sum) for each
+    output that spends one, from the nodes' intervals ``vals`` (:func:`hashiflex.adders.node_bounds`)."""
+    out = []
+    for (node, s, ng), b, f in zip(plan.roots.tolist(), bias.tolist(), plan.final_adders(bias).tolist()):
+        if f:
+            lo, hi = vals[node]
+            lo, hi = (-(hi << s), -(lo << s)) if ng else (lo << s, hi << s)
+            out.append((node, (lo + b, hi + b)))
+    return out
 
 
 class WeightedOp(OpDef):

@@ -138,14 +138,14 @@ def verify_layers(design_path: str | Path, x: np.ndarray, work: str | Path, addr
         sub, one = layer_design(d, g, k)
         base = work / f"L{k:03d}"
         write_design(sub, base / "design.json")
-        subs.append((k, sub, base))
+        subs.append((k, sub, one, base))
     t0 = time.perf_counter()
-    params = hw.elaborate_many([(b / "design.json", b / "rtl") for _, _, b in subs], quiet=True) if subs else []
+    params = hw.elaborate_many([(b / "design.json", b / "rtl") for *_, b in subs], quiet=True) if subs else []
     elaborate_s = time.perf_counter() - t0
     full = _modules((design_path.parent / "rtl" / full_params["verilog"]).read_text()) if subs else {}
     args = []
-    for (k, sub, base), p in zip(subs, params):
-        hw.check_design_hw(sub, layer_design(d, g, k)[1], p)
+    for (k, sub, one, base), p in zip(subs, params):
+        hw.check_design_hw(sub, one, p)
         mine = _modules((base / "rtl" / p["verilog"]).read_text())
         ours = {m: full.get(m) for m in mine if _LAYER_MODULE.match(m)}
         src = g.sources()[k][0]

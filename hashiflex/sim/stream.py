@@ -90,9 +90,10 @@ def to_beats(x: np.ndarray, par: int, width: int) -> np.ndarray:
     """Integer tensors (N, C, H, W) -> stream beats (N*H*W/par, par*C) of raw ``width``-bit values: pixels in
     raster order, ``par`` consecutive pixels per beat (part of a row, or whole rows), lane p*C + c."""
     n, c, h, w = x.shape
-    if not (w % par == 0 or (par % w == 0 and h % (par // w) == 0)):
-        raise ValueError(f"parallelism {par}: expected a divisor of the width {w} or whole rows dividing the "
-                         f"height {h}")
+    from ..hwmodel import beat_fits, beat_rule
+
+    if not beat_fits(par, h, w):
+        raise ValueError(f"parallelism {par}: expected {beat_rule(h, w)}")
     return _to_raw(x.transpose(0, 2, 3, 1).reshape(n * h * w // par, par * c), width)
 
 
