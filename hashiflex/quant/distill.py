@@ -13,6 +13,7 @@ graph with those weights, to be quantized by :func:`hashiflex.passes.quantize_we
 """
 from __future__ import annotations
 
+import gc
 import math
 import os
 from dataclasses import dataclass, field
@@ -135,6 +136,11 @@ def distill(g: Graph, data, wbits: int | dict[str, int], terms: int | dict[str, 
                         "loss": res.loss, "steps": res.steps}, tmp)
             tmp.replace(checkpoint)
     bar.close()
+    if model is not student:
+        # DDP's reducer holds the process group and sits in reference cycles: release it now, not at a garbage
+        # collection that may run after the caller destroyed the group (gloo then aborts the process)
+        del model
+        gc.collect()
     student.eval()
     res.graph = student.to_graph()
     if keep_zeros:  # the mask multiplies the latent weights in the forward pass: write the zeros back
