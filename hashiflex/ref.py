@@ -11,7 +11,7 @@ from .ir import Graph
 from .ops import op_of
 from .ops.base import EXACT_F32 as _EXACT_F32
 from .ops.base import EXACT_F64 as _EXACT_F64
-from .ops.base import NOT_EXACT
+from .ops.base import NOT_EXACT, SplitAcc
 from .ops.base import bound as _bound
 from .ops.intmath import conv2d_int, exact_matmul, weight_parts  # noqa: F401 (re-exported: the golden arithmetic)
 from .analysis import annotate
@@ -73,6 +73,7 @@ def _run_numpy(g: Graph, infos, x: np.ndarray, trace: bool = False):
                 if last_use[s] == i:
                     acts.pop(s, None)
     y = acts[g.layers[-1].name]
+    y = y.dense() if isinstance(y, SplitAcc) else y
     y = y.reshape(y.shape[0], -1)
     if trace:
         del acts["input"]
@@ -129,9 +130,14 @@ def _run_torch(g: Graph, infos, plan, x: np.ndarray, trace: bool):
     acts = {"input": torch.from_numpy(np.asarray(x, dtype=np.float32))}
     with torch.no_grad():
         for i, (layer, info, srcs) in enumerate(zip(g.layers, infos, sources)):
-            y = op_of(layer).golden_torch(layer, info, [acts[s] for s in srcs], [exps[s] for s in srcs],
-                                          plan[layer.name])
-            if _bound(info.out_bounds) < _EXACT_F32:
+            op = op_of(layer)
+            ins = [acts[s] for s in srcs]
+            if not op.reads_split_acc:
+                ins = [a.dense() if isinstance(a, SplitAcc) else a for a in ins]
+            y = op.golden_torch(layer, info, ins, [exps[s] for s in srcs], plan[layer.name])
+            if trace and isinstance(y, SplitAcc):
+                y = y.dense()
+            if not isinstance(y, SplitAcc) and _bound(info.out_bounds) < _EXACT_F32:
                 y = y.float()
             acts[layer.name] = y
             exps[layer.name] = info.out_exp
@@ -140,6 +146,7 @@ def _run_torch(g: Graph, infos, plan, x: np.ndarray, trace: bool):
                     if last_use[src] == i:
                         acts.pop(src, None)
     y = acts[g.layers[-1].name]
+    y = y.dense() if isinstance(y, SplitAcc) else y
     y = y.reshape(y.shape[0], -1).double().numpy().astype(np.int64)
     if trace:
         del acts["input"]

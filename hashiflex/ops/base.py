@@ -47,6 +47,7 @@ class OpDef:
     layer_type: type = type(None)
     weighted = False    # Po2 weights and an integer bias (quantized by passes.quantize_weights)
     calibrated = False  # an output type chosen from calibration activations (``layer.out``)
+    reads_split_acc = False  # golden_torch takes a :class:`SplitAcc` input (others get it summed)
     staged = False      # an adder or comparator tree pipelined every ``levels_per_stage`` levels (its own in
                         # design.json when given, else the design's ``hardware.adder_levels_per_stage``)
 
@@ -183,16 +184,96 @@ def bound(b: tuple[int, int]) -> int:
 
 def requant_torch(y, s: int, clamp: tuple[int, int], guard: int):
     """Round half up by 2**s and clamp, on a torch tensor of exact integers whose magnitude is below ``guard``
-    (float32 when the value plus its rounding offset stays below 2**24, else float64)."""
+    (float32 when the value plus its rounding offset stays below 2**24, else float64), or on a
+    :class:`SplitAcc` (exact in float32 where its bounds allow, else summed in float64 first)."""
     import torch
 
+    if isinstance(y, SplitAcc):
+        out = y.requant(s, clamp)
+        if out is not None:
+            return out
+        y = y.dense()
     dt = torch.float32 if guard + (1 << max(s - 1, 0)) < EXACT_F32 else torch.float64
-    y = y.to(dt, copy=True)
     if s > 0:
-        y = y.add_(float(2 ** (s - 1))).mul_(float(2.0 ** -s)).floor_()
+        y = torch.add(y.to(dt), float(2 ** (s - 1))).mul_(float(2.0 ** -s)).floor_()
     elif s < 0:
-        y = y.mul_(float(2 ** -s))
+        y = torch.mul(y.to(dt), float(2 ** -s))
+    else:
+        y = y.to(dt, copy=True)
     return y.clamp_(float(clamp[0]), float(clamp[1]))
+
+
+class SplitAcc:
+    """An exact integer accumulator kept as float32 planes, acc = sum_j Q_j * 2**shift_j + bias (bias per channel,
+    axis 1), when the sum needs more than float32's 24 bits: a requantizer consumes it in float32 exactly
+    (:meth:`requant`) instead of summing it in float64 first; any other reader takes :meth:`dense`.
+
+    ``planes``: (shift, tensor of exact integers, bound on its magnitude), shifts increasing; ``bias``: int64
+    NumPy per channel; ``guard`` bounds |acc| (below 2**53)."""
+
+    def __init__(self, planes: list, bias: np.ndarray, guard: int):
+        self.planes, self.bias, self.guard = sorted(planes, key=lambda p: p[0]), np.asarray(bias, np.int64), guard
+
+    def _channel(self, v: np.ndarray, like):
+        import torch
+
+        return torch.from_numpy(v.astype(np.float64)).to(like.dtype).reshape((1, -1) + (1,) * (like.dim() - 2))
+
+    def dense(self):
+        """The accumulator as one tensor: float32 when ``guard`` < 2**24, else float64 (exact either way)."""
+        import torch
+
+        dt = torch.float32 if self.guard < EXACT_F32 else torch.float64
+        acc = None
+        for shift, q, _ in self.planes:
+            part = q.to(dt)
+            acc = part.mul(float(2 ** shift)) if acc is None else acc.add_(part, alpha=float(2 ** shift))
+        return acc.add_(self._channel(self.bias, acc))
+
+    def requant(self, s: int, clamp: tuple[int, int]):
+        """clamp(floor((acc + 2**(s-1)) / 2**s)), s > 0, in float32; None when a bound does not prove every step
+        exact (the caller then uses :meth:`dense`).
+
+        With c = bias + 2**(s-1) = c_top 2**s + c_rem (0 <= c_rem < 2**s): floor((acc + 2**(s-1)) / 2**s) = c_top +
+        floor((sum_j Q_j 2**s_j + c_rem) / 2**s). From the lowest plane s_0 <= s up: that floor is
+        floor((W_0 + sum_{j>0} Q_j 2**(s_j-s_0)) / 2**(s-s_0)) with W_0 = Q_0 + floor(c_rem / 2**s_0) (the low
+        bits of c_rem are a fraction below one unit of the lowest plane); each plane at or below s folds in as
+        W_j = Q_j + floor(W_{j-1} / 2**(s_j - s_{j-1})); then floor(W / 2**(s - s_last)), and planes above s add
+        Q_j 2**(s_j - s), as does c_top. Every intermediate is an integer whose bound, tracked here, stays below
+        2**24: float32 adds, power-of-two multiplies and floors are then exact."""
+        import torch
+
+        if s <= 0 or self.planes[0][0] > s:
+            return None
+        s0 = self.planes[0][0]
+        c = self.bias + (1 << (s - 1))
+        c_top = c >> s                         # floor division
+        c_low = (c - (c_top << s)) >> s0       # in [0, 2**(s - s0))
+        lower = [p for p in self.planes[1:] if p[0] <= s]
+        upper = [p for p in self.planes[1:] if p[0] > s]
+        # bounds first (Python ints): |every intermediate| < 2**24, or no float32 path
+        bnd = self.planes[0][2] + int(c_low.max(initial=0))
+        ok, base = bnd < EXACT_F32, s0
+        for shift, _, b in lower:
+            bnd = b + (bnd >> (shift - base)) + 1  # |floor(w / 2**k)| <= (bound >> k) + 1
+            ok, base = ok and bnd < EXACT_F32, shift
+        bnd = (bnd >> (s - base)) + 1 + int(np.abs(c_top).max(initial=0))
+        ok = ok and bnd < EXACT_F32
+        for shift, _, b in upper:
+            bnd += b << (shift - s)
+            ok = ok and bnd < EXACT_F32
+        if not ok:
+            return None
+        q0 = self.planes[0][1]
+        w = torch.add(q0, self._channel(c_low, q0))
+        base = s0
+        for shift, q, _ in lower:
+            w = w.mul_(float(2.0 ** (base - shift))).floor_().add_(q)
+            base = shift
+        w = w.mul_(float(2.0 ** (base - s))).floor_().add_(self._channel(c_top, w))
+        for shift, q, _ in upper:
+            w = w.add_(q, alpha=float(2 ** (shift - s)))
+        return w.clamp_(float(clamp[0]), float(clamp[1]))
 
 
 def requant_value(layer, x):

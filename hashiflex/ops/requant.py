@@ -27,6 +27,7 @@ def calibrated_type(layer, a: np.ndarray, bits: int, signed: bool, cap: float | 
 class RequantOp(base.OpDef):
     op = "requant"
     layer_type = Requant
+    reads_split_acc = True
     calibrated = True
 
     def out_type(self, layer, a, bits):

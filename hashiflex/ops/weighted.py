@@ -10,8 +10,19 @@ import numpy as np
 from .. import adders
 from ..ir import IRError, Po2Weights
 from ..numfmt import width_for
-from .base import EXACT_F32, EXACT_F64, NOT_EXACT, Inferred, LayerHw, OpDef, Tensor, dot_bounds
+from .base import EXACT_F32, EXACT_F64, NOT_EXACT, Inferred, LayerHw, OpDef, SplitAcc, Tensor, dot_bounds
 from .intmath import guard_of, weight_parts
+
+
+@dataclass(frozen=True)
+class _TorchPlan:
+    """How the golden model runs a conv/linear on torch: ``planes`` (shift, bound on the plane's result) of the
+    weights' digit planes, computed by ``weights`` (one tensor holding every plane stacked on the outputs, or one
+    per plane), ``outputs`` output channels per plane; ``guard`` bounds the whole accumulator."""
+    guard: int
+    planes: list
+    weights: list
+    outputs: int
 
 
 @dataclass(frozen=True)
@@ -118,31 +129,34 @@ class WeightedOp(OpDef):
             return NOT_EXACT
         split = weight_parts(in_b, wint) if in_b < EXACT_F32 else None
         if split is None:  # one float64 product, exact as the whole sum stays below 2**53
-            planes = [(0, torch.from_numpy(wint.astype(np.float64)))]
+            return _TorchPlan(guard, [(0, guard)], [torch.from_numpy(wint.astype(np.float64))], len(wint))
+        b, parts = split
+        parts = [(b * j, p) for j, p in enumerate(parts) if p.any()]
+        planes = [(shift, in_b * int(np.abs(p.reshape(len(p), -1)).sum(axis=1).max(initial=0)))
+                  for shift, p in parts]
+        groups = getattr(layer, "groups", 1)
+        if groups == 1 and len(parts) > 1:  # one product computes every plane: its weights stacked on outputs
+            w = [torch.from_numpy(np.concatenate([p for _, p in parts]).astype(np.float32))]
         else:
-            b, parts = split
-            planes = [(b * j, torch.from_numpy(p.astype(np.float32))) for j, p in enumerate(parts) if p.any()]
-        return guard, planes
+            w = [torch.from_numpy(p.astype(np.float32)) for _, p in parts]
+        return _TorchPlan(guard, planes, w, len(wint))
 
     def golden_torch(self, layer, info, xs, exps, plan):
         import torch
 
-        guard, planes = plan
         x = xs[0]
-        # float32 throughout when the whole sum stays below 2**24, else the planes meet in float64
-        dt = torch.float32 if guard < EXACT_F32 else torch.float64
-        acc = None
-        for shift, w in planes:
-            part = self.apply_torch(layer, x.to(w.dtype), w, None).to(dt)
-            if shift:
-                part.mul_(float(2 ** shift))
-            acc = part if acc is None else acc.add_(part)
-        oc, oh, ow = info.out_shape
-        shape = (x.shape[0], oc, oh, ow) if self.op == "conv2d" else (x.shape[0], oc)
-        if acc is None:  # all-zero weights
-            acc = torch.zeros(shape, dtype=dt)
-        bias = torch.from_numpy(layer.bias_int.astype(np.float64)).to(dt)
-        return acc.add_(bias.reshape((1, -1) + (1,) * (len(shape) - 2)))
+        if len(plan.weights) == 1:
+            y = self.apply_torch(layer, x.to(plan.weights[0].dtype), plan.weights[0], None)
+            qs = [y[:, j * plan.outputs:(j + 1) * plan.outputs] for j in range(len(plan.planes))]
+        else:
+            qs = [self.apply_torch(layer, x.to(w.dtype), w, None) for w in plan.weights]
+        if not qs:  # all-zero weights
+            oc, oh, ow = info.out_shape
+            shape = (x.shape[0], oc, oh, ow) if self.op == "conv2d" else (x.shape[0], oc)
+            qs, plan = [torch.zeros(shape, dtype=torch.float32)], _TorchPlan(plan.guard, [(0, 0)], [], plan.outputs)
+        acc = SplitAcc([(shift, q, b) for (shift, b), q in zip(plan.planes, qs)], layer.bias_int, plan.guard)
+        # float32 planes whose sum needs more than 24 bits stay apart for the requantizer (exact in float32)
+        return acc if qs[0].dtype == torch.float32 and plan.guard >= EXACT_F32 else acc.dense()
 
     def fake(self, layer, xs, exps, net):
         w, b, exp = net.layer_weights(layer, exps[0])
