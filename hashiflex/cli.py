@@ -105,6 +105,10 @@ def parser() -> argparse.ArgumentParser:
                    help="Po2 rounding of the weights: each to its nearest grid value, or each layer's weights chosen "
                    "so its output on the calibration images stays closest to the float layer's (error feedback "
                    "through the inputs' second moments, GPTQ-style; default: %(default)s)")
+    g.add_argument("--act-range", default=d.act_range, choices=["max", "mse"],
+                   help="activation scales: the power of two covering the calibration maximum, or the one (that or "
+                   "up to 3 finer, clipping rare large values) with the least squared error on the calibration "
+                   "images (default: %(default)s)")
     g.add_argument("--bias-correction", action="store_true", help="correct biases for the weights' mean error")
     g.add_argument("--distill-epochs", type=int, default=d.distill_epochs, metavar="N",
                    help="fine-tune the Po2 weights for N epochs to match the float model's outputs (distillation, "
@@ -310,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
                               padding=args.padding, terms=args.terms, max_terms=args.max_terms,
                               adder_budget=args.adder_budget,
                               bias_correction=args.bias_correction, rounding=args.rounding,
-                              target_ii=args.target_ii,
+                              act_range=args.act_range, target_ii=args.target_ii,
                               distill_epochs=args.distill_epochs, distill_data=args.distill_data,
                               distill_images=args.distill_images, distill_lr=args.distill_lr,
                               distill_batch=args.distill_batch,

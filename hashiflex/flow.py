@@ -22,7 +22,7 @@ from .export import design_from_graph, load_design, write_design
 from .ir import Graph, Input
 from .models import DigitsCNN
 from .quant import ptq
-from .quant.fakequant import activation_ranges, fake_quant_int_outputs
+from .quant.fakequant import activation_errors, activation_ranges, fake_quant_int_outputs
 from .quant.prune import weight_sparsity
 from .train import accuracy_torch, seed_everything, train_float, train_qat
 
@@ -50,6 +50,7 @@ class Config:
     weight_bits: int = 5
     edge_bits: int | None = None     # first/last layer weight bits (None: weight_bits)
     act_bits: int = 8
+    act_range: str = "max"           # activation scales: cover the calibration maximum, or the least squared error
     sparsity: float = 0.0            # magnitude pruning target during QAT
     prune_scope: str = "layer"       # layer | global
     levels_per_stage: int = 4
@@ -148,15 +149,21 @@ def pretrained_model(arch: str, init: str):
 def calibrated_pretrained(cfg: Config, progress: bool = True):
     """The pretrained path's float graph: the torchvision ``cfg.arch`` with weights ``cfg.init`` imported with
     ``cfg.padding``, its activations calibrated on the first ``cfg.calib_images`` images of ``cfg.data_root``
-    (streamed: running ranges only). Returns the graph, that calibration folder and the weight bits per layer."""
+    (streamed: running ranges only; with ``cfg.act_range == "mse"`` a second pass lowers each scale where that
+    lowers the squared error). Returns the graph, that calibration folder and the weight bits per layer."""
     from .imagenet import ImageFolder, input_type, value_batches
 
     model = pretrained_model(cfg.arch, cfg.init)
     calib = ImageFolder(cfg.data_root, cfg.classes, preprocess=cfg.preprocess, limit=cfg.calib_images)
     inp = input_type(cfg.preprocess)
     g = frontend.same_padding(frontend.import_torch(model, inp, name=cfg.arch), cfg.padding)
+    if cfg.act_range not in ("max", "mse"):
+        raise ValueError(f"--act-range: expected 'max' or 'mse', found {cfg.act_range!r}")
     g = ptq.calibrate_activations(g, activation_ranges(g, value_batches(calib, 8, inp.type.exp), progress=progress),
                                      cfg.act_bits)
+    if cfg.act_range == "mse":  # a second pass: each scale chosen by the squared error it causes
+        g = ptq.choose_activation_exps(g, activation_errors(g, value_batches(calib, 8, inp.type.exp),
+                                                            progress=progress))
     return g, calib, layer_bits(g, cfg)
 
 

@@ -82,7 +82,7 @@ def test_the_pretrained_path_quantizes_and_evaluates_a_users_weights_and_folder(
     work = tmp_path / "w"
     assert main(["quantize", "--work", str(work), "--init", str(pretrained_files / "weights.pth"), "--calib-data",
                  str(pretrained_files / "data"), "--calib-images", "1", "--terms", "2", "--padding", "tf",
-                 "--distill-epochs", "1", "--distill-images", "2", "--no-progress"]) == 0
+                 "--distill-epochs", "1", "--distill-images", "2", "--act-range", "mse", "--no-progress"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out["terms"].values()) == {2} and out["adders"] > 0
     from hashiflex.flow import load_quantized
@@ -91,6 +91,7 @@ def test_the_pretrained_path_quantizes_and_evaluates_a_users_weights_and_folder(
     q, meta = load_quantized(work)
     assert meta["distill"]["images"] == 2 and meta["distill"]["steps"] == 1 and len(out["distill_loss"]) == 1
     assert meta["config"]["rounding"] == "reconstruct"  # the default: rounded against the calibration image
+    assert meta["config"]["act_range"] == "mse"
     assert not (work / "distill.ck").exists()
     for g in (q, meta["float_graph"]):  # TF 'SAME': the stride-2 convs on even maps pad only below and right
         pads = {l.pads for l in g.layers if isinstance(l, Conv2d) and l.stride == 2}

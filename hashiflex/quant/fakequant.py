@@ -145,6 +145,39 @@ def activation_ranges(g: Graph, x_value, batch: int = 256, progress: bool = Fals
 
 
 @torch.no_grad()
+def activation_errors(g: Graph, x_value, candidates: int = 4, batch: int = 256,
+                      progress: bool = False) -> dict[str, np.ndarray]:
+    """Squared quantization error of the float activations at every calibrated layer of ``g`` (calibrated: each
+    has ``out``), summed over ``x_value`` (an array or an iterable of batches) for each of ``candidates`` output
+    exponents ``out.exp - j`` (j = 0 covers the observed maximum; each step halves the scale and clips more):
+    the activation rounded half up and clamped to that type's range (``layer.clamp()``), against its float
+    value. Running sums only, like :func:`activation_ranges`. Returns name -> array of ``candidates`` sums."""
+    from tqdm.auto import tqdm
+
+    if candidates < 1:
+        raise ValueError(f"activation_errors: expected candidates >= 1, found {candidates}")
+    net = FakeQuantNet(g, quantize=False).double().eval()
+    net.record = True
+    layers = {layer.name: layer for layer in g.layers if op_of(layer).calibrated}
+    for name, layer in layers.items():
+        if layer.out is None:
+            raise IRError(f"layer {name!r}: field 'out': calibrate before measuring activation errors")
+    grids = {name: [(layer.out.exp - j, replace(layer, out=replace(layer.out, exp=layer.out.exp - j)).clamp())
+                    for j in range(candidates)] for name, layer in layers.items()}
+    batches = x_value
+    if isinstance(x_value, np.ndarray):
+        batches = (x_value[i:i + batch] for i in range(0, len(x_value), batch))
+    err = {name: np.zeros(candidates) for name in layers}
+    for xb in tqdm(batches, desc="activation errors", disable=not progress, leave=False):
+        net(torch.as_tensor(np.asarray(xb), dtype=torch.float64))
+        for name, v in net.recorded.items():
+            for j, (e, (lo, hi)) in enumerate(grids[name]):
+                q = torch.clamp(torch.floor(v * 2.0 ** -e + 0.5), lo, hi) * 2.0 ** e
+                err[name][j] += float(((q - v) ** 2).sum())
+    return err
+
+
+@torch.no_grad()
 def fake_quant_int_outputs(g: Graph, x_int: np.ndarray, out_exp: int) -> np.ndarray:
     """Run the fake-quant model in float64 on integer inputs and return its integer outputs (exact)."""
     net = FakeQuantNet(g).double().eval()

@@ -36,6 +36,25 @@ def calibrate_activations(g: Graph, activations: dict[str, np.ndarray], bits: in
     return out
 
 
+def choose_activation_exps(g: Graph, errors: dict[str, np.ndarray]) -> Graph:
+    """Each calibrated layer's output exponent lowered by the j (``out.exp - j``) whose summed squared error in
+    ``errors`` (:func:`hashiflex.quant.fakequant.activation_errors`, j = 0 first) is smallest: the range chosen
+    by the error it causes, clipping rare large values for a finer scale, instead of covering the maximum. Ties
+    keep the coarser scale (no clipping)."""
+    out = g.copy()
+    for i, layer in enumerate(out.layers):
+        if not op_of(layer).calibrated:
+            continue
+        if layer.out is None:
+            raise IRError(f"layer {layer.name!r}: field 'out': calibrate before choosing exponents by error")
+        if layer.name not in errors:
+            raise IRError(f"layer {layer.name!r}: no activation errors measured")
+        e = np.asarray(errors[layer.name], dtype=np.float64)
+        check_finite(e, f"layer {layer.name!r}: activation errors")
+        out.layers[i] = replace(layer, out=replace(layer.out, exp=layer.out.exp - int(np.argmin(e))))
+    return out
+
+
 def _per_layer(v, layer, what: str):
     if not isinstance(v, dict):
         return v

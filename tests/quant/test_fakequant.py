@@ -50,3 +50,36 @@ def test_running_activation_ranges_calibrate_exactly_like_the_recorded_activatio
     r = activation_ranges(g, iter([bad[:20], bad[20:40], bad[40:]]))
     with pytest.raises(IRError, match="calibration activations: expected finite values"):
         calibrate_activations(g, r)
+
+
+def test_activation_errors_are_the_squared_requantization_errors_for_each_finer_scale():
+    import torch
+
+    from hashiflex.ir import Input, TensorType
+    from hashiflex.models import DigitsCNN
+    from hashiflex.passes import calibrate_activations, import_torch
+    from hashiflex.quant.fakequant import activation_errors, activation_ranges, record_activations
+
+    torch.manual_seed(3)
+    g = import_torch(DigitsCNN(4, 8, 10), Input(1, 8, 8, TensorType(5, False, -4)))
+    x = np.random.default_rng(2).normal(size=(50, 1, 8, 8))
+    g = calibrate_activations(g, activation_ranges(g, x))
+    full = record_activations(g, x)
+    err = activation_errors(g, x, candidates=3, batch=7)
+    assert set(err) == set(full)
+    for layer in g.layers:
+        if layer.name not in full:
+            continue
+        a = full[layer.name]
+        for j in range(3):
+            e = layer.out.exp - j
+            lo, hi = (0, (1 << layer.out.bits) - 1) if layer.act in ("relu", "relu6") else layer.out.range
+            if layer.act == "relu6":
+                hi = min(hi, int(np.floor(6 / 2.0 ** e)))
+            want = ((np.clip(np.floor(a / 2.0 ** e + 0.5), lo, hi) * 2.0 ** e - a) ** 2).sum()
+            assert np.isclose(err[layer.name][j], want, rtol=1e-12, atol=0)
+        assert err[layer.name][0] > 0  # rounding errs at every scale
+    again = activation_errors(g, iter([x[:20], x[20:]]), candidates=3)
+    assert all(np.allclose(again[k], err[k], rtol=1e-12, atol=0) for k in err)
+    with pytest.raises(ValueError, match="activation_errors: expected candidates >= 1, found 0"):
+        activation_errors(g, x, candidates=0)
