@@ -190,7 +190,9 @@ def parser() -> argparse.ArgumentParser:
                    help="trace only cycles [FIRST, STOP) of the run (whole traces of big designs are huge)")
 
     p = sub.add_parser("sweep", help="accuracy and adders vs weight bits and sparsity (CSV + PNG)",
-                       description="Sweep Po2 weight bits x sparsity on WORK/float.pt (trains it if missing).")
+                       description="Sweep Po2 weight bits x sparsity on WORK/float.pt (trains it if missing): each point a Ray "
+                       "job (local by default, a cluster with --address), kept in OUT/sweep_*.points.jsonl as it "
+                       "finishes, so a stopped sweep resumes.")
     _work(p)
     _progress(p)
     p.add_argument("--bits", default="3,4,5,6,8", help="comma-separated weight bits (default: %(default)s)")
@@ -198,6 +200,8 @@ def parser() -> argparse.ArgumentParser:
                    help="comma-separated sparsity targets in [0, 1) (default: %(default)s)")
     p.add_argument("--finetune-epochs", type=int, default=0, help="QAT epochs after pruning at each point")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: WORK/sweep)")
+    p.add_argument("--address", default=None, help="a running Ray cluster ('auto' or HOST:PORT); default: local")
+    p.add_argument("--jobs", type=int, default=None, help="local Ray: points at once (default: every core)")
 
     p = sub.add_parser("report", help="throughput, area (Yosys + ASAP7), energy, accuracy -> WORK/report/",
                        description="Write WORK/report/report.{md,html,json} for the elaborated design in WORK.")
@@ -369,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
                 flow.step_train(args.work, flow.Config(), progress)
             r = flow.step_sweep(args.work, [int(b) for b in args.bits.split(",")],
                                 [float(s) for s in args.sparsity.split(",")], args.finetune_epochs, args.out,
-                                progress)
+                                progress, args.address, args.jobs)
             r = {k: r[k] for k in ("csv", "png")} | {"points": len(r["points"])}
         elif args.cmd == "report":
             from .report.report import build_report, format_report

@@ -17,8 +17,9 @@ from collections.abc import Callable, Iterator, Sequence
 
 
 def run_jobs(fn: Callable, args: Sequence[tuple], *, address: str | None = None, jobs: int | None = None,
-             desc: str = "jobs", progress: bool = True) -> Iterator[tuple[int, object]]:
-    """Run ``fn(*args[i])`` for every i as Ray tasks; yield ``(i, result)`` in completion order.
+             desc: str = "jobs", progress: bool = True, shared: tuple = ()) -> Iterator[tuple[int, object]]:
+    """Run ``fn(*shared, *args[i])`` for every i as Ray tasks; yield ``(i, result)`` in completion order.
+    ``shared``: arguments every job takes (a graph, a dataset), put in Ray's object store once.
 
     ``address``: a running Ray cluster ("auto", or "HOST:PORT"); None starts a local one with ``jobs`` CPUs
     (default: all cores) and stops it at the end. A failing job raises its error here, naming the job's index;
@@ -40,7 +41,8 @@ def run_jobs(fn: Callable, args: Sequence[tuple], *, address: str | None = None,
         started = True
     try:
         task = ray.remote(num_cpus=1, max_retries=0)(fn)
-        refs = {task.remote(*a): i for i, a in enumerate(args)}
+        common = [ray.put(v) for v in shared]
+        refs = {task.remote(*common, *a): i for i, a in enumerate(args)}
         pending = list(refs)
         with tqdm(total=len(refs), desc=desc, disable=not progress) as bar:
             while pending:

@@ -651,18 +651,21 @@ def format_table(r: dict) -> str:
 
 
 def step_sweep(work: Path, bits: list[int], sparsities: list[float], finetune_epochs: int = 0,
-               out: Path | None = None, progress: bool = True) -> dict:
-    """Accuracy and adders vs weight bits and sparsity for the trained model in ``work`` (CSV + PNG)."""
+               out: Path | None = None, progress: bool = True, address: str | None = None,
+               jobs: int | None = None) -> dict:
+    """Accuracy and adders vs weight bits and sparsity for the trained model in ``work`` (CSV + PNG); the points
+    fan out on Ray (``address``/``jobs``, :func:`hashiflex.sweep.sweep`) and resume from OUT/sweep_*.points.jsonl."""
     from .sweep import plot, sweep, write_csv
 
     model, cfg, ck = load_float(work)
     ds = _ds(cfg)
     g = frontend.import_torch(model, ds.input, name=graph_name(cfg))
     g = ptq.calibrate_activations(g, activation_ranges(g, ds.value(ds.x_train[:2048])), cfg.act_bits)
-    points = sweep(g, ds, bits, sparsities, finetune_epochs, levels_per_stage=cfg.levels_per_stage,
-                   progress=progress)
     out = Path(out or work / "sweep")
     tag = f"{cfg.dataset}_ft{finetune_epochs}"
+    points = sweep(g, ds, bits, sparsities, finetune_epochs, levels_per_stage=cfg.levels_per_stage,
+                   progress=progress, address=address, jobs=jobs, cache=out / f"sweep_{tag}.points.jsonl",
+                   seed=cfg.seed)
     csv_path = write_csv(points, out / f"sweep_{tag}.csv")
     png = plot(points, out / f"sweep_{tag}.png",
                f"{cfg.dataset}: Po2 accuracy vs sparsity ({'QAT ' + str(finetune_epochs) + ' ep' if finetune_epochs else 'post-training'})",

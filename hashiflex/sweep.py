@@ -5,7 +5,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm.auto import tqdm
+import numpy as np
 
 from . import hwmodel, ref
 from .quant import ptq
@@ -25,23 +25,69 @@ class SweepPoint:
     finetuned: bool
 
 
+def sweep_point(g: Graph, ds: Dataset, bits: int, sparsity: float, finetune_epochs: int = 0, scope: str = "layer",
+                levels_per_stage: int = 4, seed: int = 0) -> SweepPoint:
+    """One point: magnitude-prune the calibrated float graph to ``sparsity``, Po2-quantize at ``bits``
+    (optionally after ``finetune_epochs`` of QAT with the pruning schedule, seeded by ``seed`` so a point is the
+    same wherever and in whatever order it runs), the golden model's test accuracy and the generator's adders."""
+    import torch
+
+    torch.manual_seed(seed)
+    if finetune_epochs > 0:
+        fg = train_qat(g, ds, bits, finetune_epochs, sparsity=sparsity, scope=scope, progress=False)
+    else:
+        fg = prune(g, sparsity, scope) if sparsity > 0 else g
+    q = ptq.quantize_weights(fg, bits)
+    acc = float((ref.run(q, ds.x_test).argmax(1) == ds.y_test).mean())
+    adders = sum(h.adders for h in hwmodel.hw_model(q, levels_per_stage))
+    return SweepPoint(bits, sparsity, acc, weight_sparsity(q), adders, finetune_epochs > 0)
+
+
 def sweep(g: Graph, ds: Dataset, bits: list[int], sparsities: list[float], finetune_epochs: int = 0,
-          scope: str = "layer", levels_per_stage: int = 4, progress: bool = True) -> list[SweepPoint]:
-    """For each (bits, sparsity): magnitude-prune the calibrated float graph, Po2-quantize (optionally after
-    ``finetune_epochs`` of QAT with the pruning schedule), and measure the golden model's test accuracy and the
-    adders the generator will build."""
-    points = []
+          scope: str = "layer", levels_per_stage: int = 4, progress: bool = True, address: str | None = None,
+          jobs: int | None = None, cache: Path | None = None, seed: int = 0) -> list[SweepPoint]:
+    """Every (bits, sparsity) point of the grid (:func:`sweep_point`), in grid order. The points are independent
+    jobs fanned out on Ray (:func:`hashiflex.fanout.run_jobs`: local with ``jobs`` at once by default, a cluster
+    by ``address``). With ``cache`` (a JSON-lines file), each point is written there as it finishes, keyed by the
+    graph's and the dataset's content and the settings: a stopped sweep resumes, a finished one is read back."""
+    import hashlib
+    import json
+    import pickle
+
+    from .fanout import run_jobs
+
+    for b in bits:
+        if not isinstance(b, int) or not 2 <= b <= 8:
+            raise ValueError(f"sweep: bits: expected integers from 2 to 8, found {b!r}")
+    for sp in sparsities:
+        if not 0.0 <= sp < 1.0:
+            raise ValueError(f"sweep: sparsity: expected values in [0, 1), found {sp!r}")
     grid = [(b, s) for b in bits for s in sparsities]
-    for b, s in tqdm(grid, desc="sweep", disable=not progress):
-        if finetune_epochs > 0:
-            fg = train_qat(g, ds, b, finetune_epochs, sparsity=s, scope=scope, progress=False)
-        else:
-            fg = prune(g, s, scope) if s > 0 else g
-        q = ptq.quantize_weights(fg, b)
-        acc = float((ref.run(q, ds.x_test).argmax(1) == ds.y_test).mean())
-        adders = sum(h.adders for h in hwmodel.hw_model(q, levels_per_stage))
-        points.append(SweepPoint(b, s, acc, weight_sparsity(q), adders, finetune_epochs > 0))
-    return points
+    h = hashlib.sha256(pickle.dumps((g, ds.name, ds.input, ds.classes)))
+    for arr in (ds.x_train, ds.y_train, ds.x_test, ds.y_test):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    digest = h.hexdigest()[:16]
+
+    def key(b, s):
+        return json.dumps([digest, b, s, finetune_epochs, scope, levels_per_stage, seed])
+
+    done: dict[str, SweepPoint] = {}
+    if cache is not None and Path(cache).exists():
+        for line in Path(cache).read_text().splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                done[rec["key"]] = SweepPoint(**rec["point"])
+    todo = [(b, s) for b, s in grid if key(b, s) not in done]
+    if cache is not None:
+        Path(cache).parent.mkdir(parents=True, exist_ok=True)
+    args = [(b, s, finetune_epochs, scope, levels_per_stage, seed) for b, s in todo]
+    for i, point in run_jobs(sweep_point, args, address=address, jobs=jobs, desc="sweep", progress=progress,
+                             shared=(g, ds)):
+        done[key(*todo[i])] = point
+        if cache is not None:  # one line per finished point, appended whole
+            with open(cache, "a") as f:
+                f.write(json.dumps({"key": key(*todo[i]), "point": point.__dict__}) + "\n")
+    return [done[key(b, s)] for b, s in grid]
 
 
 def pareto_front(points: list[SweepPoint]) -> list[SweepPoint]:
