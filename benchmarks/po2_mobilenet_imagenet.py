@@ -9,7 +9,7 @@ pixel per beat). Results: benchmarks/results/po2_mobilenet_imagenet.json and the
 
     python benchmarks/po2_mobilenet_imagenet.py [--padding torch|tf] [--calib 64] [--images 436]
         [--budgets 1.25,1.5,1.75,2,2.5] [--max-terms 3] [--fixed 1,2,3] [--rounding nearest|reconstruct]
-        [--out FILE.json]
+        [--act-range max|mse] [--out FILE.json]
 
 ``--rounding reconstruct`` rounds each layer's weights against its inputs on the calibration images
 (:mod:`hashiflex.quant.reconstruct`, what ``hashiflex quantize`` does by default); the per-layer sensitivity of
@@ -45,6 +45,8 @@ def main() -> None:
                     help="auto points: adder budgets as multiples of the one-term design's adders")
     ap.add_argument("--fixed", default=None, help="the same-terms-everywhere points to run (default: 1..max-terms)")
     ap.add_argument("--rounding", choices=["nearest", "reconstruct"], default="nearest")
+    ap.add_argument("--act-range", choices=["max", "mse"], default="max",
+                    help="activation scales: covering the calibration maximum, or by squared error")
     ap.add_argument("--golden-images", type=int, default=32, help="images the golden model runs on at each point")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/po2_mobilenet_imagenet.json")
     args = ap.parse_args()
@@ -62,7 +64,8 @@ def main() -> None:
     t0 = time.perf_counter()
     g, calib, bits = calibrated_pretrained(Config(
         dataset="imagefolder", data_root=str(args.data), arch="mobilenet_v2", init=str(args.weights),
-        padding=args.padding, calib_images=args.calib, weight_bits=args.bits, edge_bits=args.edge_bits))
+        padding=args.padding, calib_images=args.calib, weight_bits=args.bits, edge_bits=args.edge_bits,
+        act_range=args.act_range))
     inp = g.input
     report = ImageFolder(args.data, start=args.calib, limit=args.images)
     x_rep, y_rep = report.arrays()
@@ -132,12 +135,13 @@ def main() -> None:
            "report_images": {"count": len(report), "first": args.calib, "selection": "sorted ImageFolder order"},
            "bits": args.bits, "edge_bits": args.edge_bits, "padding": {"torch": "torchvision (symmetric)", "tf": "TF 'SAME'"}[args.padding],
            "preprocess": "inception (x-128)/128", "sensitivity_seconds": t_sens,
-           "rounding": args.rounding, "hessian_seconds": t_h,
+           "rounding": args.rounding, "act_range": args.act_range, "hessian_seconds": t_h,
            "seconds": time.perf_counter() - t0, "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
            "command": f"python benchmarks/po2_mobilenet_imagenet.py --padding {args.padding} --calib {args.calib} "
                       f"--images {args.images} "
                       f"--budgets {args.budgets} --max-terms {args.max_terms}"
                       + (f" --fixed {args.fixed}" if args.fixed else "") + f" --rounding {args.rounding}"
+                      + f" --act-range {args.act_range}"
                       + f" --out {args.out.name}",
            "one_term_adders": one, "points": points,
            "options": [{"layer": n, "terms": t, "adders": costs[(n, t)], "damage": damage[(n, t)]}

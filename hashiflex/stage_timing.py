@@ -190,9 +190,9 @@ def fit(points: list[tuple[list[Stage], float]], source: str = "", rounds: int =
 
 def levels_for_clock(g: Graph, period_ps: float, model: StageTimingModel | None = None,
                      margin_ps: float | None = None) -> tuple[dict[str, int], dict[str, float]]:
-    """Adder levels per stage for every conv/linear layer: the most (fewest registers) whose predicted period,
-    plus ``margin_ps`` (default: the most a synthesized lane was slower than the model predicted), meets
-    ``period_ps``; one level where even that misses. Returns (levels per layer, predicted period per layer in
+    """Adder levels per stage for every conv/linear layer: the most (fewest registers; at most the lane's adder
+    depth, where it is one stage) whose predicted period, plus ``margin_ps`` (default: the most a synthesized lane
+    was slower than the model predicted), meets ``period_ps``; one level where even that misses. Returns (levels per layer, predicted period per layer in
     ps)."""
     model = model or load()
     if not period_ps > 0:
@@ -203,8 +203,9 @@ def levels_for_clock(g: Graph, period_ps: float, model: StageTimingModel | None 
         if not isinstance(op_of(layer), WeightedOp):
             continue
         widths = level_widths(layer, info)
+        depth = max(1, widths.shape[1] - 1)  # more levels per stage than the lane has change nothing
         best = 1
-        for lps in range(1, MAX_LEVELS + 1):
+        for lps in range(1, min(MAX_LEVELS, depth) + 1):
             if model.lane_ps(stages_of(widths, lps)) + margin <= period_ps:
                 best = lps
         levels[layer.name] = best

@@ -60,8 +60,10 @@ def test_levels_for_a_clock_are_the_most_that_meet_it():
             assert predicted[layer.name] == model.lane_ps(stage_timing.stages_of(w, lps))
             if lps > 1:  # it meets the clock (one level is the floor, met or not) ...
                 assert predicted[layer.name] + 25 <= ps
-            if lps < stage_timing.MAX_LEVELS:  # ... and one more level of any count above it would not
-                more = [model.lane_ps(stage_timing.stages_of(w, k)) for k in range(lps + 1, stage_timing.MAX_LEVELS + 1)]
+            depth = w.shape[1] - 1
+            assert 1 <= lps <= max(1, min(depth, stage_timing.MAX_LEVELS))  # never more levels than the lane has
+            if lps < min(depth, stage_timing.MAX_LEVELS):  # ... and one more level of any count above it would not
+                more = [model.lane_ps(stage_timing.stages_of(w, k)) for k in range(lps + 1, depth + 1)]
                 assert min(more) + 25 > ps
     with pytest.raises(ValueError, match="period_ps: expected a positive clock period"):
         stage_timing.levels_for_clock(g, 0)
