@@ -87,13 +87,15 @@ def real_network(args, work: Path):
 
     cfg = Config(dataset="imagefolder", data_root=str(args.calib_data), arch="mobilenet_v2", init=str(args.init),
                  weight_bits=args.bits, edge_bits=8, padding=args.padding, terms=args.terms,
-                 calib_images=args.calib_images, target_ii=args.target_ii, levels_per_stage=args.levels_per_stage)
-    qdir = work / f"real_t{args.terms}_{args.padding}_c{args.calib_images}"
+                 calib_images=args.calib_images, target_ii=args.target_ii, levels_per_stage=args.levels_per_stage,
+                 adder_budget=args.adder_budget, act_range=args.act_range)
+    tag = (f"_b{args.adder_budget}" if args.adder_budget else "") + ("_mse" if args.act_range == "mse" else "")
+    qdir = work / f"real_t{args.terms}{tag}_{args.padding}_c{args.calib_images}"
     if not (qdir / "po2.pkl").exists() or Config(**load_quantized(qdir)[1]["config"]) != cfg:
         print(f"quantizing {args.init} ({args.terms} term(s), {args.padding} padding) ...", flush=True)
         step_quantize_pretrained(qdir, cfg)
     g = load_quantized(qdir)[0]
-    g.name = f"mnv2_w10_real_t{args.terms}_{args.padding}" + \
+    g.name = f"mnv2_w10_real_t{args.terms}{tag}_{args.padding}" + \
         (f"_l{args.levels_per_stage}" if args.levels_per_stage != 4 else "")
     x = ImageFolder(cfg.data_root, cfg.classes, preprocess=cfg.preprocess, limit=4).arrays()[0]
     return g, x * 2.0 ** g.input.type.exp
@@ -117,6 +119,9 @@ def main(argv=None):
     ap.add_argument("--calib-data", type=Path, default=None, help="with --init: ImageFolder to calibrate on")
     ap.add_argument("--calib-images", type=int, default=64)
     ap.add_argument("--terms", default="1", help="with --init: 1..4 or auto")
+    ap.add_argument("--adder-budget", type=int, default=None, help="with --terms auto: the design's adders "
+                    "(default: what 2 terms everywhere cost)")
+    ap.add_argument("--act-range", default="max", choices=("max", "mse"), help="with --init: activation scales")
     ap.add_argument("--padding", default="tf", choices=("tf", "torch"), help="with --init (default: %(default)s)")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
@@ -164,7 +169,8 @@ def main(argv=None):
         rc, wall, peak = run_measured(cmd, root, base / "elaborate.log")
         phases = [l for l in (base / "elaborate.log").read_text().splitlines() if "chisel" in l and "firtool" in l]
         row = {"width": width, "weights_source": str(args.init) if args.init else "random init",
-               "terms": args.terms if args.init else "1", "weights": weights, "nonzero_weights": nonzero, "phases": phases[-1].strip() if phases else None,
+               "terms": args.terms if args.init else "1", "adder_budget": args.adder_budget if args.init else None,
+               "act_range": args.act_range if args.init else None, "weights": weights, "nonzero_weights": nonzero, "phases": phases[-1].strip() if phases else None,
                "weight_sparsity": weight_sparsity(g), "export_s": round(t_export, 1), "rc": rc,
                "elaborate_s": round(wall, 1), "peak_rss_gib": round(peak / 2 ** 30, 2)}
         if levels:
