@@ -74,6 +74,32 @@ def test_golden_equals_fake_quant_on_mobilenet_v2_035(mnv2):
     assert np.abs(gold).max() > 0  # not a network that outputs zeros whatever it sees
 
 
+def test_sums_wider_than_float32_are_requantized_exactly_in_the_golden_torch_path(mnv2):
+    """3-term weights make most accumulators need more than float32's 24 bits: their planes are requantized in
+    float32 (ops.base.SplitAcc) and every traced activation equals the int64 NumPy spec."""
+    from hashiflex.ops import base
+
+    g = import_torch(mnv2, CIFAR_IN, "mnv2")
+    rng = np.random.default_rng(1)
+    g = calibrate_activations(g, record_activations(g, rng.integers(0, 256, size=(16, 3, 32, 32)) * 2.0 ** -8), 8)
+    q = quantize_weights(g, 5, 3)
+    wide = [n for n, p in ref.Golden(q).plan.items() if getattr(p, "guard", 0) >= base.EXACT_F32]
+    assert len(wide) > 10
+    x = rng.integers(0, 256, size=(5, 3, 32, 32))
+    x[0], x[1] = 0, 255
+    y, acts = ref.run(q, x, trace=True)
+    y_np, acts_np = ref.run(q, x, trace=True, fast=False)
+    assert np.array_equal(y, y_np) and all(np.array_equal(acts[k], acts_np[k]) for k in acts_np)
+    fused = []
+    real = base.SplitAcc.requant
+    try:  # the untraced run takes the float32 path for the wide sums
+        base.SplitAcc.requant = lambda self, s, c: fused.append(real(self, s, c) is not None) or real(self, s, c)
+        assert np.array_equal(ref.Golden(q).run(x), y_np)
+    finally:
+        base.SplitAcc.requant = real
+    assert len(fused) >= len(wide) - 1 and all(fused)
+
+
 @pytest.mark.slow
 @pytest.mark.verilator
 @pytest.mark.mill
