@@ -73,7 +73,6 @@ def _run_numpy(g: Graph, infos, x: np.ndarray, trace: bool = False):
                 if last_use[s] == i:
                     acts.pop(s, None)
     y = acts[g.layers[-1].name]
-    y = y.dense() if isinstance(y, SplitAcc) else y
     y = y.reshape(y.shape[0], -1)
     if trace:
         del acts["input"]

@@ -120,6 +120,13 @@ def record_activations(g: Graph, x_value: np.ndarray, batch: int = 512) -> dict[
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
+def batches_of(x_value, batch: int):
+    """``x_value`` in batches of ``batch``: an array sliced, any other iterable (a DataLoader) as it is."""
+    if isinstance(x_value, np.ndarray):
+        return (x_value[i:i + batch] for i in range(0, len(x_value), batch))
+    return x_value
+
+
 @torch.no_grad()
 def activation_ranges(g: Graph, x_value, batch: int = 256, progress: bool = False) -> dict[str, np.ndarray]:
     """[min, max] of the float activations after every Requant point and residual add, as running statistics
@@ -130,9 +137,7 @@ def activation_ranges(g: Graph, x_value, batch: int = 256, progress: bool = Fals
 
     net = FakeQuantNet(g, quantize=False).double().eval()
     net.record = True
-    batches = x_value
-    if isinstance(x_value, np.ndarray):
-        batches = (x_value[i:i + batch] for i in range(0, len(x_value), batch))
+    batches = batches_of(x_value, batch)
     lo: dict[str, float] = {}
     hi: dict[str, float] = {}
     for xb in tqdm(batches, desc="calibrate", disable=not progress, leave=False):
@@ -164,9 +169,7 @@ def activation_errors(g: Graph, x_value, candidates: int = 4, batch: int = 256,
             raise IRError(f"layer {name!r}: field 'out': calibrate before measuring activation errors")
     grids = {name: [(layer.out.exp - j, replace(layer, out=replace(layer.out, exp=layer.out.exp - j)).clamp())
                     for j in range(candidates)] for name, layer in layers.items()}
-    batches = x_value
-    if isinstance(x_value, np.ndarray):
-        batches = (x_value[i:i + batch] for i in range(0, len(x_value), batch))
+    batches = batches_of(x_value, batch)
     err = {name: np.zeros(candidates) for name in layers}
     for xb in tqdm(batches, desc="activation errors", disable=not progress, leave=False):
         net(torch.as_tensor(np.asarray(xb), dtype=torch.float64))

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..ir import Conv2d, Graph, IRError, Linear
-from .fakequant import FakeQuantNet
+from .fakequant import FakeQuantNet, batches_of
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ def layer_damage(calibrated: Graph, bits, max_terms: int, x_value, batch: int = 
     ``quantized``: the k-term graphs (default: :func:`quantized_versions`, nearest rounding)."""
     from tqdm.auto import tqdm
 
-    xs = [torch.as_tensor(np.asarray(x), dtype=torch.float32) for x in _batches(x_value, batch)]
+    xs = [torch.as_tensor(np.asarray(x), dtype=torch.float32) for x in batches_of(x_value, batch)]
     ref_net = FakeQuantNet(calibrated, quantize=False).float().eval()
     ref_out = [ref_net(x) for x in xs]
     quantized = quantized or quantized_versions(calibrated, bits, max_terms)
@@ -93,12 +93,6 @@ def layer_damage(calibrated: Graph, bits, max_terms: int, x_value, batch: int = 
                 out[(name, k)] = se / max(n, 1)
                 bar.update()
     return out
-
-
-def _batches(x_value, batch):
-    if isinstance(x_value, np.ndarray):
-        return (x_value[i:i + batch] for i in range(0, len(x_value), batch))
-    return x_value
 
 
 def allocate(costs: dict[tuple[str, int], int], damage: dict[tuple[str, int], float], budget: int,
