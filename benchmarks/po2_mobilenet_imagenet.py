@@ -13,7 +13,8 @@ pixel per beat). Results: benchmarks/results/po2_mobilenet_imagenet.json and the
 
 ``--rounding reconstruct`` rounds each layer's weights against its inputs on the calibration images
 (:mod:`hashiflex.quant.reconstruct`, what ``hashiflex quantize`` does by default); the per-layer sensitivity of
-the auto points is then measured with that rounding too.
+the auto points is then measured with that rounding too, on calibration images the rounding did not see (two
+folds of 16, :func:`hashiflex.flow.calibration_hessians`).
 """
 from __future__ import annotations
 
@@ -54,18 +55,18 @@ def main() -> None:
     from tqdm.auto import tqdm
 
     from hashiflex import ref
-    from hashiflex.flow import Config, calibrated_pretrained
-    from hashiflex.imagenet import ImageFolder, value_batches
+    from hashiflex.flow import Config, calibrated_pretrained, calibration_hessians
+    from hashiflex.imagenet import ImageFolder
     from hashiflex.passes import hw_model, quantize_weights
     from hashiflex.quant.fakequant import FakeQuantNet
-    from hashiflex.quant.reconstruct import hessians, reconstruct
-    from hashiflex.quant.terms import allocate, layer_costs, layer_damage, quantized_versions
+    from hashiflex.quant.reconstruct import reconstruct
+    from hashiflex.quant.terms import allocate, held_out_damage, layer_costs, layer_damage, quantized_versions
 
     t0 = time.perf_counter()
-    g, calib, bits = calibrated_pretrained(Config(
-        dataset="imagefolder", data_root=str(args.data), arch="mobilenet_v2", init=str(args.weights),
-        padding=args.padding, calib_images=args.calib, weight_bits=args.bits, edge_bits=args.edge_bits,
-        act_range=args.act_range))
+    cfg = Config(dataset="imagefolder", data_root=str(args.data), arch="mobilenet_v2", init=str(args.weights),
+                 padding=args.padding, calib_images=args.calib, weight_bits=args.bits, edge_bits=args.edge_bits,
+                 act_range=args.act_range)
+    g, calib, bits = calibrated_pretrained(cfg)
     inp = g.input
     report = ImageFolder(args.data, start=args.calib, limit=args.images)
     x_rep, y_rep = report.arrays()
@@ -89,7 +90,9 @@ def main() -> None:
     print(f"float: top-1 {100 * points[0]['top1']:.2f} %")
 
     t = time.perf_counter()
-    h = hessians(g, value_batches(calib, 8), progress=True) if args.rounding == "reconstruct" else None
+    h = folds = None  # reconstruct: the Hessians of every calibration image, and two held-out folds for the damage
+    if args.rounding == "reconstruct":
+        h, folds = calibration_hessians(g, calib, cfg, held_out=True, progress=True)
     t_h = time.perf_counter() - t
 
     def quantize(terms):
@@ -99,8 +102,11 @@ def main() -> None:
     t = time.perf_counter()
     versions = quantized_versions(g, bits, args.max_terms, h, progress=True)
     costs = layer_costs(g, bits, args.max_terms, quantized=versions)
-    x_sens = calib.arrays()[0][:16] * 2.0 ** inp.type.exp
-    damage = layer_damage(g, bits, args.max_terms, x_sens, progress=True, quantized=versions)
+    if folds is None:  # nearest rounding: no data in the rounding, the damage on the first 16 images
+        x_sens = calib.arrays()[0][:16] * 2.0 ** inp.type.exp
+        damage = layer_damage(g, bits, args.max_terms, x_sens, progress=True, quantized=versions)
+    else:  # measured on calibration images the rounding did not see (hashiflex.quant.terms.Fold)
+        damage = held_out_damage(g, bits, args.max_terms, folds, progress=True)
     t_sens = time.perf_counter() - t
     names = [l.name for l in g.layers if hasattr(l, "weight")]
     one = sum(costs[(n, 1)] for n in names)

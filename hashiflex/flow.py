@@ -167,6 +167,36 @@ def calibrated_pretrained(cfg: Config, progress: bool = True):
     return g, calib, layer_bits(g, cfg)
 
 
+def calibration_hessians(g, calib, cfg: Config, held_out: bool = False, fold_images: int = 16,
+                         progress: bool = True):
+    """The layers' Hessians over the calibration images ``calib`` (:func:`hashiflex.quant.reconstruct.hessians`,
+    streamed) and, with ``held_out``, two :class:`~hashiflex.quant.terms.Fold` s for the term sensitivity: the
+    first and the last ``fold_images`` calibration images (at most half each), each with the Hessians of the
+    other images. One pass over the images either way (Hessians add up over images)."""
+    from .imagenet import ImageFolder, value_batches
+    from .quant.reconstruct import hessians
+    from .quant.terms import Fold, sum_hessians
+
+    exp = g.input.type.exp
+    if not held_out:
+        return hessians(g, value_batches(calib, 8, exp), progress=progress), None
+    n = len(calib)
+    m = min(fold_images, n // 2)
+    if m < 1:
+        raise ValueError(f"--terms auto with --rounding reconstruct: needs at least 2 calibration images (the "
+                         f"sensitivity is measured on images the rounding has not seen), found {n}")
+
+    def part(start: int, count: int) -> ImageFolder:
+        return ImageFolder(cfg.data_root, files=calib.files, preprocess=cfg.preprocess, start=start, limit=count)
+
+    x_first = part(0, m).arrays()[0] * 2.0 ** exp
+    x_last = part(n - m, m).arrays()[0] * 2.0 ** exp
+    h_first, h_last = hessians(g, x_first, progress=progress), hessians(g, x_last, progress=progress)
+    parts_mid = [hessians(g, value_batches(part(m, n - 2 * m), 8, exp), progress=progress)] if n > 2 * m else []
+    h = sum_hessians(h_first, *parts_mid, h_last)
+    return h, [Fold(x_first, sum_hessians(*parts_mid, h_last)), Fold(x_last, sum_hessians(h_first, *parts_mid))]
+
+
 def step_quantize_pretrained(work: Path, cfg: Config, progress: bool = True) -> dict:
     """The pretrained path: import the torchvision ``cfg.arch`` with weights ``cfg.init``, calibrate activations
     on the first ``cfg.calib_images`` images of ``cfg.data_root`` (streamed: running ranges only), choose the
@@ -176,7 +206,7 @@ def step_quantize_pretrained(work: Path, cfg: Config, progress: bool = True) -> 
     weights against its inputs on the calibration images with ``cfg.rounding == "reconstruct"``,
     :mod:`hashiflex.quant.reconstruct`) (-> po2.pkl, with the float graph beside it for ``evaluate``). No labels
     are used."""
-    from .imagenet import ImageFolder, value_batches
+    from .imagenet import ImageFolder
     from .quant.biascorr import bias_correction
 
     terms: int | dict[str, int] | None = None
@@ -197,15 +227,14 @@ def step_quantize_pretrained(work: Path, cfg: Config, progress: bool = True) -> 
         x = ImageFolder(cfg.data_root, cfg.classes, preprocess=cfg.preprocess,
                         limit=min(16, cfg.calib_images)).arrays()[0] * 2.0 ** inp.type.exp
     h = None  # the layers' input statistics, when the weights are rounded against calibration data
+    folds = None  # with auto terms: the sensitivity measured on calibration images the rounding did not see
     if cfg.rounding == "reconstruct":
-        from .quant.reconstruct import hessians
-
-        h = hessians(g, value_batches(calib, 8, inp.type.exp), progress=progress)
+        h, folds = calibration_hessians(g, calib, cfg, held_out=cfg.terms == "auto", progress=progress)
     if cfg.terms == "auto":
         from .quant.terms import choose_terms
 
         terms, opts = choose_terms(g, bits, x, cfg.max_terms, cfg.adder_budget, cfg.target_ii, progress=progress,
-                                   h=h)
+                                   h=h, folds=folds)
         options = [o.to_json() for o in opts]
     float_g = g  # the float model evaluate compares against (and distillation's teacher)
     if cfg.sparsity:

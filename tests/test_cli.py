@@ -108,6 +108,27 @@ def test_the_pretrained_path_quantizes_and_evaluates_a_users_weights_and_folder(
         assert 0 <= m["top1"] <= m["top5"] <= 1
 
 
+@pytest.mark.slow
+def test_auto_terms_on_the_pretrained_path_fit_the_budget_with_the_sensitivity_held_out(pretrained_files, tmp_path,
+                                                                                        capsys):
+    import json
+
+    from hashiflex.flow import load_quantized
+
+    work = tmp_path / "w"
+    assert main(["quantize", "--work", str(work), "--init", str(pretrained_files / "weights.pth"), "--calib-data",
+                 str(pretrained_files / "data"), "--calib-images", "3", "--terms", "auto", "--no-progress"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    q, meta = load_quantized(work)
+    opts = {(o["layer"], o["terms"]): o for o in meta["term_options"]}
+    names = [l.name for l in q.layers if getattr(l, "q", None) is not None]
+    assert set(opts) == {(n, k) for n in names for k in (1, 2, 3)}
+    assert out["terms"] == {l.name: l.q.terms for l in q.layers if getattr(l, "q", None) is not None}
+    # the default budget: what 2 terms everywhere cost; the costs are those of the final rounding
+    assert sum(opts[(n, k)]["adders"] for n, k in out["terms"].items()) <= sum(opts[(n, 2)]["adders"] for n in names)
+    assert all(opts[(n, k)]["damage"] >= 0 for n, k in opts)
+
+
 def test_the_pretrained_path_refuses_bad_arguments_clearly(pretrained_files, tmp_path, capsys):
     w = str(tmp_path / "w")
     data = str(pretrained_files / "data")
@@ -128,4 +149,8 @@ def test_the_pretrained_path_refuses_bad_arguments_clearly(pretrained_files, tmp
     assert main(["quantize", "--work", w, "--init", str(pretrained_files / "weights.pth"), "--calib-data", data,
                  "--terms", "many"]) == 1
     assert "--terms: expected 1, 2, 3, 4 or 'auto', found 'many'" in capsys.readouterr().err
+    assert main(["quantize", "--work", w, "--init", str(pretrained_files / "weights.pth"), "--calib-data", data,
+                 "--terms", "auto", "--calib-images", "1", "--no-progress"]) == 1
+    assert ("--terms auto with --rounding reconstruct: needs at least 2 calibration images (the sensitivity is "
+            "measured on images the rounding has not seen), found 1") in capsys.readouterr().err
     assert not (tmp_path / "w" / "po2.pkl").exists()

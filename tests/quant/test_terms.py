@@ -64,3 +64,62 @@ def test_terms_chosen_by_sensitivity_keep_a_trained_network_that_one_term_po2_da
     assert [l["weights"]["terms"] for l in d["layers"] if "weights" in l] == list(terms.values())
     back = validate_design(d)
     assert np.array_equal(ref.run(back, ds.x_test[:32]), ref.run(auto, ds.x_test[:32]))
+
+
+def _wide_linear(seed: int):
+    """A layer with more inputs (64) than calibration samples (8 per fold): rounding against those samples fits
+    them, which a damage measured on them cannot see."""
+    import torch
+
+    from hashiflex.ir import Input, TensorType
+    from hashiflex.passes import calibrate_activations, import_torch
+    from hashiflex.quant.fakequant import activation_ranges
+
+    torch.manual_seed(seed)
+    g = import_torch(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)),
+                     Input(64, 1, 1, TensorType(8, True, -5)))
+    rng = np.random.default_rng(seed)
+
+    def images(n):
+        return np.clip(np.round(rng.normal(size=(n, 64, 1, 1)) * 32), -128, 127) * 2.0 ** -5
+
+    x, fresh = images(16), images(64)
+    return calibrate_activations(g, activation_ranges(g, x)), x, fresh
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_damage_of_reconstructed_weights_is_measured_on_images_they_were_not_rounded_against(seed):
+    from hashiflex.quant.reconstruct import hessians
+    from hashiflex.quant.terms import Fold, held_out_damage, layer_damage, quantized_versions, sum_hessians
+
+    g, x, fresh = _wide_linear(seed)
+    a, b = hessians(g, x[:8]), hessians(g, x[8:])
+    h = sum_hessians(a, b)
+    whole = hessians(g, x)
+    assert all(torch_allclose(h[n], whole[n]) for n in whole)  # Hessians add up over images
+    bits = {"1": 5}
+    final = quantized_versions(g, bits, 2, h)
+    in_sample = layer_damage(g, bits, 2, x[:8], quantized=final)
+    held_out = held_out_damage(g, bits, 2, [Fold(x[:8], b), Fold(x[8:], a)])
+    truth = layer_damage(g, bits, 2, fresh, quantized=final)  # what the final rounding does on new images
+    for key in truth:
+        assert in_sample[key] < truth[key] / 5, (key, in_sample[key], truth[key])   # the bias this removes
+        assert truth[key] / 3 < held_out[key] < 3 * truth[key], (key, held_out[key], truth[key])
+
+
+def test_term_choice_with_rounded_weights_needs_held_out_images_and_hessians_of_the_same_layers():
+    from hashiflex.quant.reconstruct import hessians
+    from hashiflex.quant.terms import choose_terms, sum_hessians
+
+    g, x, _ = _wide_linear(0)
+    h = hessians(g, x)
+    with pytest.raises(IRError, match="the damage must be measured on held-out images: pass folds"):
+        choose_terms(g, {"1": 5}, x, max_terms=2, h=h)
+    with pytest.raises(IRError, match=r"sum_hessians: the parts hold different layers \(\['1'\]\)"):
+        sum_hessians(h, {})
+
+
+def torch_allclose(a, b) -> bool:
+    import torch
+
+    return bool(torch.allclose(a, b, rtol=1e-12, atol=1e-12))
