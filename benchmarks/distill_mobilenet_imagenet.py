@@ -47,21 +47,32 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--golden-images", type=int, default=16)
+    ap.add_argument("--rounding", choices=["nearest", "reconstruct"], default="nearest",
+                    help="the final Po2 rounding, before and after: nearest, or against the calibration images (as "
+                    "hashiflex quantize does by default)")
+    ap.add_argument("--act-range", choices=["max", "mse"], default="max")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/distill_mobilenet_imagenet.json")
     args = ap.parse_args()
 
     from hashiflex import ref
-    from hashiflex.flow import Config, calibrated_pretrained
+    from hashiflex.flow import Config, calibrated_pretrained, calibration_hessians
     from hashiflex.imagenet import ImageFolder, image_source
     from hashiflex.passes import hw_model, quantize_weights
     from hashiflex.quant.distill import distill
     from hashiflex.quant.fakequant import FakeQuantNet
     from hashiflex.quant.prune import prune
+    from hashiflex.quant.reconstruct import reconstruct
 
     t0 = time.perf_counter()
-    g, calib, bits = calibrated_pretrained(Config(
-        dataset="imagefolder", data_root=str(args.data), arch="mobilenet_v2", init=str(args.weights),
-        padding=args.padding, calib_images=args.calib, weight_bits=args.bits, edge_bits=args.edge_bits))
+    cfg = Config(dataset="imagefolder", data_root=str(args.data), arch="mobilenet_v2", init=str(args.weights),
+                 padding=args.padding, calib_images=args.calib, weight_bits=args.bits, edge_bits=args.edge_bits,
+                 act_range=args.act_range)
+    g, calib, bits = calibrated_pretrained(cfg)
+    h = calibration_hessians(g, calib, cfg)[0] if args.rounding == "reconstruct" else None
+
+    def quantize(graph, terms):
+        q = quantize_weights(graph, bits, terms)
+        return q if h is None else reconstruct(graph, q, h=h)
     inp = g.input
     names = list(bits)
     x_rep, y_rep = ImageFolder(args.data, start=args.calib, limit=args.images).arrays()
@@ -94,12 +105,14 @@ def main() -> None:
            "edge_bits": args.edge_bits, "calibration_images": len(calib),
            "distillation_images": {"count": len(distill_data), "source": str(args.distill_data or "calibration")},
            "report_images": {"count": len(y_rep), "first": args.calib, "selection": "sorted ImageFolder order"},
-           "epochs": args.epochs, "lr": args.lr, "batch": args.batch,
+           "epochs": args.epochs, "lr": args.lr, "batch": args.batch, "rounding": args.rounding,
+           "act_range": args.act_range,
            "float": {"top1": topk(f_logits, 1), "top5": topk(f_logits, 5)}, "points": [],
            "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
            "command": f"python benchmarks/distill_mobilenet_imagenet.py --padding {args.padding} --calib "
                       f"{args.calib} --images {args.images} --epochs {args.epochs} --configs {args.configs} "
-                      f"--lr {args.lr} --batch {args.batch} --out {args.out.name}"
+                      f"--lr {args.lr} --batch {args.batch} --rounding {args.rounding} --act-range {args.act_range} "
+                      f"--out {args.out.name}" + (f" --terms-from {args.terms_from.name}" if "json:" in args.configs else "")
                       + (f" --distill-data {args.distill_data} --distill-images {args.distill_images}"
                          if args.distill_data else "")}
     print(f"float: top-1 {100 * res['float']['top1']:.2f} % on {len(y_rep)} images")
@@ -114,13 +127,13 @@ def main() -> None:
             terms = int(k)
         t = time.perf_counter()
         start = prune(g, sparsity, "layer", exclude=(names[0], names[-1])) if sparsity else g
-        before = quantize_weights(start, bits, terms)
+        before = quantize(start, terms)
         p = {"config": spec, "terms": terms, "sparsity": sparsity, "adders": int(sum(m.adders for m in hw_model(before, 4)
                                                                     if m.op in ("conv2d", "linear")))}
         p["ptq"] = point(before)
         print(f"{spec}: PTQ top-1 {100 * p['ptq']['top1']:.2f} %", flush=True)
         r = distill(start, distill_data, bits, terms, epochs=args.epochs, lr=args.lr, batch=args.batch, teacher=g)
-        after = quantize_weights(r.graph, bits, terms)
+        after = quantize(r.graph, terms)
         p["distilled"] = point(after)
         p["distill_loss"], p["distill_steps"] = r.loss, r.steps
         p["adders_after"] = int(sum(m.adders for m in hw_model(after, 4) if m.op in ("conv2d", "linear")))

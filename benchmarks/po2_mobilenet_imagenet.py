@@ -48,6 +48,10 @@ def main() -> None:
     ap.add_argument("--rounding", choices=["nearest", "reconstruct"], default="nearest")
     ap.add_argument("--act-range", choices=["max", "mse"], default="max",
                     help="activation scales: covering the calibration maximum, or by squared error")
+    ap.add_argument("--damage", choices=["held-out", "in-sample"], default="held-out",
+                    help="with --rounding reconstruct: the term sensitivity measured on calibration images the "
+                    "rounding did not see (what hashiflex quantize does), or on 16 it was fitted to (the old "
+                    "measure, for comparison)")
     ap.add_argument("--golden-images", type=int, default=32, help="images the golden model runs on at each point")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/po2_mobilenet_imagenet.json")
     args = ap.parse_args()
@@ -102,7 +106,7 @@ def main() -> None:
     t = time.perf_counter()
     versions = quantized_versions(g, bits, args.max_terms, h, progress=True)
     costs = layer_costs(g, bits, args.max_terms, quantized=versions)
-    if folds is None:  # nearest rounding: no data in the rounding, the damage on the first 16 images
+    if folds is None or args.damage == "in-sample":  # the damage on the first 16 calibration images
         x_sens = calib.arrays()[0][:16] * 2.0 ** inp.type.exp
         damage = layer_damage(g, bits, args.max_terms, x_sens, progress=True, quantized=versions)
     else:  # measured on calibration images the rounding did not see (hashiflex.quant.terms.Fold)
@@ -141,13 +145,13 @@ def main() -> None:
            "report_images": {"count": len(report), "first": args.calib, "selection": "sorted ImageFolder order"},
            "bits": args.bits, "edge_bits": args.edge_bits, "padding": {"torch": "torchvision (symmetric)", "tf": "TF 'SAME'"}[args.padding],
            "preprocess": "inception (x-128)/128", "sensitivity_seconds": t_sens,
-           "rounding": args.rounding, "act_range": args.act_range, "hessian_seconds": t_h,
+           "rounding": args.rounding, "act_range": args.act_range, "damage": args.damage, "hessian_seconds": t_h,
            "seconds": time.perf_counter() - t0, "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
            "command": f"python benchmarks/po2_mobilenet_imagenet.py --padding {args.padding} --calib {args.calib} "
                       f"--images {args.images} "
                       f"--budgets {args.budgets} --max-terms {args.max_terms}"
                       + (f" --fixed {args.fixed}" if args.fixed else "") + f" --rounding {args.rounding}"
-                      + f" --act-range {args.act_range}"
+                      + f" --act-range {args.act_range} --damage {args.damage}"
                       + f" --out {args.out.name}",
            "one_term_adders": one, "points": points,
            "options": [{"layer": n, "terms": t, "adders": costs[(n, t)], "damage": damage[(n, t)]}
