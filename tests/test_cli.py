@@ -117,15 +117,18 @@ def test_auto_terms_on_the_pretrained_path_fit_the_budget_with_the_sensitivity_h
 
     work = tmp_path / "w"
     assert main(["quantize", "--work", str(work), "--init", str(pretrained_files / "weights.pth"), "--calib-data",
-                 str(pretrained_files / "data"), "--calib-images", "3", "--terms", "auto", "--no-progress"]) == 0
+                 str(pretrained_files / "data"), "--calib-images", "3", "--terms", "auto", "--max-terms", "2",
+                 "--adder-budget", "2000000", "--no-progress"]) == 0
     out = json.loads(capsys.readouterr().out)
     q, meta = load_quantized(work)
     opts = {(o["layer"], o["terms"]): o for o in meta["term_options"]}
     names = [l.name for l in q.layers if getattr(l, "q", None) is not None]
-    assert set(opts) == {(n, k) for n in names for k in (1, 2, 3)}
+    assert set(opts) == {(n, k) for n in names for k in (1, 2)}
     assert out["terms"] == {l.name: l.q.terms for l in q.layers if getattr(l, "q", None) is not None}
-    # the default budget: what 2 terms everywhere cost; the costs are those of the final rounding
-    assert sum(opts[(n, k)]["adders"] for n, k in out["terms"].items()) <= sum(opts[(n, 2)]["adders"] for n in names)
+    # within the budget (the costs are those of the final rounding), between one term and two everywhere
+    assert sum(opts[(n, 1)]["adders"] for n in names) <= 2_000_000 < sum(opts[(n, 2)]["adders"] for n in names)
+    assert sum(opts[(n, k)]["adders"] for n, k in out["terms"].items()) <= 2_000_000
+    assert set(out["terms"].values()) == {1, 2}
     assert all(opts[(n, k)]["damage"] >= 0 for n, k in opts)
 
 
