@@ -70,10 +70,59 @@ def _modules(text: str) -> dict[str, str]:
     return split_modules(text)
 
 
+def ports(module_text: str) -> list[str]:
+    """The port names of one module's Verilog (firtool's header: one port per line, up to ``);``)."""
+    head = module_text.split(");", 1)[0].split("(", 1)[1]
+    return re.findall(r"(\w+),?[ \t]*$", head, re.M)
+
+
+def with_full_modules(text: str, names: list[str], full: dict[str, str]) -> str:
+    """The layer's Verilog ``text`` with the modules ``names`` replaced by the full design's text of them
+    (``full``), and the layer's connections to ports such a module does not have in the full design removed.
+
+    firtool specialises a module to every place it is used: in the full design a line buffer shared by four
+    layers keeps the union of their taps, and a requantizer whose input channel is constant in every instance has
+    that input folded in; cut out alone, the same module is emitted with other ports. Simulating the full
+    design's text in the layer's harness checks what the full design holds (a constant input folded away must
+    then also be constant in the golden data, or the layer mismatches)."""
+    mods = _modules(text)
+    for name in names:
+        if name not in mods or name not in full:
+            raise ValueError(f"module {name}: not in both the layer's and the full design's Verilog")
+        text = text.replace(mods[name], full[name])
+        keep = set(ports(full[name]))
+        out, lines, i = [], text.split("\n"), 0
+        head = re.compile(rf"^\s*{re.escape(name)}\s+\w+\s*\($")
+        while i < len(lines):
+            out.append(lines[i])
+            if not head.match(lines[i]):
+                i += 1
+                continue
+            i += 1
+            conns: list[list[str]] = []
+            while not re.match(r"^\s*\);\s*$", lines[i]):
+                m = re.match(r"^\s*\.(\w+)\s*\(", lines[i])
+                if m:
+                    conns.append([m.group(1), lines[i]])
+                else:  # a connection's expression continued on the next line
+                    conns[-1].append(lines[i])
+                i += 1
+            kept = [c for c in conns if c[0] in keep]
+            for k, c in enumerate(kept):
+                body = c[1:]
+                body[-1] = body[-1].rstrip().rstrip(",") + ("," if k + 1 < len(kept) else "")
+                out.extend(body)
+            out.append(lines[i])  # ");"
+            i += 1
+        text = "\n".join(out)
+    return text
+
+
 def cosim_layer(rtl: str, params: dict, design: dict, x: np.ndarray, want: np.ndarray,
                 full_modules: dict[str, str]) -> dict:
     """One job: build the layer's Verilator model, stream ``x``, compare with ``want``; check its modules against
-    the full design's (``full_modules``: name -> text of the modules this layer instantiates)."""
+    the full design's (``full_modules``: name -> text of the modules this layer instantiates). A module whose
+    text differs is simulated as the full design has it (:func:`with_full_modules`)."""
     from .stream import StreamSim
 
     t0 = time.perf_counter()
@@ -81,18 +130,28 @@ def cosim_layer(rtl: str, params: dict, design: dict, x: np.ndarray, want: np.nd
     text = (rtl / params["verilog"]).read_text()
     mods = _modules(text)
     differ = sorted(m for m, t in full_modules.items() if mods.get(m) != t)
+    if differ:  # simulate the full design's text of those modules: a copy of the layer's rtl folder
+        patched = rtl.parent / "rtl_full_modules"
+        shutil.rmtree(patched, ignore_errors=True)
+        shutil.copytree(rtl, patched)
+        # an output the full design keeps for another layer is left unconnected here
+        (patched / params["verilog"]).write_text("/* verilator lint_off PINMISSING */\n"
+                                                 + with_full_modules(text, differ, full_modules))
+        rtl = patched
     models = rtl.parent / "verilator"  # the layer's own build folder: full-size models are large, removed after
     sim = StreamSim(rtl, params, design, build_root=models, quiet=True)
     built = time.perf_counter() - t0
     res = sim.run(x, progress=False)
     del sim
     shutil.rmtree(models, ignore_errors=True)
+    if differ:
+        shutil.rmtree(rtl, ignore_errors=True)  # the patched copy
     got = res.outputs
     bad = int((got.reshape(len(x), -1) != want.reshape(len(x), -1)).any(1).sum())
     return {"layer": design["layers"][0]["name"], "op": design["layers"][0]["op"], "images": int(len(x)),
             "mismatched_images": bad, "values": int(want.size),
             "mismatched_values": int((got.reshape(want.shape) != want).sum()),
-            "modules_checked": len(full_modules), "modules_differ": differ,
+            "modules_checked": len(full_modules), "modules_differ": differ, "simulated_full_text_of": differ,
             "cycles_per_image": res.cycles_per_image, "ii_cycles_per_image": params["ii_cycles_per_image"],
             "build_s": round(built, 1), "sim_s": round(time.perf_counter() - t0 - built, 1)}
 

@@ -75,3 +75,51 @@ def test_every_layer_of_the_default_design_verifies_alone_and_a_changed_module_i
     sv.write_text(text[:j] + "  // changed\n" + text[j:])
     r2 = verify_layers(bad / "design.json", x, tmp_path / "lw2", progress=False, jobs=1)
     assert r2["modules_differ"] == [lane]
+
+
+_LAYER_SV = """module M(
+  input  [7:0] in_a,
+               in_b,
+  output [7:0] out_x
+);
+  assign out_x = in_a + in_b;
+endmodule
+
+module Top(
+  input  [7:0] a,
+               b,
+  output [7:0] x
+);
+  M m (
+    .in_a  (a),
+    .in_b  (b
+              ),
+    .out_x (x)
+  );
+endmodule
+"""
+
+_FULL_M = """module M(
+  input  [7:0] in_a,
+  output [7:0] out_x,
+               out_y
+);
+  assign out_x = in_a;
+  assign out_y = in_a;
+endmodule
+"""
+
+
+def test_a_module_the_full_design_specialises_is_simulated_as_the_full_design_has_it():
+    """firtool folds a constant input away or keeps another layer's outputs: the layer's harness then runs the
+    full design's text, its connections to ports that module lacks removed (and no dangling comma)."""
+    from hashiflex.sim.layerwise import _modules, ports, with_full_modules
+
+    assert ports(_FULL_M) == ["in_a", "out_x", "out_y"]
+    out = with_full_modules(_LAYER_SV, ["M"], {"M": _FULL_M})
+    mods = _modules(out)
+    assert mods["M"] == _FULL_M
+    assert ".in_b" not in mods["Top"] and "(b" not in mods["Top"]
+    assert "    .in_a  (a),\n    .out_x (x)\n  );" in mods["Top"]
+    with pytest.raises(ValueError, match="module N: not in both the layer's and the full design's Verilog"):
+        with_full_modules(_LAYER_SV, ["N"], {"M": _FULL_M})
