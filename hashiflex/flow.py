@@ -222,8 +222,10 @@ def step_quantize_pretrained(work: Path, cfg: Config, progress: bool = True) -> 
     g, calib, bits = calibrated_pretrained(cfg, progress)
     inp = g.input
     options = []
-    x = None  # the first 16 calibration images in memory, for the term sensitivity and bias correction
-    if cfg.terms == "auto" or cfg.bias_correction:
+    # the first 16 calibration images in memory, for bias correction and for the term sensitivity of nearest
+    # rounding (rounded against the data, it is measured on held-out folds: calibration_hessians)
+    x = None
+    if cfg.bias_correction or (cfg.terms == "auto" and cfg.rounding == "nearest"):
         x = ImageFolder(cfg.data_root, cfg.classes, preprocess=cfg.preprocess,
                         limit=min(16, cfg.calib_images)).arrays()[0] * 2.0 ** inp.type.exp
     h = None  # the layers' input statistics, when the weights are rounded against calibration data
