@@ -220,7 +220,9 @@ def parser() -> argparse.ArgumentParser:
                        description="Synthesize every unique module of WORK/rtl's design on its own (its submodules "
                                    "as black boxes) as Ray jobs, local by default or on a cluster (--address), "
                                    "cached by module content (a stopped run resumes); time every leaf module with "
-                                   "OpenSTA; write WORK/report/synth_modules.json.")
+                                   "OpenSTA; once every module is done, time the whole design across module "
+                                   "boundaries (their netlists linked as the hierarchy); write "
+                                   "WORK/report/synth_modules.json.")
     _work(p)
     _progress(p)
     p.add_argument("--address", default=None, help="a running Ray cluster ('auto' or HOST:PORT); default: local")
@@ -229,6 +231,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--match", default=None, metavar="REGEX",
                    help="synthesize only modules whose names match (e.g. ShiftAddLane: the adder lanes first)")
     p.add_argument("--no-timing", action="store_true", help="area only (no OpenSTA)")
+    p.add_argument("--no-design-timing", action="store_true",
+                   help="time the leaf modules only, not the whole linked design once every module is done")
     p.add_argument("--target-ghz", type=float, default=1.0,
                    help="clock ABC maps for (buffers high-fanout nets, sizes slow paths; default: %(default)s)")
     p.add_argument("--cache", type=Path, default=None, help="result cache (default: ~/.cache/hashiflex/synth)")
@@ -387,7 +391,8 @@ def main(argv: list[str] | None = None) -> int:
             from .report.modsynth import format_synth, synth_work
 
             r = synth_work(args.work, args.address, args.jobs, args.limit, not args.no_timing, args.area_model,
-                           args.cache, progress, args.match, 1e3 / args.target_ghz)
+                           args.cache, progress, args.match, 1e3 / args.target_ghz,
+                           design_timing=not args.no_design_timing)
             print(format_synth(r))
             print(f"-> {args.work / 'report' / 'synth_modules.json'}")
             return 0

@@ -28,11 +28,15 @@ its mapped netlist, ideal clock, no wires (:mod:`hashiflex.report.timing`): regi
 inputs and to its outputs as if a flip-flop sat on the other side of every port (the synchronous reset excepted:
 held for many cycles, and unbuffered here its fanout alone would read as a 1.2 ns path). A path that runs through
 logic in two modules (combinational logic in a parent between a child's output and a register) is longer than
-what either shows, so the slowest leaf is a lower bound of the design's clock period; the whole-design timing of
-:func:`hashiflex.report.report.build_report` gives the exact figure on designs small enough for one run.
+what either shows, so the slowest leaf is a lower bound of the design's clock period; :func:`hierarchical_timing` gives the exact figure: once every module under the top
+is synthesized, their cached netlists are linked as the design's hierarchy (each parent's black-box instances
+bound to its children's mapped cells) and OpenSTA times every register-to-register path of the whole design,
+across module boundaries (a projection's output register through the requantizer and the residual add into the
+next expansion's first adders; a pipeline's ready through the layers it stalls), ideal clock, no wires.
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import re
@@ -44,7 +48,7 @@ from pathlib import Path
 
 from .area import AreaReport, ModuleArea
 
-VERSION = 4  # bump when the synthesis script or what a job returns changes (invalidates the cache)
+VERSION = 5  # bump when the synthesis script or what a job returns changes (invalidates the cache)
 
 _MODULE = re.compile(r"^module\s+([A-Za-z_][A-Za-z0-9_$]*)\s*[(#;]", re.M)
 _INSTANCE = re.compile(r"^\s+([A-Za-z_][A-Za-z0-9_$]*)\s+(?:#\s*\(.*?\)\s*)?([A-Za-z_][A-Za-z0-9_$]*)\s*\(", re.M)
@@ -122,13 +126,15 @@ def synth_module(name: str, text: str, child_texts: dict[str, str], timing: bool
         src = Path(td) / f"{name}.sv"
         src.write_text("".join(child_texts.values()) + text)
         leaf = not child_texts
-        net = Path(td) / f"{name}.net.v" if timing and leaf else None
+        net = Path(td) / f"{name}.net.v" if timing else None
         rep = synthesize(src, name, log=Path(td) / "yosys", netlist=net, blackboxes=tuple(child_texts),
                          delay_target_ps=delay_target_ps)
         m = rep.modules[name]
         out = {"module": name, "own_um2": m.own_um2, "cells": m.cells, "logic_depth_cells": m.depth,
                "synthesis_seconds": time.perf_counter() - t0}
-        if net is not None:
+        if net is not None:  # every module's mapped cells, for the whole design's timing (hierarchical_timing)
+            out["netlist_gz"] = gzip.compress(net.read_bytes(), 6)
+        if net is not None and leaf:
             if re.search(r"^\s*DFF", net.read_text(), re.M):
                 t = critical_path(net, name, ports=True)
                 out.update(period_ps=t.period_ps, path_cells=t.cells, startpoint=t.startpoint,
@@ -187,6 +193,139 @@ class ModuleSynthesis:
         return doc
 
 
+_PORT = re.compile(r"^\s*(input|output|inout)\s+(\\\S+|\w+)\s*;", re.M)
+_BIT = re.compile(r"^\\(\w+)\[(\d+)\]$")
+
+
+def bus_wrapper(name: str, netlist: str) -> str:
+    """``netlist`` (Yosys's mapped module ``name``, its ports split into bits ``\\x[3]``) renamed ``name__cells``,
+    and a module ``name`` with the original bus ports that instantiates it: the ports a parent's black-box instance
+    connects (``.x({...})``), so the hierarchy links as the generator wrote it."""
+    head = re.compile(rf"^module {re.escape(name)}\(", re.M)
+    if not head.search(netlist):
+        raise ValueError(f"netlist of {name}: no `module {name}(` in it")
+    body = head.sub(f"module {name}__cells(", netlist, count=1)
+    buses: dict[str, list] = {}  # port -> [direction, widest bit + 1 or 0 for a scalar]
+    conns = []
+    for direction, port in _PORT.findall(body.split(f"module {name}__cells(", 1)[1].split("endmodule", 1)[0]):
+        m = _BIT.match(port)
+        if m:
+            b = buses.setdefault(m.group(1), [direction, 0])
+            b[1] = max(b[1], int(m.group(2)) + 1)
+            conns.append(f"    .{port} ({m.group(1)}[{m.group(2)}])")
+        else:
+            buses[port.lstrip("\\")] = [direction, 0]
+            conns.append(f"    .{port} ({port.lstrip(chr(92))})")
+    decl = [f"  {d} {f'[{w - 1}:0] ' if w else ''}{p};" for p, (d, w) in buses.items()]
+    return (body + f"\nmodule {name}({', '.join(buses)});\n" + "\n".join(decl) +
+            f"\n  {name}__cells cells (\n" + ",\n".join(conns) + "\n  );\nendmodule\n")
+
+
+_NETLIST_INSTANCE = re.compile(r"^\s+(\w+)\s+(\\\S+ |\w+)\s*\(", re.M)
+
+
+def hierarchical_netlist(ms: "ModuleSynthesis") -> str:
+    """Every module under the top as its cached mapped cells (children first), each wrapped by
+    :func:`bus_wrapper`: the whole design's gate-level netlist, hierarchy kept. Needs every module synthesized with
+    timing (the netlists are cached beside the results)."""
+    if not ms.complete:
+        missing = [m for m in ms.order if m not in ms.rows]
+        raise ValueError(f"{len(missing)} of {len(ms.order)} modules under {ms.top} are not synthesized yet "
+                         f"({', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}): run synth to the end first")
+    parts = []
+    for m in ms.order:
+        f = ms.cache / f"{ms.rows[m]['key']}.net.v.gz"
+        if not f.exists():
+            raise ValueError(f"module {m}: no netlist in {ms.cache} (synthesized without timing, or by a version that "
+                             f"did not keep netlists): synthesize it again with timing")
+        parts.append(bus_wrapper(m, gzip.decompress(f.read_bytes()).decode()))
+    return "\n".join(parts)
+
+
+def instance_paths(ms: "ModuleSynthesis", netlist: str) -> dict[str, str]:
+    """Hierarchical instance path (``a/b``) -> module, for every submodule instance under the top."""
+    mods = set(ms.order)
+    inst: dict[str, list[tuple[str, str]]] = {}
+    for m in ms.order:
+        i = netlist.find(f"module {m}__cells(")
+        text = netlist[i:netlist.find("\nendmodule", i)]
+        inst[m] = [(t, n.strip().lstrip("\\")) for t, n in _NETLIST_INSTANCE.findall(text) if t in mods]
+    out: dict[str, str] = {}
+
+    def walk(m: str, prefix: str) -> None:
+        for t, n in inst[m]:
+            path = f"{prefix}{n}/cells"  # the wrapper's one instance of the cells
+            out[f"{prefix}{n}"] = t
+            walk(t, path + "/")
+
+    walk(ms.top, "cells/")
+    return out
+
+
+@dataclass(frozen=True)
+class HierTiming:
+    period_ps: float
+    startpoint: str
+    endpoint: str
+    cells: int
+    modules: list[str]         # the modules the worst path runs through, in order (the top as ``top``)
+    memories_excluded: int     # memory instances whose paths are left out (SRAM macros in silicon)
+
+    def to_json(self) -> dict:
+        return {"period_ps": self.period_ps, "fmax_ghz": 1e3 / self.period_ps, "startpoint": self.startpoint,
+                "endpoint": self.endpoint, "path_cells": self.cells, "modules": self.modules,
+                "memories_excluded": self.memories_excluded}
+
+
+def hierarchical_timing(ms: "ModuleSynthesis", memories: bool = False, log: Path | None = None) -> HierTiming:
+    """The worst register-to-register path of the whole design under ``ms.top``, across module boundaries (see the
+    module docstring): OpenSTA on :func:`hierarchical_netlist`, ideal clock, no wires, its ports taken as flip-flops
+    on the other side; paths through a memory (register arrays: SRAM macros in silicon) left out unless
+    ``memories``."""
+    from .timing import PORT_INPUT_DELAY_PS, PORT_OUTPUT_DELAY_PS, parse_report
+    from .area import merged_liberty
+    import shutil
+    import subprocess
+
+    if shutil.which("sta") is None:
+        raise FileNotFoundError("OpenSTA is not installed (apt-get install opensta; `make deps` does it)")
+    net = hierarchical_netlist(ms)
+    paths = instance_paths(ms, net)
+    mem = sorted(p for p, m in paths.items() if ms.rows[m].get("memory")) if not memories else []
+    with tempfile.TemporaryDirectory(prefix="hashiflex_sta_") as td:
+        nf = Path(td) / "design.net.v"
+        nf.write_text(net)
+        lines = [f"read_liberty {merged_liberty()}", f"read_verilog {nf}", f"link_design {ms.top}",
+                 "create_clock -name clk -period 100000 [get_ports clock]",
+                 f"set_input_delay {PORT_INPUT_DELAY_PS} -clock clk [delete_from_list [all_inputs] [get_ports clock]]",
+                 f"set_output_delay {PORT_OUTPUT_DELAY_PS} -clock clk [all_outputs]",
+                 "set rst [get_ports -quiet reset]", "if {[llength $rst] > 0} { set_false_path -from $rst }"]
+        lines += [f"set_false_path -through [get_pins {{{p}/*}}]" for p in mem]
+        lines += ["report_checks -path_delay max -digits 1 -group_count 1 -fields {input_pins}", "exit", ""]
+        script = Path(td) / "sta.tcl"
+        script.write_text("\n".join(lines))
+        proc = subprocess.run(["sta", "-no_init", "-no_splash", "-exit", str(script)], capture_output=True, text=True)
+    text = proc.stdout + proc.stderr
+    if log is not None:
+        Path(log).write_text(text)
+    errors = [l for l in text.splitlines() if l.startswith("Error")]
+    if proc.returncode != 0 or errors:
+        raise RuntimeError(f"OpenSTA failed on the hierarchy of {ms.top}:\n" + "\n".join(errors or text.splitlines()[-20:]))
+    t = parse_report(text)
+    body = text[:text.find("data arrival time")]
+    crossed: list[str] = []
+    for pin in re.findall(r"^\s*-?[0-9.]+\s+-?[0-9.]+ [\^v] (\S+) \(", body, re.M):
+        inst = pin.rsplit("/", 2)[0] if pin.count("/") >= 2 else ""
+        inst = re.sub(r"/cells$", "", inst)
+        mod = paths.get(inst, ms.top if inst in ("", "cells") else inst)
+        if not crossed or crossed[-1] != mod:
+            crossed.append(mod)
+    def pretty(pin: str) -> str:  # the instance path as the generator named it (the wrappers' ``cells`` dropped)
+        return re.sub(r"(^|/)cells/", r"\1", pin)
+
+    return HierTiming(t.period_ps, pretty(t.startpoint), pretty(t.endpoint), t.cells, crossed, len(mem))
+
+
 def instance_counts(children: dict[str, Counter], order: list[str], top: str) -> Counter:
     n = Counter({top: 1})
     for m in reversed(order):  # parents before children
@@ -233,6 +372,11 @@ def synthesize_modules(verilog: str | Path, top: str, cache: Path | None = None,
     for i, r in run_jobs(synth_module, args, address=address, jobs=jobs, desc="synthesize modules",
                          progress=progress):
         m = todo[i]
+        gz = r.pop("netlist_gz", None)
+        if gz is not None:  # the netlist first: a result on file promises its netlist
+            ntmp = cache / f".{keys[m]}.net.tmp"
+            ntmp.write_bytes(gz)
+            ntmp.replace(cache / f"{keys[m]}.net.v.gz")
         tmp = cache / f".{keys[m]}.tmp"
         tmp.write_text(json.dumps(r))
         tmp.replace(cache / f"{keys[m]}.json")
@@ -248,19 +392,27 @@ def synthesize_modules(verilog: str | Path, top: str, cache: Path | None = None,
 
 def synth_work(work: Path, address: str | None = None, jobs: int | None = None, limit: int | None = None,
                timing: bool = True, area_model: Path | None = None, cache: Path | None = None,
-               progress: bool = True, match: str | None = None, delay_target_ps: float = 1000.0) -> dict:
+               progress: bool = True, match: str | None = None, delay_target_ps: float = 1000.0,
+               design_timing: bool = True) -> dict:
     """``hashiflex synth``: every unique module of WORK/rtl's design synthesized (fanned out, cached); writes
     WORK/report/synth_modules.json: per module its area, instances, logic depth and (leaves) critical path; the
-    design's area; the slowest leaf and the images/s at the clock it supports; with ``area_model``, the model's
-    estimate of the same design and its error against the synthesis."""
+    design's area; the slowest leaf and the images/s at the clock it supports; once every module is done (and
+    ``design_timing``), the whole design's worst path across modules (:func:`hierarchical_timing`) and the images/s
+    at its clock; with ``area_model``, the model's estimate of the same design and its error against the
+    synthesis."""
     from .. import hw
 
     params = hw.read_hw_params(work / "rtl")
     sv = work / "rtl" / params["verilog"]
+    (work / "report").mkdir(parents=True, exist_ok=True)
     ms = synthesize_modules(sv, params["top"], cache, address, jobs, timing, progress, limit, match, delay_target_ps)
     doc = {**ms.to_json(), "ii_cycles_per_image": params["ii_cycles_per_image"], "delay_target_ps": delay_target_ps}
     if "fmax_ghz_leaves" in doc:
         doc["images_per_second_at_fmax"] = doc["fmax_ghz_leaves"] * 1e9 / params["ii_cycles_per_image"]
+    if ms.complete and timing and design_timing:
+        h = hierarchical_timing(ms, log=work / "report" / "sta_design.log")
+        doc["design_timing"] = {**h.to_json(),
+                                "images_per_second": 1e12 / h.period_ps / params["ii_cycles_per_image"]}
     if ms.complete and area_model is not None:
         from . import area_model as am
 
@@ -291,7 +443,13 @@ def format_synth(doc: dict) -> str:
         s = doc["slowest_leaf"]
         lines.append(f"slowest leaf module {s['module']}: {s['period_ps']:.1f} ps ({s['path_cells']} cells) -> "
                      f"{doc['fmax_ghz_leaves']:.2f} GHz, {doc['images_per_second_at_fmax'] / 1e6:.2f} M images/s at "
-                     f"II {doc['ii_cycles_per_image']} (paths across modules not included)")
+                     f"II {doc['ii_cycles_per_image']}" + ("" if doc.get("design_timing") else " (paths across modules not included)"))
+    if doc.get("design_timing"):
+        t = doc["design_timing"]
+        lines.append(f"whole design, across modules: {t['period_ps']:.1f} ps ({t['path_cells']} cells, "
+                     f"{t['startpoint']} -> {t['endpoint']}, through {' > '.join(t['modules'])}) -> "
+                     f"{t['fmax_ghz']:.2f} GHz, {t['images_per_second'] / 1e6:.2f} M images/s at II "
+                     f"{doc['ii_cycles_per_image']} (ideal clock, no wires)")
     if doc.get("memories"):
         m = doc["memories"]
         lines.append(f"{m['modules']} memories as standard-cell register files: {m['um2']:,.0f} um^2 in all, "

@@ -70,6 +70,17 @@ def test_bad_verilog_is_named():
         modsynth.reachable(modsynth.submodules(modsynth.split_modules(loop)), "a")
 
 
+def test_a_mapped_netlist_is_wrapped_with_its_bus_ports():
+    net = ("module m(clock, \\a[0] , \\a[1] , y);\n  input clock;\n  wire clock;\n  input \\a[0] ;\n  input \\a[1] ;\n"
+           "  output y;\n  AND2x2_ASAP7_75t_R _1_ (.A(\\a[0] ), .B(\\a[1] ), .Y(y));\nendmodule\n")
+    w = modsynth.bus_wrapper("m", net)
+    assert "module m__cells(clock," in w
+    assert "module m(clock, a, y);\n  input clock;\n  input [1:0] a;\n  output y;" in w
+    assert ".\\a[1] (a[1])" in w and ".y (y)" in w
+    with pytest.raises(ValueError, match="netlist of n: no `module n\\(` in it"):
+        modsynth.bus_wrapper("n", net)
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     """One local Ray for the module's runs (run_jobs leaves a Ray it did not start running)."""
@@ -109,6 +120,13 @@ def test_modules_synthesized_apart_on_ray_agree_with_one_hierarchical_run_and_ar
     # timing is a lower bound of the design's clock period, which the whole-design timing gives where it fits
     full = critical_path(tmp_path / "whole.net.v", "top")
     assert full.period_ps > ms.rows["add3"]["period_ps"]
+    # the cached netlists linked as the hierarchy time that path exactly: from add3's register through pair's sum
+    # into top's register, longer than any leaf's path
+    h = modsynth.hierarchical_timing(ms, log=tmp_path / "sta.log")
+    assert h.period_ps > max(r.get("period_ps") or 0 for r in ms.rows.values())
+    assert h.modules[0] == "add3" and h.modules[-1] == "top" and "pair" in h.modules, h
+    assert "/cells" not in h.startpoint and h.startpoint.count("/") == 2 and h.endpoint.count("/") == 0, h
+    assert h.to_json()["fmax_ghz"] == pytest.approx(1e3 / h.period_ps)
     # a second run synthesizes nothing: every module comes from the cache, with the same figures
     again = modsynth.synthesize_modules(sv, "top", cache=cache, jobs=2, progress=False)
     assert all(r["cached"] for r in again.rows.values()) and again.area_um2 == ms.area_um2
@@ -118,6 +136,11 @@ def test_modules_synthesized_apart_on_ray_agree_with_one_hierarchical_run_and_ar
     assert len(part.rows) == 2 and len(list(cache2.glob("*.json"))) == 2
     with pytest.raises(KeyError):
         part.report.total("top")
+    with pytest.raises(ValueError, match="2 of 4 modules under top are not synthesized yet"):
+        modsynth.hierarchical_timing(part)
+    area_only = modsynth.synthesize_modules(sv, "top", cache=tmp_path / "cache4", jobs=2, progress=False, timing=False)
+    with pytest.raises(ValueError, match="module add3: no netlist in .* synthesize it again with timing"):
+        modsynth.hierarchical_timing(area_only)
     only = modsynth.synthesize_modules(sv, "top", cache=tmp_path / "cache3", jobs=1, progress=False, match="^ne")
     assert list(only.rows) == ["neg"]  # only the modules the pattern names
     rest = modsynth.synthesize_modules(sv, "top", cache=cache2, jobs=2, progress=False)
