@@ -56,6 +56,50 @@ def layer_design(d: dict, g: Graph, k: int) -> tuple[dict, Graph] | None:
     return sub, one
 
 
+def chain_design(d: dict, g: Graph, first: int, last: int) -> tuple[dict, Graph]:
+    """Layers ``first`` to ``last`` of design ``d`` (IR ``g``) as a design of its own: a block of the network with
+    the same modules, parallelism and levels per stage as in the full design (e.g. an inverted-residual block, its
+    residual add included), to synthesize and time across its module boundaries, or co-simulate. Every tensor the
+    layers read from outside the block must be one and the same (it becomes the design's input); raises naming
+    the layer otherwise."""
+    from ..export.design import design_from_graph, levels_in, parallelism_in
+
+    if not 0 <= first <= last < len(g.layers):
+        raise ValueError(f"layers {first}..{last}: not a range of the {len(g.layers)} layers of {g.name}")
+    names = {l.name for l in g.layers[first:last + 1]}
+    srcs = g.sources()
+    reads = [(k, t) for k in range(first, last + 1) for t in srcs[k] if t not in names]
+    ext = reads[0][1]  # the first layer's source is always outside
+    for k, t in reads:
+        if t != ext:
+            raise ValueError(f"layers {g.layers[first].name}..{g.layers[last].name}: layer {g.layers[k].name} "
+                             f"reads {t} from outside the block, beside its input {ext}; a block reads one tensor")
+    if ext == "input":
+        inp = g.input
+    else:
+        info = annotate(g)[[l.name for l in g.layers].index(ext)]
+        bits, signed = width_for(*info.out_bounds)
+        inp = Input(*info.out_shape, TensorType(bits, signed, info.out_exp), tuple(int(b) for b in info.out_bounds))
+    layers = []
+    for k in range(first, last + 1):
+        layer = g.layers[k]
+        src = srcs[k][0]
+        rep = {"src": None if k == first else ("input" if src == ext else src)}
+        if getattr(layer, "skip", None) == ext:
+            rep["skip"] = "input"
+        if ext in getattr(layer, "extra", ()) and not hasattr(layer, "skip"):
+            raise ValueError(f"layer {layer.name}: reads {ext} beside its source; only a residual add's skip "
+                             f"can be the block's input")
+        layers.append(dataclasses.replace(layer, **rep))
+    sub = Graph(f"{d['name']}_L{first}_{last}", inp, layers)
+    par = parallelism_in(d)
+    own = levels_in(d)
+    design = design_from_graph(sub, d["hardware"]["adder_levels_per_stage"], None,
+                               parallelism={"input": par[ext], **{n: par[n] for n in names}},
+                               levels={n: own[n] for n in names if n in own} or None)
+    return design, sub
+
+
 def golden_activations(g: Graph, x: np.ndarray) -> dict[str, np.ndarray]:
     """Every tensor of ``g`` (and "input") on integer images ``x``, as the golden model computes them."""
     from .. import ref
