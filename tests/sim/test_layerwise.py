@@ -8,7 +8,7 @@ import pytest
 
 from hashiflex.export import design_from_graph, load_design
 from hashiflex.ir import Input, IRError, TensorType
-from hashiflex.sim.layerwise import golden_activations, layer_design, verify_layers
+from hashiflex.sim.layerwise import chain_design, golden_activations, layer_design, verify_layers
 from tests.conftest import require_tool
 from tests.helpers import random_graph, random_inputs
 
@@ -40,6 +40,39 @@ def test_a_cut_out_layer_reads_its_input_tensor_with_its_exact_bounds():
         i = one.input
         assert np.array_equal(ref.run(one, acts[src].reshape(2, i.channels, i.height, i.width)),
                               acts[layer.name].reshape(2, -1))
+
+
+def test_a_cut_out_block_computes_what_the_network_computes_there_and_keeps_its_layer_records():
+    from hashiflex import ref
+
+    g = random_graph(7, max_c=3, max_hw=6, convs=4, dag=True)
+    d = design_from_graph(g, 2, 3)
+    x = random_inputs(g, 2, 7)
+    acts = golden_activations(g, x)
+    srcs = g.sources()
+    blocks = refused = 0
+    for a in range(len(g.layers)):
+        for b in range(a, len(g.layers)):
+            names = {l.name for l in g.layers[a:b + 1]}
+            outside = {s for k in range(a, b + 1) for s in srcs[k] if s not in names}
+            if len(outside) > 1:
+                with pytest.raises(ValueError, match=r"layer \S+ reads \S+ from outside the block, beside its input"):
+                    chain_design(d, g, a, b)
+                refused += 1
+                continue
+            sub, block = chain_design(d, g, a, b)
+            (ext,) = outside
+            i = block.input
+            assert np.array_equal(ref.run(block, acts[ext].reshape(2, i.channels, i.height, i.width)),
+                                  acts[g.layers[b].name].reshape(2, -1))
+            for rec in sub["layers"]:  # the same records, up to where they read from
+                full = next(l for l in d["layers"] if l["name"] == rec["name"])
+                assert {k: v for k, v in rec.items() if k not in ("src", "skip")} == \
+                    {k: v for k, v in full.items() if k not in ("src", "skip")}
+            blocks += 1
+    assert blocks > len(g.layers) and refused > 0  # the graph has residual adds: some ranges read two tensors
+    with pytest.raises(ValueError, match="not a range"):
+        chain_design(d, g, 3, 2)
 
 
 def test_input_bounds_must_lie_in_the_format_and_are_carried_by_design_json():
