@@ -77,7 +77,8 @@ def level_widths(layer, info) -> np.ndarray:
 def stages_of(width_at: np.ndarray, levels_per_stage: int) -> list[Stage]:
     """The register stages of a lane whose levels have these widest adders (:func:`level_widths`), at
     ``levels_per_stage``, as the generator places them: after every ``levels_per_stage`` levels and after the
-    last (ShiftAdd.scala, StageSchedule)."""
+    last (ShiftAdd.scala, StageSchedule). The register at the lane's inputs, with no adder before it, starts the
+    first of them and is not one of them (:func:`hashiflex.ops.base.pipeline_stages` counts it)."""
     depth = width_at.shape[1] - 1
     if depth == 0:
         return [Stage(0, 0)]

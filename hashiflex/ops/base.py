@@ -24,6 +24,17 @@ class Inferred(NamedTuple):
     shift: int | None = None     # requantizing shift (out exponent - accumulator exponent)
 
 
+def pipeline_stages(depth: int, levels_per_stage: int) -> int:
+    """Register stages of a tree of ``depth`` levels (adders, comparators) pipelined every ``levels_per_stage``
+    levels, as the generator builds it (StageSchedule in ShiftAdd.scala): a register at the tree's inputs, after
+    every ``levels_per_stage`` levels and after the last. The input register ends every path from the module
+    feeding the tree (a line buffer's window multiplexers, a requantizer, a residual add: combinational on the
+    stream) at a flip-flop, so no path runs through two modules' logic into the first adder levels."""
+    if depth == 0:
+        return 1
+    return 1 + -(-depth // levels_per_stage)
+
+
 @dataclass(frozen=True)
 class LayerHw:
     """What the generator must build for a layer, as Python predicts it (compared with hw_params.json)."""

@@ -96,7 +96,7 @@ class MaxPool2dOp(base.OpDef):
 
         comparators = info.out_shape[0] * (layer.kernel * layer.kernel - 1) * p_out
         return LayerHw(layer.name, self.op, width_for(*info.out_bounds)[0], 0,
-                       max(1, math.ceil(self.depth(layer) / levels_per_stage)), **beats, comparators=comparators)
+                       base.pipeline_stages(self.depth(layer), levels_per_stage), **beats, comparators=comparators)
 
 
 base.register(MaxPool2dOp())

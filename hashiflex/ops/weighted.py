@@ -2,7 +2,6 @@
 accumulator. Their own files say how they read their input (windows or a vector)."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,7 +9,8 @@ import numpy as np
 from .. import adders
 from ..ir import IRError, Po2Weights
 from ..numfmt import width_for
-from .base import EXACT_F32, EXACT_F64, NOT_EXACT, Inferred, LayerHw, OpDef, SplitAcc, Tensor, dot_bounds
+from .base import (EXACT_F32, EXACT_F64, NOT_EXACT, Inferred, LayerHw, OpDef, SplitAcc, Tensor, dot_bounds,
+                   pipeline_stages)
 from .intmath import guard_of, weight_parts
 
 
@@ -190,6 +190,6 @@ class WeightedOp(OpDef):
     def hw(self, layer, info, p_in, p_out, levels_per_stage, beats):
         ag = shared_adder_graph(layer.q.codes, layer.bias_int, self.depthwise(layer),
                                 in_bounds=self.tree_bounds(layer, *info.in_bounds), terms=layer.q.terms)
-        stages = max(1, math.ceil(ag.depth / levels_per_stage))
+        stages = pipeline_stages(ag.depth, levels_per_stage)
         return LayerHw(layer.name, self.op, width_for(*info.out_bounds)[0], ag.adders * p_out, stages, **beats,
                        adders_unshared=ag.unshared * p_out, adder_bits=ag.adder_bits * p_out)

@@ -61,7 +61,7 @@ def test_hw_model_counts_comparators_and_stages():
     g = _pool_graph(4, 8, 8, 3, 2, 1, False, 8)
     m = hw_model(g, levels_per_stage=2)[0]
     assert m.comparators == 4 * 8 and m.adders == 0   # 9 taps: 8 comparators per channel and pixel
-    assert m.stages == 2                              # ceil(log2 9) = 4 levels, 2 per stage
+    assert m.stages == 3                              # the inputs, then ceil(log2 9) = 4 levels, 2 per stage
     assert (m.beats_in, m.beats_out) == (64, 16)
 
 

@@ -53,11 +53,11 @@ class MaxPoolSpecTest extends AnyFreeSpec with Matchers {
     val in = NumFmt(4, signed = false)
     check(spec(3, 8, 8, 3, 2, Padding(1, 2, 1, 2), in), in, levels = 1, seed = 2, stallEvery = 3)
   }
-  "a 2x2 stride-2 max pool registers its two comparator levels once at 4 levels per stage" in {
+  "a 2x2 stride-2 max pool registers its inputs, then its two comparator levels once at 4 levels per stage" in {
     val in = NumFmt(6, signed = true)
     val s = spec(2, 6, 4, 2, 2, Padding.all(0), in)
-    s.params(in, 4).schedule.stages shouldBe 1
-    s.params(in, 1).schedule.stages shouldBe 2
+    s.params(in, 4).schedule.stages shouldBe 2
+    s.params(in, 1).schedule.stages shouldBe 3
     s.params(in, 4).comparators shouldBe 2 * 3
     check(s, in, levels = 4, seed = 3, stallEvery = 2)
   }
