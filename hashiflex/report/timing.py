@@ -65,23 +65,26 @@ PORT_INPUT_DELAY_PS = 42.9
 PORT_OUTPUT_DELAY_PS = 19.5
 
 
-def sta_script(netlist: Path, top: str, liberty: Path, clock: str, ports: bool = False) -> str:
+def sta_script(netlist: Path, top: str, liberty: Path, clock: str, ports: bool = False,
+               from_ports: str | None = None) -> str:
     lines = [f"read_liberty {liberty}", f"read_verilog {netlist}", f"link_design {top}",
              f"create_clock -name clk -period 100000 [get_ports {clock}]"]
-    if ports:  # the synchronous reset is held for many cycles (and gets a buffer tree in layout): not timed
+    if ports or from_ports:  # the synchronous reset is held for many cycles (a buffer tree in layout): not timed
         lines += [f"set_input_delay {PORT_INPUT_DELAY_PS} -clock clk "
                   f"[delete_from_list [all_inputs] [get_ports {clock}]]",
                   f"set_output_delay {PORT_OUTPUT_DELAY_PS} -clock clk [all_outputs]",
                   "set rst [get_ports -quiet reset]",
                   "if {[llength $rst] > 0} { set_false_path -from $rst }"]
-    return "\n".join(lines + ["report_checks -path_delay max -digits 1 -group_count 1", "exit", ""])
+    start = f" -from [get_ports {{{from_ports}}}]" if from_ports else ""
+    return "\n".join(lines + [f"report_checks -path_delay max -digits 1 -group_count 1{start}", "exit", ""])
 
 
 def critical_path(netlist: str | Path, top: str, liberty: Path | None = None, clock: str = "clock",
-                  log: Path | None = None, ports: bool = False) -> Timing:
+                  log: Path | None = None, ports: bool = False, from_ports: str | None = None) -> Timing:
     """The worst register-to-register path of a mapped netlist (see the module docstring); ``ports``: also the
     paths from input ports and to output ports, each port taken as a flip-flop on the other side
-    (:data:`PORT_INPUT_DELAY_PS`, :data:`PORT_OUTPUT_DELAY_PS`)."""
+    (:data:`PORT_INPUT_DELAY_PS`, :data:`PORT_OUTPUT_DELAY_PS`); ``from_ports``: only the paths from the input
+    ports these names match (an OpenSTA pattern, e.g. ``x_*``), so taken."""
     if shutil.which("sta") is None:
         raise FileNotFoundError("OpenSTA is not installed (apt-get install opensta; `make deps` does it)")
     from .area import merged_liberty
@@ -89,7 +92,7 @@ def critical_path(netlist: str | Path, top: str, liberty: Path | None = None, cl
     lib = liberty or merged_liberty()
     with tempfile.TemporaryDirectory() as td:
         script = Path(td) / "sta.tcl"
-        script.write_text(sta_script(Path(netlist).resolve(), top, lib, clock, ports))
+        script.write_text(sta_script(Path(netlist).resolve(), top, lib, clock, ports, from_ports))
         proc = subprocess.run(["sta", "-no_init", "-no_splash", "-exit", str(script)], capture_output=True,
                               text=True)
     text = proc.stdout + proc.stderr

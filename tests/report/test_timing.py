@@ -119,3 +119,25 @@ def test_a_register_read_by_many_ports_is_buffered_for_the_delay_target(tmp_path
     assert max(fan.values()) <= 32, sorted(fan.items(), key=lambda kv: -kv[1])[:3]
     t, t1 = critical_path(net, "fan", ports=True), critical_path(net1, "one", ports=True)
     assert t.period_ps < t1.period_ps + 150, (t, t1)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("sta") is None or shutil.which("yosys") is None, reason="needs yosys + OpenSTA")
+def test_a_lanes_data_inputs_end_at_its_input_registers(default_flow, tmp_path):
+    """What feeds a lane (a line buffer's window multiplexers, a requantizer) is combinational on the stream; the
+    lane registers its inputs first, so no path runs through that logic and the lane's first adders: from a data
+    input at most the register's enable multiplexer lies before a flip-flop (the first stage's adders without it)."""
+    from hashiflex import hw
+    from hashiflex.report.modsynth import split_modules
+
+    work, _ = default_flow
+    params = hw.read_hw_params(work / "rtl")
+    mods = split_modules((work / "rtl" / params["verilog"]).read_text())
+    lane = next(m for m in mods if m.startswith("ShiftAddLane_conv1_"))
+    (tmp_path / "lane.sv").write_text(mods[lane])
+    synthesize(tmp_path / "lane.sv", lane, log=tmp_path / "lane", netlist=tmp_path / "lane.net.v",
+               delay_target_ps=1000.0)
+    from_inputs = critical_path(tmp_path / "lane.net.v", lane, from_ports="x_*")
+    inside = critical_path(tmp_path / "lane.net.v", lane)
+    assert from_inputs.startpoint.startswith("x_") and from_inputs.cells <= 2, from_inputs
+    assert inside.cells > 4 * max(1, from_inputs.cells), inside  # the adders lie between registers
