@@ -37,6 +37,10 @@ def main(argv=None):
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--address", default=None, help="a Ray cluster (default: local)")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--block-dir", type=Path, default=None,
+                    help="where the block's design and Verilog go (default: WORK/blocks/FIRST..LAST)")
+    ap.add_argument("--no-elaborate", action="store_true",
+                    help="time the block's Verilog already elaborated in WORK/blocks (e.g. by an earlier generator)")
     args = ap.parse_args(argv)
 
     from hashiflex import hw
@@ -51,12 +55,15 @@ def main(argv=None):
             raise SystemExit(f"--first/--last: no layer {n} in {args.work / 'design.json'}")
     first, last = names.index(args.first), names.index(args.last)
     sub, one = chain_design(d, g, first, last)
-    base = args.work / "blocks" / f"{args.first}..{args.last}"
-    write_design(sub, base / "design.json")
+    base = args.block_dir or args.work / "blocks" / f"{args.first}..{args.last}"
     t0 = time.perf_counter()
-    params = hw.elaborate(base / "design.json", base / "rtl", quiet=True)
+    if args.no_elaborate:
+        params = hw.read_hw_params(base / "rtl")
+    else:
+        write_design(sub, base / "design.json")
+        params = hw.elaborate(base / "design.json", base / "rtl", quiet=True)
+        hw.check_design_hw(sub, one, params)
     elaborate_s = time.perf_counter() - t0
-    hw.check_design_hw(sub, one, params)
     same = None
     full_rtl = args.work / "rtl"
     if (full_rtl / "hw_params.json").exists():  # the block's modules must be the full design's, text for text
@@ -75,7 +82,7 @@ def main(argv=None):
            "modules": doc["modules_total"], "cells": sum(m["cells"] * m["instances"] for m in doc["modules"]),
            "area_um2": doc.get("area_um2"), "slowest_leaf": leaf, "design_timing": t,
            "across_over_leaf": t["period_ps"] / leaf["period_ps"] if t and leaf else None,
-           "modules_same_as_full_design": same, "elaborate_s": round(elaborate_s, 1),
+           "modules_same_as_full_design": same, "elaborate_s": None if args.no_elaborate else round(elaborate_s, 1),
            "synth_and_timing_s": round(synth_s, 1), "synthesis_seconds": round(doc["synthesis_seconds"], 1),
            "machine": f"{platform.node()} {platform.machine()}, {__import__('os').cpu_count()} cores",
            "command": "python benchmarks/timing_block.py " + " ".join(argv or __import__("sys").argv[1:])}
