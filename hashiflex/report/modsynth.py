@@ -28,11 +28,11 @@ its mapped netlist, ideal clock, no wires (:mod:`hashiflex.report.timing`): regi
 inputs and to its outputs as if a flip-flop sat on the other side of every port (the synchronous reset excepted:
 held for many cycles, and unbuffered here its fanout alone would read as a 1.2 ns path). A path that runs through
 logic in two modules (combinational logic in a parent between a child's output and a register) is longer than
-what either shows, so the slowest leaf is a lower bound of the design's clock period; :func:`hierarchical_timing` gives the exact figure: once every module under the top
-is synthesized, their cached netlists are linked as the design's hierarchy (each parent's black-box instances
-bound to its children's mapped cells) and OpenSTA times every register-to-register path of the whole design,
-across module boundaries (a projection's output register through the requantizer and the residual add into the
-next expansion's first adders; a pipeline's ready through the layers it stalls), ideal clock, no wires.
+what either shows, so the slowest leaf is a lower bound of the design's clock period. :func:`hierarchical_timing`
+gives the exact figure: once every module under the top is synthesized, their cached netlists are linked as the
+design's hierarchy (each parent's black-box instances bound to its children's mapped cells) and OpenSTA times
+every register-to-register path of the whole design across module boundaries (a line buffer's window multiplexer
+into the tree that reads it; a pipeline's ready through the layers it stalls), ideal clock, no wires.
 """
 from __future__ import annotations
 
@@ -282,35 +282,18 @@ def hierarchical_timing(ms: "ModuleSynthesis", memories: bool = False, log: Path
     module docstring): OpenSTA on :func:`hierarchical_netlist`, ideal clock, no wires, its ports taken as flip-flops
     on the other side; paths through a memory (register arrays: SRAM macros in silicon) left out unless
     ``memories``."""
-    from .timing import PORT_INPUT_DELAY_PS, PORT_OUTPUT_DELAY_PS, parse_report
     from .area import merged_liberty
-    import shutil
-    import subprocess
+    from .timing import parse_report, run_sta, sta_script
 
-    if shutil.which("sta") is None:
-        raise FileNotFoundError("OpenSTA is not installed (apt-get install opensta; `make deps` does it)")
     net = hierarchical_netlist(ms)
     paths = instance_paths(ms, net)
     mem = sorted(p for p, m in paths.items() if ms.rows[m].get("memory")) if not memories else []
     with tempfile.TemporaryDirectory(prefix="hashiflex_sta_") as td:
         nf = Path(td) / "design.net.v"
         nf.write_text(net)
-        lines = [f"read_liberty {merged_liberty()}", f"read_verilog {nf}", f"link_design {ms.top}",
-                 "create_clock -name clk -period 100000 [get_ports clock]",
-                 f"set_input_delay {PORT_INPUT_DELAY_PS} -clock clk [delete_from_list [all_inputs] [get_ports clock]]",
-                 f"set_output_delay {PORT_OUTPUT_DELAY_PS} -clock clk [all_outputs]",
-                 "set rst [get_ports -quiet reset]", "if {[llength $rst] > 0} { set_false_path -from $rst }"]
-        lines += [f"set_false_path -through [get_pins {{{p}/*}}]" for p in mem]
-        lines += ["report_checks -path_delay max -digits 1 -group_count 1 -fields {input_pins}", "exit", ""]
-        script = Path(td) / "sta.tcl"
-        script.write_text("\n".join(lines))
-        proc = subprocess.run(["sta", "-no_init", "-no_splash", "-exit", str(script)], capture_output=True, text=True)
-    text = proc.stdout + proc.stderr
-    if log is not None:
-        Path(log).write_text(text)
-    errors = [l for l in text.splitlines() if l.startswith("Error")]
-    if proc.returncode != 0 or errors:
-        raise RuntimeError(f"OpenSTA failed on the hierarchy of {ms.top}:\n" + "\n".join(errors or text.splitlines()[-20:]))
+        text = run_sta(sta_script(nf, ms.top, merged_liberty(), "clock", ports=True,
+                                  extra=tuple(f"set_false_path -through [get_pins {{{p}/*}}]" for p in mem)),
+                       f"the hierarchy of {ms.top}", log)
     t = parse_report(text)
     body = text[:text.find("data arrival time")]
     crossed: list[str] = []
@@ -320,6 +303,7 @@ def hierarchical_timing(ms: "ModuleSynthesis", memories: bool = False, log: Path
         mod = paths.get(inst, ms.top if inst in ("", "cells") else inst)
         if not crossed or crossed[-1] != mod:
             crossed.append(mod)
+
     def pretty(pin: str) -> str:  # the instance path as the generator named it (the wrappers' ``cells`` dropped)
         return re.sub(r"(^|/)cells/", r"\1", pin)
 

@@ -66,7 +66,8 @@ PORT_OUTPUT_DELAY_PS = 19.5
 
 
 def sta_script(netlist: Path, top: str, liberty: Path, clock: str, ports: bool = False,
-               from_ports: str | None = None) -> str:
+               from_ports: str | None = None, extra: tuple[str, ...] = ()) -> str:
+    """The OpenSTA script of :func:`critical_path`; ``extra``: commands before the report (e.g. false paths)."""
     lines = [f"read_liberty {liberty}", f"read_verilog {netlist}", f"link_design {top}",
              f"create_clock -name clk -period 100000 [get_ports {clock}]"]
     if ports or from_ports:  # the synchronous reset is held for many cycles (a buffer tree in layout): not timed
@@ -76,7 +77,25 @@ def sta_script(netlist: Path, top: str, liberty: Path, clock: str, ports: bool =
                   "set rst [get_ports -quiet reset]",
                   "if {[llength $rst] > 0} { set_false_path -from $rst }"]
     start = f" -from [get_ports {{{from_ports}}}]" if from_ports else ""
-    return "\n".join(lines + [f"report_checks -path_delay max -digits 1 -group_count 1{start}", "exit", ""])
+    return "\n".join(lines + list(extra) + [f"report_checks -path_delay max -digits 1 -group_count 1{start}",
+                                             "exit", ""])
+
+
+def run_sta(script: str, what: str, log: Path | None = None) -> str:
+    """Run an OpenSTA script; its report, or an error naming ``what`` with OpenSTA's own errors."""
+    if shutil.which("sta") is None:
+        raise FileNotFoundError("OpenSTA is not installed (apt-get install opensta; `make deps` does it)")
+    with tempfile.TemporaryDirectory() as td:
+        f = Path(td) / "sta.tcl"
+        f.write_text(script)
+        proc = subprocess.run(["sta", "-no_init", "-no_splash", "-exit", str(f)], capture_output=True, text=True)
+    text = proc.stdout + proc.stderr
+    if log is not None:
+        Path(log).write_text(text)
+    errors = [l for l in text.splitlines() if l.startswith("Error")]
+    if proc.returncode != 0 or errors:
+        raise RuntimeError(f"OpenSTA failed on {what}:\n" + "\n".join(errors or text.splitlines()[-20:]))
+    return text
 
 
 def critical_path(netlist: str | Path, top: str, liberty: Path | None = None, clock: str = "clock",
@@ -85,20 +104,8 @@ def critical_path(netlist: str | Path, top: str, liberty: Path | None = None, cl
     paths from input ports and to output ports, each port taken as a flip-flop on the other side
     (:data:`PORT_INPUT_DELAY_PS`, :data:`PORT_OUTPUT_DELAY_PS`); ``from_ports``: only the paths from the input
     ports these names match (an OpenSTA pattern, e.g. ``x_*``), so taken."""
-    if shutil.which("sta") is None:
-        raise FileNotFoundError("OpenSTA is not installed (apt-get install opensta; `make deps` does it)")
     from .area import merged_liberty
 
     lib = liberty or merged_liberty()
-    with tempfile.TemporaryDirectory() as td:
-        script = Path(td) / "sta.tcl"
-        script.write_text(sta_script(Path(netlist).resolve(), top, lib, clock, ports, from_ports))
-        proc = subprocess.run(["sta", "-no_init", "-no_splash", "-exit", str(script)], capture_output=True,
-                              text=True)
-    text = proc.stdout + proc.stderr
-    if log is not None:
-        Path(log).write_text(text)
-    errors = [l for l in text.splitlines() if l.startswith("Error")]
-    if proc.returncode != 0 or errors:
-        raise RuntimeError(f"OpenSTA failed on {netlist}:\n" + "\n".join(errors or text.splitlines()[-20:]))
+    text = run_sta(sta_script(Path(netlist).resolve(), top, lib, clock, ports, from_ports), str(netlist), log)
     return parse_report(text)
