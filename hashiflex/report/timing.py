@@ -39,7 +39,7 @@ _START = re.compile(r"^Startpoint: (\S+)", re.M)
 _END = re.compile(r"^Endpoint: (\S+)", re.M)
 _ARRIVAL = re.compile(r"^\s*(-?[0-9.]+)\s+data arrival time", re.M)
 _SETUP = re.compile(r"^\s*(-?[0-9.]+)\s+(-?[0-9.]+)\s+(?:library setup time|output external delay)", re.M)
-_CELL = re.compile(r"^\s*-?[0-9.]+\s+-?[0-9.]+ [\^v] \S+/\S+ \((\S+)\)", re.M)
+_CELL = re.compile(r"^\s*-?[0-9.]+\s+-?[0-9.]+ [\^v] (\S+)/\S+ \((\S+)\)", re.M)
 
 
 def parse_report(text: str) -> Timing:
@@ -54,7 +54,8 @@ def parse_report(text: str) -> Timing:
         raise ValueError("not an OpenSTA max-delay path report (Startpoint, Endpoint, data arrival time and "
                          f"library setup time expected):\n{text[-1500:]}") from None
     body = text[:_ARRIVAL.search(text).start()]
-    cells = [c for c in _CELL.findall(body) if not c.startswith(("DFF", "SDF", "DHL", "DLL"))]
+    # a cell counted once, whether the report lists only its output pin or (through a hierarchy) its input pin too
+    cells = {inst for inst, c in _CELL.findall(body) if not c.startswith(("DFF", "SDF", "DHL", "DLL"))}
     return Timing(arrival, setup, start, end, len(cells))
 
 

@@ -41,6 +41,9 @@ def test_the_report_parser_reads_the_worst_path():
     t = parse_report(REPORT)
     assert (t.arrival_ps, t.setup_ps, t.startpoint, t.endpoint, t.cells) == (112.5, 19.5, "_421_", "_484_", 3)
     assert t.period_ps == pytest.approx(132.0) and t.fmax_ghz == pytest.approx(1e3 / 132.0)
+    # through a hierarchy OpenSTA lists each cell's input pin as well: a cell still counts once
+    both = REPORT.replace("  17.2   60.1 ^ _341_/Y", "   0.0   42.9 v _341_/A (INVx1_ASAP7_75t_R)\n  17.2   60.1 ^ _341_/Y")
+    assert both.count("_341_/") == 2 and parse_report(both).cells == 3
 
 
 def test_a_report_without_a_path_is_an_error_that_says_what_was_expected():
