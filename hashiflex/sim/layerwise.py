@@ -32,6 +32,16 @@ from ..ir import Graph, Input, TensorType
 from ..numfmt import width_for
 
 
+def tensor_input(g: Graph, name: str) -> Input:
+    """Tensor ``name`` of ``g`` ("input" or a layer's output) as a design input: its shape, format, exponent and
+    exact bounds."""
+    if name == "input":
+        return g.input
+    info = annotate(g)[[l.name for l in g.layers].index(name)]
+    bits, signed = width_for(*info.out_bounds)
+    return Input(*info.out_shape, TensorType(bits, signed, info.out_exp), tuple(int(b) for b in info.out_bounds))
+
+
 def layer_design(d: dict, g: Graph, k: int) -> tuple[dict, Graph] | None:
     """Layer ``k`` of design ``d`` (IR ``g``) as a design of its own, or None when it reads two tensors."""
     from ..export.design import design_from_graph, levels_in, parallelism_in
@@ -41,12 +51,7 @@ def layer_design(d: dict, g: Graph, k: int) -> tuple[dict, Graph] | None:
     if len(srcs) > 1:
         return None
     src = srcs[0]
-    if src == "input":
-        inp = g.input
-    else:
-        info = annotate(g)[[l.name for l in g.layers].index(src)]
-        bits, signed = width_for(*info.out_bounds)
-        inp = Input(*info.out_shape, TensorType(bits, signed, info.out_exp), tuple(int(b) for b in info.out_bounds))
+    inp = tensor_input(g, src)
     one = Graph(f"{d['name']}_L{k}", inp, [dataclasses.replace(layer, src=None)])
     par = parallelism_in(d)
     own = levels_in(d)
@@ -74,12 +79,7 @@ def chain_design(d: dict, g: Graph, first: int, last: int) -> tuple[dict, Graph]
         if t != ext:
             raise ValueError(f"layers {g.layers[first].name}..{g.layers[last].name}: layer {g.layers[k].name} "
                              f"reads {t} from outside the block, beside its input {ext}; a block reads one tensor")
-    if ext == "input":
-        inp = g.input
-    else:
-        info = annotate(g)[[l.name for l in g.layers].index(ext)]
-        bits, signed = width_for(*info.out_bounds)
-        inp = Input(*info.out_shape, TensorType(bits, signed, info.out_exp), tuple(int(b) for b in info.out_bounds))
+    inp = tensor_input(g, ext)
     layers = []
     for k in range(first, last + 1):
         layer = g.layers[k]
