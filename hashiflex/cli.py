@@ -81,6 +81,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sparsity", type=float, default=None,
                    help="magnitude pruning target (0..1); QAT: reached by a gradual schedule")
     p.add_argument("--prune-scope", choices=["layer", "global"], default=None)
+    p.add_argument("--prune-method", choices=["magnitude", "obs"], default=d.prune_method,
+                   help="pretrained path: prune the smallest weights (magnitude), or the weights whose removal "
+                   "changes each layer's output least on the calibration images, the others compensating (obs, as "
+                   "SparseGPT; per layer) (default: %(default)s)")
     p.add_argument("--qat-epochs", type=int, default=None)
     g = p.add_argument_group("pretrained path (--init and --calib-data)")
     g.add_argument("--arch", default="mobilenet_v2", help="torchvision network (default: %(default)s)")
@@ -327,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
                               distill_images=args.distill_images, distill_lr=args.distill_lr,
                               distill_batch=args.distill_batch,
                               weight_bits=args.weight_bits or 5, edge_bits=args.edge_bits or 8,
-                              sparsity=args.sparsity or 0.0, prune_scope=args.prune_scope or "layer")
+                              sparsity=args.sparsity or 0.0, prune_scope=args.prune_scope or "layer",
+                              prune_method=args.prune_method)
             r = flow.step_quantize_pretrained(args.work, cfg, progress)
         elif args.cmd == "evaluate":
             r = flow.step_evaluate(args.work, args.data, args.classes, args.limit, args.start,
@@ -338,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
                 args.json.write_text(json.dumps(r, indent=2) + "\n")
             return 0
         elif args.cmd == "quantize":
+            if args.prune_method != "magnitude":
+                raise ValueError(f"--prune-method {args.prune_method}: the pretrained path's one-shot pruning (with "
+                                 f"--init and --calib-data); QAT prunes by magnitude on a gradual schedule")
             r = flow.step_quantize(args.work, args.weight_bits, progress, edge_bits=args.edge_bits,
                                    sparsity=args.sparsity, prune_scope=args.prune_scope, qat_epochs=args.qat_epochs)
         elif args.cmd == "export":

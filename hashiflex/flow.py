@@ -53,6 +53,7 @@ class Config:
     act_range: str = "max"           # activation scales: cover the calibration maximum, or the least squared error
     sparsity: float = 0.0            # magnitude pruning target during QAT
     prune_scope: str = "layer"       # layer | global
+    prune_method: str = "magnitude"  # pretrained path: "magnitude", or "obs" (output error on calibration data)
     levels_per_stage: int = 4
     target_ii: int | None = None     # cycles per image the pipeline is unrolled for (None: one pixel per beat)
     seed: int = 0
@@ -212,6 +213,11 @@ def step_quantize_pretrained(work: Path, cfg: Config, progress: bool = True) -> 
     terms: int | dict[str, int] | None = None
     if cfg.rounding not in ("nearest", "reconstruct"):
         raise ValueError(f"--rounding: expected 'nearest' or 'reconstruct', found {cfg.rounding!r}")
+    if cfg.prune_method not in ("magnitude", "obs"):
+        raise ValueError(f"--prune-method: expected 'magnitude' or 'obs', found {cfg.prune_method!r}")
+    if cfg.prune_method == "obs" and cfg.prune_scope != "layer":
+        raise ValueError(f"--prune-method obs: prunes each layer by its own fraction (--prune-scope layer), found "
+                         f"--prune-scope {cfg.prune_scope!r}")
     if cfg.terms != "auto":
         try:
             terms = int(cfg.terms)
@@ -230,8 +236,9 @@ def step_quantize_pretrained(work: Path, cfg: Config, progress: bool = True) -> 
                         limit=min(16, cfg.calib_images)).arrays()[0] * 2.0 ** inp.type.exp
     h = None  # the layers' input statistics, when the weights are rounded against calibration data
     folds = None  # with auto terms: the sensitivity measured on calibration images the rounding did not see
-    if cfg.rounding == "reconstruct":
-        h, folds = calibration_hessians(g, calib, cfg, held_out=cfg.terms == "auto", progress=progress)
+    if cfg.rounding == "reconstruct" or (cfg.sparsity and cfg.prune_method == "obs"):
+        h, folds = calibration_hessians(g, calib, cfg, held_out=cfg.terms == "auto" and cfg.rounding == "reconstruct",
+                                        progress=progress)
     if cfg.terms == "auto":
         from .quant.terms import choose_terms
 
@@ -240,10 +247,13 @@ def step_quantize_pretrained(work: Path, cfg: Config, progress: bool = True) -> 
         options = [o.to_json() for o in opts]
     float_g = g  # the float model evaluate compares against (and distillation's teacher)
     if cfg.sparsity:
-        from .quant.prune import prune
+        from .quant.prune import obs_prune, prune
 
         names = list(bits)
-        g = prune(g, cfg.sparsity, cfg.prune_scope, exclude=(names[0], names[-1]))
+        if cfg.prune_method == "obs":
+            g = obs_prune(g, h, cfg.sparsity, exclude=(names[0], names[-1]), progress=progress)
+        else:
+            g = prune(g, cfg.sparsity, cfg.prune_scope, exclude=(names[0], names[-1]))
     distilled = None
     if cfg.distill_epochs:
         from .imagenet import image_source
@@ -261,10 +271,12 @@ def step_quantize_pretrained(work: Path, cfg: Config, progress: bool = True) -> 
         distilled = {"images": len(data), "epochs": cfg.distill_epochs, "steps": r.steps, "loss": r.loss,
                      "processes": r.world_size}
     q = ptq.quantize_weights(g, bits, terms)
-    if h is not None:
+    if cfg.rounding == "reconstruct":
         from .quant.reconstruct import reconstruct
 
-        q = reconstruct(g, q, h=h, progress=progress)
+        # pruned and not fine-tuned since: the float weights are the target, the survivors compensate the pruned
+        dense = float_g if cfg.sparsity and not distilled else None
+        q = reconstruct(g, q, h=h, progress=progress, dense=dense)
     if cfg.bias_correction:
         q = bias_correction(float_g, q, x, batch=4)
     work.mkdir(parents=True, exist_ok=True)

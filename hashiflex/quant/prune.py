@@ -1,4 +1,5 @@
-"""Unstructured magnitude pruning (global or per layer) with a gradual schedule for training."""
+"""Unstructured pruning: by magnitude (global or per layer, with a gradual schedule for training), or one-shot by
+the output error on calibration data with the survivors compensating (optimal brain surgery, as SparseGPT)."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -12,13 +13,17 @@ def _prunable(g: Graph, exclude: tuple[str, ...]) -> list:
     return [l for l in g.layers if isinstance(l, (Conv2d, Linear)) and l.name not in exclude]
 
 
+def _check_sparsity(sparsity: float) -> None:
+    if not 0.0 <= sparsity < 1.0:
+        raise IRError(f"sparsity: expected a fraction in [0, 1), found {sparsity}")
+
+
 def magnitude_masks(g: Graph, sparsity: float, scope: str = "global",
                     exclude: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
     """Masks (1 keeps) zeroing the ``sparsity`` fraction of smallest-magnitude weights, over all prunable layers
     together (``scope="global"``) or in each layer (``"layer"``). Ties at the threshold are broken by index so
     the count is exact."""
-    if not 0.0 <= sparsity < 1.0:
-        raise IRError(f"sparsity: expected a fraction in [0, 1), found {sparsity}")
+    _check_sparsity(sparsity)
     if scope not in ("global", "layer"):
         raise IRError(f"scope: expected 'global' or 'layer', found {scope!r}")
     layers = _prunable(g, exclude)
@@ -56,6 +61,56 @@ def apply_masks(g: Graph, masks: dict[str, np.ndarray]) -> Graph:
 def prune(g: Graph, sparsity: float, scope: str = "global", exclude: tuple[str, ...] = ()) -> Graph:
     """One-shot magnitude pruning of a float graph."""
     return apply_masks(g, magnitude_masks(g, sparsity, scope, exclude))
+
+
+def obs_prune(g: Graph, h: dict, sparsity: float, exclude: tuple[str, ...] = (), block: int = 128,
+              damp: float | None = None, progress: bool = False) -> Graph:
+    """One-shot pruning of a float graph by each weight's effect on its layer's output on calibration data, the
+    surviving weights updated to compensate (optimal brain surgery; SparseGPT, Frantar & Alistarh 2023, without
+    the quantization). ``h``: the layers' input second moments (:func:`hashiflex.quant.reconstruct.hessians`, of
+    the unpruned network). Each prunable layer not in ``exclude`` loses the ``sparsity`` fraction of its weights
+    (zeros already there counted): a dense conv or linear layer the fraction of each block of ``block`` input
+    columns with the least ``w^2 / U_jj^2``, chosen as the columns are processed
+    (:func:`~hashiflex.quant.reconstruct.round_columns` with ``prune``); a depthwise conv, whose channels have a
+    k*k H each, the layer's weights with the least ``w^2 / [H^-1]_jj`` (the single-weight OBS error), then each
+    channel's survivors compensate. Magnitude pruning ignores which inputs are active and correlated, and nobody
+    compensates: on a pretrained MobileNetV2 it is at chance at 50 % before any fine-tuning."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from .reconstruct import DAMP, damped, round_columns
+
+    _check_sparsity(sparsity)
+    damp = DAMP if damp is None else damp
+    out = g.copy()
+    same = lambda w: w  # noqa: E731  (no rounding: float weights)
+    idx = {l.name: i for i, l in enumerate(g.layers)}
+    for l in tqdm(_prunable(g, exclude), desc="obs pruning", disable=not progress, leave=False):
+        if l.name not in h:
+            raise IRError(f"layer {l.name!r}: obs pruning: no Hessian for this layer (calibration statistics of "
+                          f"the network being pruned expected)")
+        w = torch.as_tensor(np.asarray(l.weight, dtype=np.float64)).reshape(l.weight.shape[0], -1)
+        hl = torch.as_tensor(h[l.name])
+        want = (w.shape[0], w.shape[1], w.shape[1]) if isinstance(l, Conv2d) and l.depthwise else (w.shape[1],) * 2
+        if tuple(hl.shape) != want:
+            raise IRError(f"layer {l.name!r}: obs pruning: expected H of shape {want}, found {tuple(hl.shape)}")
+        keep = w != 0
+        if isinstance(l, Conv2d) and l.depthwise:
+            hd = [damped(hl[c], damp) for c in range(w.shape[0])]
+            inv = torch.stack([torch.diagonal(torch.cholesky_inverse(torch.linalg.cholesky(m))) for m, _ in hd])
+            dead = torch.stack([d for _, d in hd])
+            sal = torch.where(dead, -0.5, w ** 2 / inv)
+            sal = torch.where(keep, sal, -1.0).flatten()
+            k = int(round(sparsity * sal.numel()))
+            kf = keep.flatten().clone()
+            kf[torch.argsort(sal, stable=True)[:k]] = False
+            keep = kf.reshape(keep.shape)
+            q = torch.stack([round_columns(w[c:c + 1], hl[c], same, damp, keep[c:c + 1])[0]
+                             for c in range(w.shape[0])])
+        else:
+            q = round_columns(w, hl, same, damp, keep, prune=sparsity, block=block)
+        out.layers[idx[l.name]] = replace(l, weight=q.reshape(l.weight.shape).numpy())
+    return out
 
 
 def sparsity_schedule(final: float, step: int, steps: int, start: float = 0.0) -> float:

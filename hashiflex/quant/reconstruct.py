@@ -88,28 +88,50 @@ def _rounder(bits: int, terms: int, e_min: int):
     return lambda w: po2_terms_fake_quant_torch(w, bits, terms, e_min)[0]
 
 
+def damped(h: torch.Tensor, damp: float = DAMP) -> tuple[torch.Tensor, torch.Tensor]:
+    """``h`` (inputs, inputs) made safely invertible, and which inputs are dead (never nonzero on the calibration
+    images: no effect on the output): their diagonal set to 1, then ``damp`` times the mean diagonal added."""
+    h = h.to(torch.float64).clone()
+    dead = torch.diagonal(h) <= 0
+    h[dead, dead] = 1.0
+    h += damp * torch.diagonal(h).mean() * torch.eye(h.shape[0], dtype=h.dtype)
+    return h, dead
+
+
 def round_columns(w: torch.Tensor, h: torch.Tensor, rnd, damp: float = DAMP,
-                  keep: torch.Tensor | None = None) -> torch.Tensor:
+                  keep: torch.Tensor | None = None, prune: float = 0.0, block: int = 128) -> torch.Tensor:
     """Round the columns of ``w`` (outputs, inputs) with ``rnd``, each column's error spread onto the columns
     still to be rounded by the inverse of ``h`` (inputs, inputs): the rounded weights (on rnd's grid). ``keep``
-    (bool, like ``w``): where False the weight is zero (pruned) whatever the error feedback brings."""
+    (bool, like ``w``): where False the weight is zero (pruned) whatever the error feedback brings.
+
+    ``prune`` > 0: also choose which weights to prune, as SparseGPT does (Frantar & Alistarh, 2023): before each
+    ``block`` of columns is rounded, the ``prune`` fraction of that block's weights (those already zero counted)
+    with the least output error if removed, ``w_ij^2 / U_jj^2`` (``U`` the inverse's Cholesky factor, the error
+    of the weights rounded so far already fed in), is pruned; dead inputs go first."""
     w = w.detach().to(torch.float64).clone()
     keep = torch.ones_like(w, dtype=torch.bool) if keep is None else keep.clone()
-    h = h.to(torch.float64).clone()
     n = w.shape[1]
-    diag = torch.diagonal(h)
-    dead = diag <= 0
-    h[dead, dead] = 1.0
+    h, dead = damped(h, damp)  # the damping adds one constant to the diagonal: the order is the undamped one
     order = torch.argsort(torch.diagonal(h), descending=True, stable=True)
-    w, h, keep = w[:, order], h[order][:, order], keep[:, order]
-    h += damp * torch.diagonal(h).mean() * torch.eye(n, dtype=h.dtype)
+    w, h, keep, dead = w[:, order], h[order][:, order], keep[:, order], dead[order]
     u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
     q = torch.empty_like(w)
-    for i in range(n):
-        q[:, i] = torch.where(keep[:, i], rnd(w[:, i]), 0.0)
-        if i + 1 < n:
-            err = (w[:, i] - q[:, i]) / u[i, i]
-            w[:, i + 1:] -= err[:, None] * u[i, i + 1:][None, :]
+    for b0 in range(0, n, block):
+        b1 = min(n, b0 + block)
+        if prune:
+            sal = (w[:, b0:b1] / torch.diagonal(u)[None, b0:b1]) ** 2
+            sal = torch.where(dead[None, b0:b1], -0.5, sal)
+            sal = torch.where(keep[:, b0:b1], sal, -1.0)
+            k = int(round(prune * sal.numel()))
+            if k:
+                kb = keep[:, b0:b1].flatten()
+                kb[torch.argsort(sal.flatten(), stable=True)[:k]] = False
+                keep[:, b0:b1] = kb.reshape(w.shape[0], b1 - b0)
+        for i in range(b0, b1):
+            q[:, i] = torch.where(keep[:, i], rnd(w[:, i]), 0.0)
+            if i + 1 < n:
+                err = (w[:, i] - q[:, i]) / u[i, i]
+                w[:, i + 1:] -= err[:, None] * u[i, i + 1:][None, :]
     out = torch.empty_like(q)
     out[:, order] = q
     return out
