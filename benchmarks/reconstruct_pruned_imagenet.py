@@ -36,6 +36,7 @@ def main() -> None:
     ap.add_argument("--sparsity", type=float, default=0.5)
     ap.add_argument("--terms", default="1,2,3")
     ap.add_argument("--prune-method", default="magnitude", help="comma-separated: magnitude, obs")
+    ap.add_argument("--keep-depthwise", action="store_true", help="depthwise convs stay dense")
     ap.add_argument("--bits", type=int, default=5)
     ap.add_argument("--edge-bits", type=int, default=8)
     ap.add_argument("--golden-images", type=int, default=8)
@@ -47,7 +48,7 @@ def main() -> None:
     from hashiflex.imagenet import ImageFolder, value_batches
     from hashiflex.passes import quantize_weights
     from hashiflex.quant.fakequant import FakeQuantNet
-    from hashiflex.quant.prune import obs_prune, prune, weight_sparsity
+    from hashiflex.quant.prune import dense_layers, obs_prune, prune, weight_sparsity
     from hashiflex.quant.reconstruct import hessians, reconstruct
 
     t0 = time.perf_counter()
@@ -55,7 +56,6 @@ def main() -> None:
         dataset="imagefolder", data_root=str(args.data), arch="mobilenet_v2", init=str(args.weights),
         padding=args.padding, calib_images=args.calib, weight_bits=args.bits, edge_bits=args.edge_bits), progress=False)
     inp = g.input
-    names = list(bits)
     h = hessians(g, value_batches(calib, 8), progress=True)  # the unpruned float network's layer inputs
     x_rep, y_rep = ImageFolder(args.data, start=args.calib, limit=args.images).arrays()
     x_val = x_rep * 2.0 ** inp.type.exp
@@ -74,7 +74,7 @@ def main() -> None:
     methods = args.prune_method.split(",") if args.sparsity else ["none"]
     for method in methods:
         t = time.perf_counter()
-        ex = (names[0], names[-1])
+        ex = dense_layers(g, args.keep_depthwise)
         if method == "obs":
             pg = obs_prune(g, h, args.sparsity, exclude=ex, progress=True)
         elif method in ("magnitude", "none"):
@@ -113,10 +113,11 @@ def main() -> None:
     res = {"model": args.weights.name, "data": args.data.name, "calibration_images": len(calib),
            "report_images": {"count": len(x_rep), "first": args.calib, "selection": "sorted ImageFolder order"},
            "padding": args.padding, "bits": args.bits, "edge_bits": args.edge_bits, "sparsity": args.sparsity,
-           "prune_scope": "layer (first and last layer dense)", "prune_methods": methods, "points": points,
+           "prune_scope": "layer (first and last layer dense" + (", depthwise dense)" if args.keep_depthwise else ")"), "prune_methods": methods, "points": points,
            "seconds": time.perf_counter() - t0, "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
            "command": f"python benchmarks/reconstruct_pruned_imagenet.py --padding {args.padding} --sparsity "
-                      f"{args.sparsity} --terms {args.terms} --prune-method {args.prune_method} --calib {args.calib} "
+                      f"{args.sparsity} --terms {args.terms} --prune-method {args.prune_method}"
+                      f"{' --keep-depthwise' * args.keep_depthwise} --calib {args.calib} "
                       f"--images {args.images} "
                       f"--out {args.out.name}"}
     args.out.parent.mkdir(parents=True, exist_ok=True)

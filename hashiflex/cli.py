@@ -85,6 +85,9 @@ def parser() -> argparse.ArgumentParser:
                    help="pretrained path: prune the smallest weights (magnitude), or the weights whose removal "
                    "changes each layer's output least on the calibration images, the others compensating (obs, as "
                    "SparseGPT; per layer) (default: %(default)s)")
+    p.add_argument("--keep-depthwise", action="store_true",
+                   help="pretrained path: depthwise convs stay dense when pruning (few weights and adders; a "
+                   "pretrained MobileNetV2 loses the most there)")
     p.add_argument("--qat-epochs", type=int, default=None)
     g = p.add_argument_group("pretrained path (--init and --calib-data)")
     g.add_argument("--arch", default="mobilenet_v2", help="torchvision network (default: %(default)s)")
@@ -332,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
                               distill_batch=args.distill_batch,
                               weight_bits=args.weight_bits or 5, edge_bits=args.edge_bits or 8,
                               sparsity=args.sparsity or 0.0, prune_scope=args.prune_scope or "layer",
-                              prune_method=args.prune_method)
+                              prune_method=args.prune_method, keep_depthwise=args.keep_depthwise)
             r = flow.step_quantize_pretrained(args.work, cfg, progress)
         elif args.cmd == "evaluate":
             r = flow.step_evaluate(args.work, args.data, args.classes, args.limit, args.start,
@@ -343,9 +346,10 @@ def main(argv: list[str] | None = None) -> int:
                 args.json.write_text(json.dumps(r, indent=2) + "\n")
             return 0
         elif args.cmd == "quantize":
-            if args.prune_method != "magnitude":
-                raise ValueError(f"--prune-method {args.prune_method}: the pretrained path's one-shot pruning (with "
-                                 f"--init and --calib-data); QAT prunes by magnitude on a gradual schedule")
+            if args.prune_method != "magnitude" or args.keep_depthwise:
+                opt = "--keep-depthwise" if args.keep_depthwise else f"--prune-method {args.prune_method}"
+                raise ValueError(f"{opt}: the pretrained path's one-shot pruning (with --init and --calib-data); QAT "
+                                 f"prunes by magnitude on a gradual schedule")
             r = flow.step_quantize(args.work, args.weight_bits, progress, edge_bits=args.edge_bits,
                                    sparsity=args.sparsity, prune_scope=args.prune_scope, qat_epochs=args.qat_epochs)
         elif args.cmd == "export":

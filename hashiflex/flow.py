@@ -54,6 +54,7 @@ class Config:
     sparsity: float = 0.0            # magnitude pruning target during QAT
     prune_scope: str = "layer"       # layer | global
     prune_method: str = "magnitude"  # pretrained path: "magnitude", or "obs" (output error on calibration data)
+    keep_depthwise: bool = False     # pretrained path: depthwise convs stay dense when pruning
     levels_per_stage: int = 4
     target_ii: int | None = None     # cycles per image the pipeline is unrolled for (None: one pixel per beat)
     seed: int = 0
@@ -247,13 +248,13 @@ def step_quantize_pretrained(work: Path, cfg: Config, progress: bool = True) -> 
         options = [o.to_json() for o in opts]
     float_g = g  # the float model evaluate compares against (and distillation's teacher)
     if cfg.sparsity:
-        from .quant.prune import obs_prune, prune
+        from .quant.prune import dense_layers, obs_prune, prune
 
-        names = list(bits)
+        unpruned = dense_layers(g, cfg.keep_depthwise)
         if cfg.prune_method == "obs":
-            g = obs_prune(g, h, cfg.sparsity, exclude=(names[0], names[-1]), progress=progress)
+            g = obs_prune(g, h, cfg.sparsity, exclude=unpruned, progress=progress)
         else:
-            g = prune(g, cfg.sparsity, cfg.prune_scope, exclude=(names[0], names[-1]))
+            g = prune(g, cfg.sparsity, cfg.prune_scope, exclude=unpruned)
     distilled = None
     if cfg.distill_epochs:
         from .imagenet import image_source

@@ -162,6 +162,8 @@ def test_the_pretrained_path_refuses_bad_arguments_clearly(pretrained_files, tmp
             "'global'") in capsys.readouterr().err
     assert main(["quantize", "--work", w, "--sparsity", "0.5", "--prune-method", "obs"]) == 1  # the QAT path
     assert "--prune-method obs: the pretrained path's one-shot pruning" in capsys.readouterr().err
+    assert main(["quantize", "--work", w, "--keep-depthwise"]) == 1
+    assert "--keep-depthwise: the pretrained path's one-shot pruning" in capsys.readouterr().err
     assert not (tmp_path / "w" / "po2.pkl").exists()
 
 
@@ -175,16 +177,15 @@ def test_the_pretrained_path_prunes_by_the_output_error_and_keeps_the_pruned_wei
     work = tmp_path / "w"
     assert main(["quantize", "--work", str(work), "--init", str(pretrained_files / "weights.pth"), "--calib-data",
                  str(pretrained_files / "data"), "--calib-images", "2", "--terms", "2", "--sparsity", "0.5",
-                 "--prune-method", "obs", "--no-progress"]) == 0
+                 "--prune-method", "obs", "--keep-depthwise", "--no-progress"]) == 0
     out = json.loads(capsys.readouterr().out)
     q, meta = load_quantized(work)
-    f = meta["float_graph"]
-    layers = [(a, b) for a, b in zip(f.layers, q.layers) if getattr(b, "q", None) is not None]
-    for i, (a, b) in enumerate(layers):
+    layers = [l for l in q.layers if getattr(l, "q", None) is not None]
+    for i, b in enumerate(layers):
         zeros = float((b.q.int_weights() == 0).mean())
-        if i in (0, len(layers) - 1):  # the first and last layer stay dense (8-bit)
+        if i in (0, len(layers) - 1) or b.depthwise:  # the first and last layer and the depthwise stay dense
             assert zeros < 0.5, (b.name, zeros)
         else:  # each layer its own half (a dense layer block by block of 128 inputs), nearest-rounding zeros beside
             assert zeros >= 0.49, (b.name, zeros)
     assert out["weight_sparsity"] == meta["weight_sparsity"] > 0.3
-    assert meta["config"]["prune_method"] == "obs"
+    assert meta["config"]["prune_method"] == "obs" and meta["config"]["keep_depthwise"] is True

@@ -18,6 +18,17 @@ def _check_sparsity(sparsity: float) -> None:
         raise IRError(f"sparsity: expected a fraction in [0, 1), found {sparsity}")
 
 
+def dense_layers(g: Graph, keep_depthwise: bool = False) -> tuple[str, ...]:
+    """The layers a one-shot pruning leaves dense: the first and last conv/linear layer (the image's and the
+    classes' precision) and, with ``keep_depthwise``, every depthwise conv (a k*k tap sum per channel: few weights
+    and adders, and on a pretrained MobileNetV2 the layers pruning hurts most)."""
+    layers = _prunable(g, ())
+    names = (layers[0].name, layers[-1].name) if layers else ()
+    if keep_depthwise:
+        names += tuple(l.name for l in layers[1:-1] if isinstance(l, Conv2d) and l.depthwise)
+    return names
+
+
 def magnitude_masks(g: Graph, sparsity: float, scope: str = "global",
                     exclude: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
     """Masks (1 keeps) zeroing the ``sparsity`` fraction of smallest-magnitude weights, over all prunable layers

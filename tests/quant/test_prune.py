@@ -7,7 +7,7 @@ from hashiflex.ir import Graph, Input, IRError, TensorType
 from hashiflex.models import DigitsCNN
 from hashiflex.passes import calibrate_activations, import_torch, quantize_weights
 from hashiflex.quant.fakequant import record_activations
-from hashiflex.quant.prune import magnitude_masks, obs_prune, prune, sparsity_schedule, weight_sparsity
+from hashiflex.quant.prune import dense_layers, magnitude_masks, obs_prune, prune, sparsity_schedule, weight_sparsity
 from hashiflex.train import train_qat
 
 
@@ -165,6 +165,21 @@ def test_obs_pruning_keeps_excluded_layers_and_zeros_and_names_a_missing_hessian
         obs_prune(graph, h, 0.5)
     with pytest.raises(IRError, match=r"sparsity: expected a fraction in \[0, 1\), found -0.1"):
         obs_prune(graph, h, -0.1)
+
+
+def test_the_dense_layers_are_the_edges_and_optionally_the_depthwise_convs():
+    from hashiflex.ir import Conv2d, Linear
+
+    rng = np.random.default_rng(0)
+    layers = [Conv2d("first", rng.normal(size=(4, 3, 3, 3)), np.zeros(4), 1, 1),
+              Conv2d("dw", rng.normal(size=(4, 1, 3, 3)), np.zeros(4), 1, 1, groups=4),
+              Conv2d("pw", rng.normal(size=(4, 4, 1, 1)), np.zeros(4), 1, 0),
+              Linear("fc", rng.normal(size=(2, 4 * 6 * 6)), np.zeros(2), src="pw")]
+    g = Graph("g", Input(3, 6, 6, TensorType(8, True, -4)), layers)
+    assert dense_layers(g) == ("first", "fc")
+    assert dense_layers(g, keep_depthwise=True) == ("first", "fc", "dw")
+    pruned = prune(g, 0.5, "layer", exclude=dense_layers(g, True))
+    assert [float((l.weight == 0).mean()) for l in pruned.layers] == [0.0, 0.0, 0.5, 0.0]
 
 
 @pytest.mark.slow
