@@ -21,18 +21,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from imagenet_args import add_imagenet_args
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--weights", type=Path, default=SHARED / "models/mobilenet_v2_coral/mobilenet_v2_coral.pth")
-    ap.add_argument("--data", type=Path, default=SHARED / "data/imagenet-dev")
-    ap.add_argument("--calib", type=int, default=64)
-    ap.add_argument("--images", type=int, default=436)
-    ap.add_argument("--padding", choices=["torch", "tf"], default="tf")
+    add_imagenet_args(ap, images=436)
     ap.add_argument("--sparsity", type=float, default=0.5)
     ap.add_argument("--terms", default="1,2,3")
     ap.add_argument("--prune-method", default="magnitude", help="comma-separated: magnitude, obs")
