@@ -43,7 +43,26 @@ def _kinds():
         return {"adder_bits": m["comparators"] * (m["width"] + 1), "mux_bits": m["comparators"] * m["width"],
                 "flip_flop_bits": m["register_bits"]}
 
+    def npu(m):
+        # the NPU's own logic (its loader and its weight memory are modules of their own): lanes x width
+        # multipliers (an array multiplier is about one adder bit per partial-product bit), a tree of width - 1
+        # accumulator-wide adders per lane, the accumulate, bias and rounding adds and the variable requantizing
+        # shift per lane, the top-k comparators; registers for the input vector (two copies and the chunk
+        # stage), the dot products and accumulators, both banks of biases and both logits buffers
+        lanes, width, aw, ib = m["lanes"], m["width"], m["acc_width"], m["in_width"]
+        cap, tiles, chunks = m["capacity"], m["tiles"], m["chunks"]
+        return {"adder_bits": lanes * width * m["weight_bits"] * ib + lanes * (width - 1) * aw + 3 * lanes * (aw + 1)
+                + m["scan"] * m["top_k"] * (m["out_bits"] + 1),
+                "flip_flop_bits": (2 * m["in_features"] + width) * ib + 2 * lanes * aw + 2 * cap * m["bias_bits"]
+                + 2 * cap * m["out_bits"] + m["top_k"] * (m["out_bits"] + m["index_bits"] + 1),
+                "mux_bits": width * ib * (chunks - 1) + lanes * m["bias_bits"] * (2 * tiles - 1)
+                + lanes * (aw + 1) * m["shift_bits"] + 3 * cap * m["out_bits"] + m["scan"] * m["out_bits"] * (cap - 1),
+                "elementwise_bits": lanes * (aw + 1)}
+
     return {
+        "npu": npu,
+        "npu_loader": lambda m: {},  # a word-serial parser: its CRC network and a few counters
+        "memory": None,  # a memory array: an SRAM macro in silicon, outside what the logic model prices
         "adder_layer": adder_layer,
         "line_buffer": line_buffer,
         "requant": lambda m: {"elementwise_bits": m["lanes"] * m["in_width"]},
@@ -65,23 +84,36 @@ def _legal(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_$]", "", name)
 
 
+def _table(hw_params: dict) -> dict[str, dict]:
+    return {_legal(m["name"]): m for m in hw_params["modules"]}
+
+
 def module_features(module: str, hw_params: dict) -> dict[str, float] | None:
     """The model's features of one instance of a top-level module, from the generator's table of what it built
-    (hw_params.json ``modules``: kind and parameters). None: a module the table does not list (the NPU's, say),
-    which the model does not price; a kind it lists but the model does not know raises."""
-    # the table holds each module's desired name; the Verilog's is that name as Chisel legalizes it (characters
-    # outside [A-Za-z0-9_$] dropped: a torch layer "features.0.0" builds ShiftAddLayer_features00_...)
-    table = {_legal(m["name"]): m for m in hw_params["modules"]}
+    (hw_params.json ``modules``: kind and parameters). None: a module the table does not list, or a memory array
+    (an SRAM macro in silicon: :func:`memory_bits`), which the model does not price; a kind it lists but the model
+    does not know raises."""
+    # the table holds each module under its Verilog name (older tables: the desired name, which Chisel legalizes:
+    # characters outside [A-Za-z0-9_$] dropped: a torch layer "features.0.0" builds ShiftAddLayer_features00_...)
+    table = _table(hw_params)
     m = table.get(module) or table.get(re.sub(r"_\d+$", "", module))  # Chisel's suffix for a second module
     if m is None:
         return None
     if m["kind"] not in KINDS:
         raise ValueError(f"hw_params.modules[{m['name']!r}]: kind {m['kind']!r} has no area model (known: "
                          f"{', '.join(sorted(KINDS))})")
+    if KINDS[m["kind"]] is None:
+        return None
     f = dict.fromkeys(FEATURES, 0.0)
     f["modules"] = 1.0
     f.update({k: float(v) for k, v in KINDS[m["kind"]](m).items()})
     return f
+
+
+def memory_bits(module: str, hw_params: dict) -> int | None:
+    """Bits of a memory array the generator built (hw_params.json ``modules`` kind "memory"), else None."""
+    m = _table(hw_params).get(module)
+    return m["depth"] * m["width"] if m is not None and m["kind"] == "memory" else None
 
 
 @dataclass
@@ -137,24 +169,30 @@ def estimate(model: AreaModel, verilog: str | Path, hw_params: dict) -> dict:
     def instances(module: str) -> list[tuple[str, str]]:
         body = text[text.index(f"module {module}("):]
         body = body[:body.index("endmodule")]
-        return re.findall(r"^\s+(\w+)\s+(\w+)\s*\(", body, flags=re.M)
+        # firtool writes an instance as "  Module name (" alone on its line (procedural code never ends a line there)
+        return re.findall(r"^\s+(\w+)\s+(\w+)\s*\(\s*$", body, flags=re.M)
 
     insts = [m for m, _ in instances(top)]
-    total, unknown, parts = 0.0, [], {}
-    if hw_params.get("npu"):  # hardened backbone + NPU: the model covers the backbone's layers; the NPU's MAC
-        # array and weight memory (an SRAM in silicon) are not in its calibration set
+    if hw_params.get("npu"):  # hardened backbone + NPU: the backbone's layers, the NPU and what it holds
         inner = dict((i, m) for m, i in instances(top))
-        insts = [m for m, _ in instances(inner["backbone"])]
-        unknown.append(inner["npu"])
+        insts = [m for m, _ in instances(inner["backbone"])] + [inner["npu"]]
+        insts += [m for m, _ in instances(inner["npu"])]
+    total, unknown, parts, mem = 0.0, [], {}, {}
     for name in insts:
         f = module_features(name, hw_params)
         if f is None:
-            unknown.append(name)
+            bits = memory_bits(name, hw_params)
+            if bits is not None:
+                mem[name] = mem.get(name, 0) + bits
+            else:
+                unknown.append(name)
             continue
         a = model.predict(f)
         total += a
         parts[name] = parts.get(name, 0.0) + a
-    return {"area_um2": total, "unmodelled_modules": sorted(set(unknown)), "breakdown": parts}
+    return {"area_um2": total, "unmodelled_modules": sorted(set(unknown)), "breakdown": parts,
+            # memory arrays (the NPU's weight banks): SRAM macros from a memory compiler, not standard cells
+            "memory_bits": sum(mem.values()), "memories": mem}
 
 
 def save(model: AreaModel, path: Path, evaluation: dict | None = None) -> None:

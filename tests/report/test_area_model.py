@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from hashiflex.report.area_model import FEATURES, AreaModel, evaluate, fit, module_features
+from hashiflex.report.area_model import FEATURES, AreaModel, estimate, evaluate, fit, memory_bits, module_features
 
 HW = {"modules": [
     {"name": "ShiftAddLayer_features3conv00_n24_o144_p4_s2", "kind": "adder_layer", "lanes": 4, "adders": 400,
@@ -46,6 +46,66 @@ def test_module_kinds_and_their_features_come_from_the_generators_table():
     assert module_features("ShiftAddLayer_features3conv00_n24_o144_p4_s2", dotted) == f
     with pytest.raises(ValueError, match=r"hw_params.modules\['Weird_m'\]: kind 'weird' has no area model"):
         module_features("Weird_m", HW)
+
+
+NPU = {"name": "Npu_i32_o40_l5_w16_wb8_a26_k1_s4", "kind": "npu", "in_features": 32, "in_width": 8, "capacity": 40,
+       "lanes": 5, "width": 16, "weight_bits": 8, "bias_bits": 24, "acc_width": 26, "out_bits": 16, "shift_bits": 6,
+       "index_bits": 6, "top_k": 1, "scan": 4, "tiles": 8, "chunks": 2}
+NPU_HW = {"top": "Hashiflex_t", "npu": {"module": NPU["name"]}, "modules": HW["modules"][4:5] + [
+    NPU, {"name": "mem_32x640", "kind": "memory", "depth": 32, "width": 640, "write_mask_lanes": 80},
+    {"name": "NpuLoader_i32_o40_l5_w16", "kind": "npu_loader", "in_features": 32, "capacity": 40, "macs": 80,
+     "schedule": 16}]}
+NPU_VERILOG = """module Hashiflex_t(
+  input clock,
+  output done
+);
+  Backbone_t backbone (
+    .clock (clock)
+  );
+  Npu_i32_o40_l5_w16_wb8_a26_k1_s4 npu (
+    .clock (clock)
+  );
+endmodule
+module Backbone_t(
+  input clock
+);
+  Requant_c32_i12s_sh3_lo0_hi255 requant (
+    .clock (clock)
+  );
+endmodule
+module Npu_i32_o40_l5_w16_wb8_a26_k1_s4(
+  input clock
+);
+  NpuLoader_i32_o40_l5_w16 loader (
+    .clock (clock)
+  );
+  mem_32x640 mem_ext (
+    .clock (clock)
+  );
+endmodule
+"""
+
+
+def test_the_npu_is_priced_from_its_parameters_and_its_weight_memory_is_counted_apart(tmp_path):
+    f = module_features(NPU["name"], NPU_HW)
+    # the lanes x width multipliers: weight bits x input bits each, and a dot-product tree per lane
+    assert f["adder_bits"] >= 5 * 16 * 8 * 8 + 5 * 15 * 26
+    # both bias banks and both logits buffers are registers
+    assert f["flip_flop_bits"] >= 2 * 40 * 24 + 2 * 40 * 16
+    wider = dict(NPU_HW, modules=[dict(m, lanes=10, tiles=4) if m["kind"] == "npu" else m for m in NPU_HW["modules"]])
+    assert module_features(NPU["name"], wider)["adder_bits"] > f["adder_bits"]
+    assert module_features("NpuLoader_i32_o40_l5_w16", NPU_HW)["modules"] == 1
+    # a memory array is an SRAM macro in silicon: not priced by the logic model, its bits reported
+    assert module_features("mem_32x640", NPU_HW) is None
+    assert memory_bits("mem_32x640", NPU_HW) == 32 * 640
+    assert memory_bits(NPU["name"], NPU_HW) is None
+    (tmp_path / "t.sv").write_text(NPU_VERILOG)
+    model = AreaModel(dict(zip(FEATURES, [0.2, 0.4, 0.05, 0.1, 1.0])))
+    e = estimate(model, tmp_path / "t.sv", NPU_HW)
+    parts = ("Requant_c32_i12s_sh3_lo0_hi255", NPU["name"], "NpuLoader_i32_o40_l5_w16")
+    assert e["area_um2"] == pytest.approx(sum(model.predict(module_features(m, NPU_HW)) for m in parts))
+    assert set(e["breakdown"]) == set(parts)
+    assert (e["unmodelled_modules"], e["memory_bits"]) == ([], 32 * 640)
 
 
 def test_fit_recovers_known_costs_and_reports_held_out_error():

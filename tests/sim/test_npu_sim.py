@@ -174,3 +174,26 @@ def test_an_empty_load_image_is_too_short_and_changes_nothing(npu_sims):
     assert sim.load([]) == Status.TOO_SHORT  # not the previous load's status
     assert sim.status() == (Status.OK, 91)   # nothing crossed the port: the head keeps serving
     assert np.array_equal(_check(npu_sims["scan_bound"], good, x).outputs, before)
+
+
+def test_the_npu_and_what_it_holds_are_in_the_module_table(npu_sims, work_root):
+    """The area model prices the NPU's logic and its loader from the generator's table and counts its weight banks
+    (a memory module firtool names by its depth and word bits) as memory bits, leaving nothing unpriced."""
+    from hashiflex.report import area_model
+    from hashiflex.report.hierarchy import inspect_verilog
+
+    model = area_model.AreaModel(dict.fromkeys(area_model.FEATURES, 1.0))
+    for name, (bb, cfg, d, sim, _) in npu_sims.items():
+        rtl = work_root / "npu" / name / "rtl"
+        params = hw.read_hw_params(rtl)
+        mods = inspect_verilog(rtl / params["verilog"])
+        npu_mod = params["npu"]["module"]
+        assert area_model.module_features(npu_mod, params) is not None, name
+        mems = []
+        for child in mods[npu_mod].children:
+            if area_model.module_features(child, params) is None:
+                mems.append(area_model.memory_bits(child, params))
+        assert mems == [2 * cfg.tiles * cfg.chunks * cfg.lanes * cfg.width * cfg.weight_bits], name
+        e = area_model.estimate(model, rtl / params["verilog"], params)
+        assert e["unmodelled_modules"] == [] and e["memory_bits"] == mems[0], name
+        assert npu_mod in e["breakdown"]

@@ -11,8 +11,14 @@ import scala.util.DynamicVariable
 object ModuleTable {
   private val current = new DynamicVariable[Option[mutable.LinkedHashMap[String, ujson.Obj]]](None)
 
-  def record(name: String, kind: String, params: (String, ujson.Value)*): Unit =
-    current.value.foreach(_.getOrElseUpdate(name, ujson.Obj.from(Seq("name" -> ujson.Str(name), "kind" -> ujson.Str(kind)) ++ params)))
+  /** Record module `name` (its desired name) under the name the Verilog gives it: Chisel drops the characters
+    * outside [A-Za-z0-9_$] (a torch layer "features.0.0" builds ShiftAddLayer_features00_...). */
+  def record(name: String, kind: String, params: (String, ujson.Value)*): Unit = {
+    val legal = legalName(name)
+    current.value.foreach(_.getOrElseUpdate(legal, ujson.Obj.from(Seq("name" -> ujson.Str(legal), "kind" -> ujson.Str(kind)) ++ params)))
+  }
+
+  def legalName(name: String): String = name.replaceAll("[^A-Za-z0-9_$]", "")
 
   /** Run `body` (an elaboration) and return what it built, with every module it recorded. */
   def collect[T](body: => T): (T, Seq[ujson.Obj]) = {

@@ -176,6 +176,26 @@ class DesignReadSpec extends AnyFreeSpec with Matchers {
     npuError("\"features\":3", "\"features\":1") should include("design.output.features: expected 3 (the NPU's capacity)")
     npuError("\"max_shift\":10", "\"max_shift\":9") should include("design.npu.max_shift: expected 10")
   }
+  "the module table lists every module under its Verilog name, the NPU, its loader and its weight memory too" in {
+    val dotted = withNpu.replace("\"name\":\"conv\"", "\"name\":\"f.0.conv\"").replace("\"src\":\"conv\"", "\"src\":\"f.0.conv\"")
+    dotted should include("f.0.conv")
+    val d = Design.parse(dotted)
+    val out = os.temp.dir() / "rtl"
+    val params = Main.elaborate(d, out)
+    val verilog = os.read(out / s"Hashiflex_${d.name}.sv")
+    val rows = params("modules").arr.map(_.obj)
+    for (r <- rows) verilog should include(s"module ${r("name").str}(")
+    val layer = rows.map(_("name").str).filter(_.startsWith("ShiftAddLayer_"))
+    layer should have size 1
+    layer.head should startWith("ShiftAddLayer_f0conv_n1_o1_p1_")
+    val kinds = rows.map(r => r("kind").str -> r).toMap
+    kinds.keySet should contain allOf ("npu", "npu_loader", "memory")
+    val n = d.npu.get
+    (kinds("memory")("depth").num, kinds("memory")("width").num) shouldBe ((2.0 * n.schedule, 1.0 * n.macs * n.weightBits))
+    kinds("npu")("name").str shouldBe n.moduleName
+    kinds("memory")("name").str should startWith("NpuWeightMemory_")
+    ModuleTable.legalName("Requant_features.1.conv.0_c3") shouldBe "Requant_features1conv0_c3"
+  }
   "the NPU's cycles count in the design's II" in {
     val slow = withNpu.replace("\"capacity\":3", "\"capacity\":12").replace("\"cycles_per_image\":5", "\"cycles_per_image\":14")
       .replace("\"features\":3", "\"features\":12")
