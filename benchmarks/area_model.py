@@ -2,6 +2,8 @@
 
     python benchmarks/area_model.py [--designs 8] [--estimate build/bench_elab]
 
+    python benchmarks/area_model.py --npu [--npu-probes 3]   # the NPU's multiplier coefficient, the rest kept
+
 Small MobileNetV2-like blocks (pointwise expand, depthwise 3x3 with stride 1/2, project, residual, pool, linear;
 random widths, sizes, sparsity and unroll) are elaborated and synthesized with Yosys + ASAP7 (hashiflex.report.area);
 every top-level module becomes a sample (its features, its synthesized area per instance). Every fourth design is
@@ -9,6 +11,13 @@ held out: the model is fitted on the others' modules and its error is measured o
 saw. Then the area of each design under --estimate (the full-size elaboration benchmark's outputs) is estimated
 from its hw_params.json and Verilog instances. Writes benchmarks/results/area_model.json and
 benchmarks/results/area_mobilenet_v2.json.
+
+``--npu``: the NPU's modules (its MAC array's multipliers are a cost no backbone module has): small networks with an
+NPU head of several shapes (lanes x width, chunks, tiles) are elaborated, their Npu and NpuLoader modules
+synthesized one by one (hashiflex.report.modsynth, cached by content; the weight banks are SRAM macros, kept out),
+and the coefficient of ``multiplier_bits`` fitted on them with the other coefficients kept
+(:func:`hashiflex.report.area_model.fit_feature`), its error measured leaving each probe out in turn; written into
+area_model.json beside the rest.
 """
 from __future__ import annotations
 
@@ -21,7 +30,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from hashiflex import hw
-from hashiflex.export import design_from_graph, write_design
+from hashiflex.export import design_from_graph, npu_design, write_design
 from hashiflex.ir import Input, TensorType
 from hashiflex.report import area_model
 from hashiflex.report.area import parse_stat, synthesize
@@ -59,6 +68,67 @@ def block_design(seed: int):
     return b.g, target
 
 
+# (vector features, classes, size, target II): NPUs of several shapes (size_npu chooses lanes x width): 5 x 16 in
+# 2 chunks and 8 tiles, 1 x 64 in 64 tiles, 3 x 48 in 8 tiles; and a larger one, 25 x 16 (--npu-probes 4)
+NPU_PROBES = [(32, 40, 4, 16), (64, 64, 8, 64), (48, 24, 4, 12), (64, 100, 4, 16)]
+
+
+def npu_probe(features: int, classes: int, size: int, target: int, seed: int = 0):
+    """A 1x1 conv -> pool -> linear network whose linear layer goes on an NPU sized for ``target``."""
+    b = _Builder(f"npuprobe_c{features}_o{classes}_t{target}", Input(3, size, size, TensorType(8, False, -8)), seed)
+    b.conv("stem", 3, features, 1, sparsity=0.3)
+    b.requant("act", "relu6", bits=8)
+    b.pool("pool")
+    b.linear("fc", features, classes)
+    g = b.g
+    g.layers[-1].weight = np.random.default_rng(seed).normal(size=g.layers[-1].weight.shape)
+    return npu_design(g, target_ii=target)
+
+
+def calibrate_npu(work: Path, probes: int, jobs: int | None) -> None:
+    from hashiflex.report.modsynth import synthesize_modules
+
+    path = RESULTS / "area_model.json"
+    doc = json.loads(path.read_text())
+    base = {k: v for k, v in doc["coef_um2"].items() if k != "multiplier_bits"}
+    todo = []
+    for spec in NPU_PROBES[:probes]:
+        d = npu_probe(*spec)
+        write_design(d, work / d["name"] / "design.json")
+        todo.append((work / d["name"] / "design.json", work / d["name"] / "rtl"))
+    t0 = time.perf_counter()
+    params = hw.elaborate_many(todo, quiet=True)
+    per_probe = []
+    for (_, rtl), p in zip(todo, tqdm(params, desc="synthesize NPU modules")):
+        ms = synthesize_modules(rtl / p["verilog"], p["top"], jobs=jobs, progress=False, match=r"^Npu(_|Loader)")
+        rows = [(m, area_model.module_features(m, p), r["own_um2"]) for m, r in ms.rows.items()
+                if m.startswith("Npu") and area_model.module_features(m, p) is not None]
+        per_probe.append(rows)
+    synth_s = time.perf_counter() - t0
+    data = [r for rows in per_probe for r in rows]
+    model = area_model.fit_feature(area_model.AreaModel({**base, "multiplier_bits": 0.0}), data, "multiplier_bits")
+    held = []  # each probe's modules predicted by the coefficient fitted on the other probes
+    for i, rows in enumerate(per_probe):
+        rest = [r for j, other in enumerate(per_probe) if j != i for r in other]
+        m_i = area_model.fit_feature(model, rest, "multiplier_bits")
+        held.extend(area_model.evaluate(m_i, rows)["rows"])
+    errs = [abs(r["model_um2"] - r["um2"]) / r["um2"] for r in held]
+    npu_doc = {"probes": [list(s) for s in NPU_PROBES[:probes]], "modules": len(held),
+               "leave_one_probe_out_mean_abs_error": float(np.mean(errs)),
+               "leave_one_probe_out_max_abs_error": float(np.max(errs)), "rows": held,
+               "elaborate_and_synthesis_s": round(synth_s, 1)}
+    doc["coef_um2"] = model.coef
+    doc["features"] = list(area_model.FEATURES)
+    doc["npu"] = npu_doc
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"multiplier_bits: {model.coef['multiplier_bits']:.4f} um^2 per partial-product bit, fitted on "
+          f"{len(data)} NPU modules of {probes} probes; leaving each probe out: mean |error| "
+          f"{100 * npu_doc['leave_one_probe_out_mean_abs_error']:.1f} %, max "
+          f"{100 * npu_doc['leave_one_probe_out_max_abs_error']:.1f} %")
+    for r in held:
+        print(f"  {r['module']}: synthesized {r['um2']:,.0f} um^2, model {r['model_um2']:,.0f}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--designs", type=int, default=8)
@@ -66,8 +136,13 @@ def main(argv=None):
     ap.add_argument("--estimate", default="build/bench_elab", help="folder of elaborated designs to estimate")
     ap.add_argument("--reuse", action="store_true",
                     help="reuse the Yosys reports of an earlier run in WORK (refit without synthesizing again)")
+    ap.add_argument("--npu", action="store_true", help="fit the NPU's multiplier coefficient only (see above)")
+    ap.add_argument("--npu-probes", type=int, default=3, help="how many of NPU_PROBES (default: %(default)s)")
+    ap.add_argument("--jobs", type=int, default=None, help="synthesis jobs at once (default: every core)")
     args = ap.parse_args(argv)
     work = Path(args.work).resolve()
+    if args.npu:
+        return calibrate_npu(work / "npu", args.npu_probes, args.jobs)
     jobs, graphs = [], []
     for seed in range(args.designs):
         g, target = block_design(seed)
@@ -98,6 +173,8 @@ def main(argv=None):
           f"max {100 * ev['max_abs_error']:.1f} %, area-weighted {100 * ev['area_weighted_abs_error']:.1f} %, "
           f"on the held-out total {100 * ev['total_error']:+.1f} %")
     print("coefficients (um^2 per unit):", {k: round(v, 4) for k, v in model.coef.items()})
+    calibrate_npu(work / "npu", args.npu_probes, args.jobs)  # the NPU's multipliers: no block design has any
+    model = area_model.load(RESULTS / "area_model.json")
 
     est = []
     for rtl in sorted(Path(args.estimate).glob("*/rtl")):

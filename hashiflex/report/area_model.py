@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-FEATURES = ("adder_bits", "flip_flop_bits", "mux_bits", "elementwise_bits", "modules")
+FEATURES = ("adder_bits", "flip_flop_bits", "mux_bits", "elementwise_bits", "modules", "multiplier_bits")
 
 
 def _kinds():
@@ -51,8 +51,8 @@ def _kinds():
         # stage), the dot products and accumulators, both banks of biases and both logits buffers
         lanes, width, aw, ib = m["lanes"], m["width"], m["acc_width"], m["in_width"]
         cap, tiles, chunks = m["capacity"], m["tiles"], m["chunks"]
-        return {"adder_bits": lanes * width * m["weight_bits"] * ib + lanes * (width - 1) * aw + 3 * lanes * (aw + 1)
-                + m["scan"] * m["top_k"] * (m["out_bits"] + 1),
+        return {"multiplier_bits": lanes * width * m["weight_bits"] * ib,  # partial-product bits
+                "adder_bits": lanes * (width - 1) * aw + 3 * lanes * (aw + 1) + m["scan"] * m["top_k"] * (m["out_bits"] + 1),
                 "flip_flop_bits": (2 * m["in_features"] + width) * ib + 2 * lanes * aw + 2 * cap * m["bias_bits"]
                 + 2 * cap * m["out_bits"] + m["top_k"] * (m["out_bits"] + m["index_bits"] + 1),
                 "mux_bits": width * ib * (chunks - 1) + lanes * m["bias_bits"] * (2 * tiles - 1)
@@ -61,7 +61,9 @@ def _kinds():
 
     return {
         "npu": npu,
-        "npu_loader": lambda m: {},  # a word-serial parser: its CRC network and a few counters
+        # a word-serial parser: its state, counters, CRC, tag and header registers and the CRC's unrolled XOR network
+        "npu_loader": lambda m: {"flip_flop_bits": 200 + 2 * (m["schedule"] - 1).bit_length() + (m["macs"] - 1).bit_length(),
+                                 "elementwise_bits": 32 * 32},
         "memory": None,  # a memory array: an SRAM macro in silicon, outside what the logic model prices
         "adder_layer": adder_layer,
         "line_buffer": line_buffer,
@@ -120,6 +122,12 @@ def memory_bits(module: str, hw_params: dict) -> int | None:
 class AreaModel:
     coef: dict[str, float]          # um^2 per unit of each feature
 
+    def __post_init__(self):
+        missing = [k for k in FEATURES if k not in self.coef]
+        if missing:
+            raise ValueError(f"area model: no coefficient for {', '.join(missing)} (fitted by an older version: run "
+                             f"benchmarks/area_model.py again)")
+
     def predict(self, features: dict[str, float]) -> float:
         return sum(self.coef[k] * features[k] for k in FEATURES)
 
@@ -146,6 +154,20 @@ def fit(data: list[tuple[str, dict[str, float], float]]) -> AreaModel:
     w = 1.0 / np.maximum(y, 1.0)
     coef, _ = nnls(a * w[:, None], y * w)
     return AreaModel(dict(zip(FEATURES, map(float, coef))))
+
+
+def fit_feature(model: AreaModel, data: list[tuple[str, dict[str, float], float]], feature: str) -> AreaModel:
+    """``model`` with the coefficient of one ``feature`` fitted on ``data`` (non-negative least squares on the
+    relative error, the other coefficients kept): a module kind whose cost the first fit's modules never had
+    (the NPU's multipliers), calibrated on modules of that kind alone."""
+    rest = {k: c for k, c in model.coef.items() if k != feature}
+    x = np.array([f[feature] for _, f, _ in data], dtype=float)
+    r = np.array([area - sum(rest[k] * f[k] for k in rest) for _, f, area in data], dtype=float)
+    w = 1.0 / np.maximum(np.array([area for *_, area in data], dtype=float), 1.0)
+    den = float(np.sum((w * x) ** 2))
+    if den == 0:
+        raise ValueError(f"fit_feature: no module has any {feature}")
+    return AreaModel({**rest, feature: max(0.0, float(np.sum(w * x * w * r)) / den)})
 
 
 def evaluate(model: AreaModel, data) -> dict:

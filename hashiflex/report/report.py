@@ -74,7 +74,7 @@ def build_report(work: Path, clock_ghz: float = 1.0, area: bool = True, progress
         from . import area_model as am
 
         model_doc = json.loads(Path(area_model).read_text())
-        e = am.estimate(am.AreaModel(model_doc["coef_um2"]), sv, params)
+        e = am.estimate(am.load(Path(area_model)), sv, params)
         r["area_model_um2"] = e["area_um2"]
         r["area_model_unmodelled"] = e["unmodelled_modules"]
         r["area_model_memory_bits"] = e["memory_bits"]  # SRAM macros in silicon: not in the modelled area

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from hashiflex.report.area_model import FEATURES, AreaModel, estimate, evaluate, fit, memory_bits, module_features
+from hashiflex.report.area_model import (FEATURES, AreaModel, estimate, evaluate, fit, fit_feature, memory_bits,
+                                        module_features)
 
 HW = {"modules": [
     {"name": "ShiftAddLayer_features3conv00_n24_o144_p4_s2", "kind": "adder_layer", "lanes": 4, "adders": 400,
@@ -89,18 +90,19 @@ endmodule
 def test_the_npu_is_priced_from_its_parameters_and_its_weight_memory_is_counted_apart(tmp_path):
     f = module_features(NPU["name"], NPU_HW)
     # the lanes x width multipliers: weight bits x input bits each, and a dot-product tree per lane
-    assert f["adder_bits"] >= 5 * 16 * 8 * 8 + 5 * 15 * 26
+    assert f["multiplier_bits"] == 5 * 16 * 8 * 8 and f["adder_bits"] >= 5 * 15 * 26
     # both bias banks and both logits buffers are registers
     assert f["flip_flop_bits"] >= 2 * 40 * 24 + 2 * 40 * 16
     wider = dict(NPU_HW, modules=[dict(m, lanes=10, tiles=4) if m["kind"] == "npu" else m for m in NPU_HW["modules"]])
-    assert module_features(NPU["name"], wider)["adder_bits"] > f["adder_bits"]
-    assert module_features("NpuLoader_i32_o40_l5_w16", NPU_HW)["modules"] == 1
+    assert module_features(NPU["name"], wider)["multiplier_bits"] == 2 * f["multiplier_bits"]
+    loader = module_features("NpuLoader_i32_o40_l5_w16", NPU_HW)
+    assert loader["modules"] == 1 and loader["flip_flop_bits"] > 0 and loader["multiplier_bits"] == 0
     # a memory array is an SRAM macro in silicon: not priced by the logic model, its bits reported
     assert module_features("mem_32x640", NPU_HW) is None
     assert memory_bits("mem_32x640", NPU_HW) == 32 * 640
     assert memory_bits(NPU["name"], NPU_HW) is None
     (tmp_path / "t.sv").write_text(NPU_VERILOG)
-    model = AreaModel(dict(zip(FEATURES, [0.2, 0.4, 0.05, 0.1, 1.0])))
+    model = AreaModel(dict(zip(FEATURES, [0.2, 0.4, 0.05, 0.1, 1.0, 0.6])))
     e = estimate(model, tmp_path / "t.sv", NPU_HW)
     parts = ("Requant_c32_i12s_sh3_lo0_hi255", NPU["name"], "NpuLoader_i32_o40_l5_w16")
     assert e["area_um2"] == pytest.approx(sum(model.predict(module_features(m, NPU_HW)) for m in parts))
@@ -108,9 +110,27 @@ def test_the_npu_is_priced_from_its_parameters_and_its_weight_memory_is_counted_
     assert (e["unmodelled_modules"], e["memory_bits"]) == ([], 32 * 640)
 
 
+def test_one_coefficient_is_fitted_with_the_others_kept():
+    rng = np.random.default_rng(1)
+    true = dict(zip(FEATURES, [0.9, 0.3, 0.05, 0.2, 10.0, 0.7]))
+    data = []
+    for i in range(6):
+        f = {k: float(rng.integers(0, 5000)) for k in FEATURES}
+        data.append((f"m{i}", f, AreaModel(true).predict(f)))
+    start = AreaModel({**true, "multiplier_bits": 0.0})
+    got = fit_feature(start, data, "multiplier_bits")
+    assert got.coef["multiplier_bits"] == pytest.approx(0.7, rel=1e-9)
+    assert {k: v for k, v in got.coef.items() if k != "multiplier_bits"} == {
+        k: v for k, v in true.items() if k != "multiplier_bits"}
+    with pytest.raises(ValueError, match="no module has any multiplier_bits"):
+        fit_feature(start, [(n, dict(f, multiplier_bits=0.0), a) for n, f, a in data], "multiplier_bits")
+    with pytest.raises(ValueError, match="no coefficient for multiplier_bits .*benchmarks/area_model.py"):
+        AreaModel({k: v for k, v in true.items() if k != "multiplier_bits"})
+
+
 def test_fit_recovers_known_costs_and_reports_held_out_error():
     rng = np.random.default_rng(0)
-    true = dict(zip(FEATURES, [0.9, 0.3, 0.05, 0.2, 10.0]))
+    true = dict(zip(FEATURES, [0.9, 0.3, 0.05, 0.2, 10.0, 0.7]))
     data = []
     for i in range(40):
         f = {k: float(rng.integers(0, 5000)) for k in FEATURES}
