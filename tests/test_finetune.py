@@ -78,9 +78,18 @@ def test_report_splits_backbone_and_npu(tuned):
 
     modelled = build_report(work / "npu", area=False, progress=False, netlist=False,
                             area_model=ROOT / "benchmarks" / "results" / "area_model.json")
-    assert modelled["area_model_um2"] > 0  # the backbone's layers
-    assert modelled["area_model_unmodelled"] == [rep["npu"]["module"]]
-    assert "the backbone, not the NPU" in format_report(modelled)
+    # every module priced: the backbone's layers, the NPU's logic and loader; its weight banks counted as SRAM bits
+    assert modelled["area_model_unmodelled"] == []
+    assert 0 < modelled["npu"]["area_model_um2"] < modelled["area_model_um2"]
+    assert modelled["backbone_area_model_um2"] == pytest.approx(modelled["area_model_um2"]
+                                                                - modelled["npu"]["area_model_um2"])
+    from hashiflex import hw
+
+    n = hw.read_hw_params(work / "npu" / "rtl")["npu"]  # two banks of schedule words, a weight per MAC in each
+    assert n["weight_memory_words"] == 2 * n["schedule_cycles"]
+    assert modelled["area_model_memory_bits"] == n["weight_memory_words"] * n["weight_memory_word_bits"]
+    text = format_report(modelled)
+    assert "bits of SRAM" in text and "hardened backbone / NPU logic" in text
 
 
 def test_npu_energy_follows_the_schedule():
