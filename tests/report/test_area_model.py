@@ -110,13 +110,19 @@ def test_the_npu_is_priced_from_its_parameters_and_its_weight_memory_is_counted_
     assert (e["unmodelled_modules"], e["memory_bits"]) == ([], 32 * 640)
 
 
+TRUE = dict(zip(FEATURES, [0.9, 0.3, 0.05, 0.2, 10.0, 0.7]))
+
+
+def _samples(n: int, seed: int) -> list[tuple[str, dict[str, float], float]]:
+    """``n`` modules with random features (one module each) and their areas under the coefficients TRUE."""
+    rng = np.random.default_rng(seed)
+    feats = [dict({k: float(rng.integers(0, 5000)) for k in FEATURES}, modules=1.0) for _ in range(n)]
+    return [(f"m{i}", f, AreaModel(TRUE).predict(f)) for i, f in enumerate(feats)]
+
+
 def test_one_coefficient_is_fitted_with_the_others_kept():
-    rng = np.random.default_rng(1)
-    true = dict(zip(FEATURES, [0.9, 0.3, 0.05, 0.2, 10.0, 0.7]))
-    data = []
-    for i in range(6):
-        f = {k: float(rng.integers(0, 5000)) for k in FEATURES}
-        data.append((f"m{i}", f, AreaModel(true).predict(f)))
+    true = TRUE
+    data = _samples(6, 1)
     start = AreaModel({**true, "multiplier_bits": 0.0})
     got = fit_feature(start, data, "multiplier_bits")
     assert got.coef["multiplier_bits"] == pytest.approx(0.7, rel=1e-9)
@@ -129,13 +135,8 @@ def test_one_coefficient_is_fitted_with_the_others_kept():
 
 
 def test_fit_recovers_known_costs_and_reports_held_out_error():
-    rng = np.random.default_rng(0)
-    true = dict(zip(FEATURES, [0.9, 0.3, 0.05, 0.2, 10.0, 0.7]))
-    data = []
-    for i in range(40):
-        f = {k: float(rng.integers(0, 5000)) for k in FEATURES}
-        f["modules"] = 1.0
-        data.append((f"m{i}", f, AreaModel(true).predict(f)))
+    true = TRUE
+    data = _samples(40, 0)
     model = fit(data[:30])
     for k in FEATURES:
         assert model.coef[k] == pytest.approx(true[k], rel=1e-6)
