@@ -45,7 +45,7 @@ def _kinds():
 
     def npu(m):
         # the NPU's own logic (its loader and its weight memory are modules of their own): lanes x width
-        # multipliers (an array multiplier is about one adder bit per partial-product bit), a tree of width - 1
+        # multipliers (their partial-product bits; their outputs registered), a tree of width - 1
         # accumulator-wide adders per lane, the accumulate, bias and rounding adds and the variable requantizing
         # shift per lane, the top-k comparators; registers for the input vector (two copies and the chunk
         # stage), the dot products and accumulators, both banks of biases and both logits buffers
@@ -53,7 +53,9 @@ def _kinds():
         cap, tiles, chunks = m["capacity"], m["tiles"], m["chunks"]
         return {"multiplier_bits": lanes * width * m["weight_bits"] * ib,  # partial-product bits
                 "adder_bits": lanes * (width - 1) * aw + 3 * lanes * (aw + 1) + m["scan"] * m["top_k"] * (m["out_bits"] + 1),
+                # the registered products (signed: an unsigned input gains a bit)
                 "flip_flop_bits": (2 * m["in_features"] + width) * ib + 2 * lanes * aw + 2 * cap * m["bias_bits"]
+                + lanes * width * (ib + 1 + m["weight_bits"])
                 + 2 * cap * m["out_bits"] + m["top_k"] * (m["out_bits"] + m["index_bits"] + 1),
                 "mux_bits": width * ib * (chunks - 1) + lanes * m["bias_bits"] * (2 * tiles - 1)
                 + lanes * (aw + 1) * m["shift_bits"] + 3 * cap * m["out_bits"] + m["scan"] * m["out_bits"] * (cap - 1),

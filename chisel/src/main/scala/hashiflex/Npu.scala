@@ -33,8 +33,9 @@ final case class NpuSpec(inFeatures: Int, inFmt: NumFmt, capacity: Int, lanes: I
 
 object NpuSpec {
   /** Cycles from an image's last issue to its logits buffer being free, beyond the ceil(capacity / scan) top-k
-    * steps: memory + dot product (2), output beat (1), free seen by the issue stage (1) (hashiflex.npu.SCAN_OVERHEAD). */
-  val ScanOverhead = 4
+    * steps: memory, products and dot product (3), output beat (1), free seen by the issue stage (1)
+    * (hashiflex.npu.SCAN_OVERHEAD). */
+  val ScanOverhead = 5
 
   /** The accumulator width: any sum of inFeatures products of a `bits`-wide weight and an input in `in`, plus a
     * bias, signed (hashiflex.npu.NpuConfig.acc_width). */
@@ -333,10 +334,12 @@ class Npu(val p: NpuSpec) extends Module {
   private val bufShift = Reg(Vec(2, UInt(p.shiftBits.W)))
   private val logits = Reg(Vec(2, Vec(p.capacity, UInt(p.outBits.W))))
 
-  // stage B (memory data) and C (dot products) tags
-  private val vB = RegInit(false.B); private val vC = RegInit(false.B)
+  // stage B (memory data), P (products) and C (dot products) tags
+  private val vB = RegInit(false.B); private val vP = RegInit(false.B); private val vC = RegInit(false.B)
   private val tB = Reg(chiselTypeOf(t)); private val jB = Reg(chiselTypeOf(j)); private val lastB = Reg(Bool())
   private val bufB = Reg(UInt(1.W)); private val bankB = Reg(UInt(1.W))
+  private val tP = Reg(chiselTypeOf(t)); private val jP = Reg(chiselTypeOf(j)); private val lastP = Reg(Bool())
+  private val bufP = Reg(UInt(1.W)); private val bankP = Reg(UInt(1.W))
   private val tC = Reg(chiselTypeOf(t)); private val jC = Reg(chiselTypeOf(j)); private val lastC = Reg(Bool())
   private val bufC = Reg(UInt(1.W)); private val bankC = Reg(UInt(1.W))
   private val xB = Reg(Vec(p.width, UInt(p.inFmt.width.W)))
@@ -346,7 +349,7 @@ class Npu(val p: NpuSpec) extends Module {
   // ---- load port
   private val loader = Module(new NpuLoader(p))
   loader.io.in <> load
-  private def inUse(b: UInt) = (busy && bank === b) || (vB && bankB === b) || (vC && bankC === b)
+  private def inUse(b: UInt) = (busy && bank === b) || (vB && bankB === b) || (vP && bankP === b) || (vC && bankC === b)
   loader.io.allowStart := !pending && !inUse(shadow)
   when(loader.io.weight.valid) {
     val wv = loader.io.weight.bits
@@ -378,7 +381,7 @@ class Npu(val p: NpuSpec) extends Module {
   private val start =
     xFull && (activeValid || pending) && bufState(nextBuf) === B.free && (!busy || lastIssue) && paced._1
   private val startBank = Mux(pending, shadow, active)
-  when(pending && (start || !(busy || vB || vC))) { // swap between images
+  when(pending && (start || !(busy || vB || vP || vC))) { // swap between images
     active := shadow; activeValid := true.B; pending := false.B
   }
   in.ready := !xFull || start
@@ -412,11 +415,17 @@ class Npu(val p: NpuSpec) extends Module {
   }
   vB := busy; tB := t; jB := j; lastB := lastIssue; bufB := cur; bankB := bank
 
-  // ---- stage B: lanes x width products, summed per lane
+  // ---- stage B: lanes x width products, registered (a multiplier and the dot-product tree in one cycle were the
+  // NPU's slowest path: 1.55 ns at width 80, benchmarks/timing_npu.py)
   private def toS(x: UInt): SInt = if (p.inFmt.signed) x.asSInt else x.zext
-  vC := vB; tC := tB; jC := jB; lastC := lastB; bufC := bufB; bankC := bankB
+  private val prodP = Reg(Vec(p.macs, SInt((p.inFmt.width + 1 + p.weightBits).W)))
+  for (e <- 0 until p.macs) prodP(e) := toS(xB(e % p.width)) * rd(e)
+  vP := vB; tP := tB; jP := jB; lastP := lastB; bufP := bufB; bankP := bankB
+
+  // ---- stage P: the products summed per lane
+  vC := vP; tC := tP; jC := jP; lastC := lastP; bufC := bufP; bankC := bankP
   for (l <- 0 until p.lanes) {
-    val prods = (0 until p.width).map(q => (toS(xB(q)) * rd(l * p.width + q)).pad(aw))
+    val prods = (0 until p.width).map(q => prodP(l * p.width + q).pad(aw))
     dotC(l) := VecInit(prods).reduceTree((a, b) => (a +& b)(aw - 1, 0).asSInt)
   }
 
