@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
@@ -71,6 +72,7 @@ def block_design(seed: int):
 # (vector features, classes, size, target II): NPUs of several shapes (size_npu chooses lanes x width): 5 x 16 in
 # 2 chunks and 8 tiles, 1 x 64 in 64 tiles, 3 x 48 in 8 tiles; and a larger one, 25 x 16 (--npu-probes 4)
 NPU_PROBES = [(32, 40, 4, 16), (64, 64, 8, 64), (48, 24, 4, 12), (64, 100, 4, 16)]
+NPU_MODULES = r"^Npu(_|Loader)"  # the NPU's logic and its loader (not its weight memory, an SRAM macro)
 
 
 def npu_probe(features: int, classes: int, size: int, target: int, seed: int = 0):
@@ -100,10 +102,10 @@ def calibrate_npu(work: Path, probes: int, jobs: int | None) -> None:
     params = hw.elaborate_many(todo, quiet=True)
     per_probe = []
     for (_, rtl), p in zip(todo, tqdm(params, desc="synthesize NPU modules")):
-        ms = synthesize_modules(rtl / p["verilog"], p["top"], jobs=jobs, progress=False, match=r"^Npu(_|Loader)")
-        rows = [(m, area_model.module_features(m, p), r["own_um2"]) for m, r in ms.rows.items()
-                if m.startswith("Npu") and area_model.module_features(m, p) is not None]
-        per_probe.append(rows)
+        ms = synthesize_modules(rtl / p["verilog"], p["top"], jobs=jobs, progress=False, match=NPU_MODULES)
+        # ms.rows also holds the design's other modules found in the cache: the NPU's alone
+        per_probe.append([(m, area_model.module_features(m, p), r["own_um2"]) for m, r in ms.rows.items()
+                          if re.search(NPU_MODULES, m)])
     synth_s = time.perf_counter() - t0
     data = [r for rows in per_probe for r in rows]
     model = area_model.fit_feature(area_model.AreaModel({**base, "multiplier_bits": 0.0}), data, "multiplier_bits")

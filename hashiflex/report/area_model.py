@@ -197,10 +197,11 @@ def estimate(model: AreaModel, verilog: str | Path, hw_params: dict) -> dict:
         return re.findall(r"^\s+(\w+)\s+(\w+)\s*\(\s*$", body, flags=re.M)
 
     insts = [m for m, _ in instances(top)]
+    npu_mods: list[str] = []
     if hw_params.get("npu"):  # hardened backbone + NPU: the backbone's layers, the NPU and what it holds
         inner = dict((i, m) for m, i in instances(top))
-        insts = [m for m, _ in instances(inner["backbone"])] + [inner["npu"]]
-        insts += [m for m, _ in instances(inner["npu"])]
+        npu_mods = [inner["npu"]] + [m for m, _ in instances(inner["npu"])]
+        insts = [m for m, _ in instances(inner["backbone"])] + npu_mods
     total, unknown, parts, mem = 0.0, [], {}, {}
     for name in insts:
         f = module_features(name, hw_params)
@@ -216,7 +217,8 @@ def estimate(model: AreaModel, verilog: str | Path, hw_params: dict) -> dict:
         parts[name] = parts.get(name, 0.0) + a
     return {"area_um2": total, "unmodelled_modules": sorted(set(unknown)), "breakdown": parts,
             # memory arrays (the NPU's weight banks): SRAM macros from a memory compiler, not standard cells
-            "memory_bits": sum(mem.values()), "memories": mem}
+            "memory_bits": sum(mem.values()), "memories": mem,
+            "npu_um2": sum(a for m, a in parts.items() if m in npu_mods)}  # the NPU's logic and its loader
 
 
 def save(model: AreaModel, path: Path, evaluation: dict | None = None) -> None:

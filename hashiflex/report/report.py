@@ -74,12 +74,12 @@ def build_report(work: Path, clock_ghz: float = 1.0, area: bool = True, progress
         from . import area_model as am
 
         model_doc = json.loads(Path(area_model).read_text())
-        e = am.estimate(am.load(Path(area_model)), sv, params)
+        e = am.estimate(am.AreaModel(model_doc["coef_um2"]), sv, params)
         r["area_model_um2"] = e["area_um2"]
         r["area_model_unmodelled"] = e["unmodelled_modules"]
         r["area_model_memory_bits"] = e["memory_bits"]  # SRAM macros in silicon: not in the modelled area
         if "npu" in r:  # the NPU's own logic and its loader (its weight banks are the memory bits)
-            r["npu"]["area_model_um2"] = sum(a for m, a in e["breakdown"].items() if m.startswith("Npu"))
+            r["npu"]["area_model_um2"] = e["npu_um2"]
             r["backbone_area_model_um2"] = e["area_um2"] - r["npu"]["area_model_um2"]
         r["area_model_file"] = str(area_model)
         r["area_model_held_out_error"] = model_doc.get("held_out", {}).get("mean_abs_error")

@@ -108,6 +108,7 @@ def test_the_npu_is_priced_from_its_parameters_and_its_weight_memory_is_counted_
     assert e["area_um2"] == pytest.approx(sum(model.predict(module_features(m, NPU_HW)) for m in parts))
     assert set(e["breakdown"]) == set(parts)
     assert (e["unmodelled_modules"], e["memory_bits"]) == ([], 32 * 640)
+    assert e["npu_um2"] == pytest.approx(sum(model.predict(module_features(m, NPU_HW)) for m in parts[1:]))
 
 
 TRUE = dict(zip(FEATURES, [0.9, 0.3, 0.05, 0.2, 10.0, 0.7]))

@@ -178,7 +178,7 @@ def test_an_empty_load_image_is_too_short_and_changes_nothing(npu_sims):
 
 def test_the_npu_and_what_it_holds_are_in_the_module_table(npu_sims, work_root):
     """The area model prices the NPU's logic and its loader from the generator's table and counts its weight banks
-    (a memory module firtool names by its depth and word bits) as memory bits, leaving nothing unpriced."""
+    (NpuWeightMemory, kind "memory") as memory bits, leaving nothing unpriced."""
     from hashiflex.report import area_model
     from hashiflex.report.hierarchy import inspect_verilog
 

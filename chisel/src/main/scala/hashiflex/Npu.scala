@@ -254,9 +254,6 @@ object TopK {
   }
 }
 
-/** The NPU: MAC schedule over the active weight bank, requantize, a ping-pong pair of logits buffers and a
-  * top-k scan, and the load port. Consumes one vector per image from `in` with back-pressure.
-  */
 /** The NPU's two weight banks: `depth` words of `macs` weights, written one weight at a time (a write mask per
   * weight), read a whole word per cycle one cycle after the address (an SRAM macro in silicon; a module of its
   * own so the area model and the synthesis flow can tell it from logic: kind "memory" in the module table). */
@@ -286,6 +283,9 @@ class NpuWeightMemory(depth: Int, macs: Int, weightBits: Int) extends Module {
   def read(addr: UInt, en: Bool): Vec[SInt] = { io.raddr := fit(addr); io.ren := en; io.rdata }
 }
 
+/** The NPU: MAC schedule over the active weight bank, requantize, a ping-pong pair of logits buffers and a
+  * top-k scan, and the load port. Consumes one vector per image from `in` with back-pressure.
+  */
 class Npu(val p: NpuSpec) extends Module {
   override def desiredName: String = p.moduleName
   import ModuleTable._
