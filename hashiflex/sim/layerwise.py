@@ -13,8 +13,13 @@ design's module computes exactly what the spec does on real data.
 The layers are elaborated in one generator run (one JVM; Mill's build folder is not shared between processes),
 then each is built with Verilator and simulated as its own job, fanned out with Ray
 (:func:`hashiflex.fanout.run_jobs`, local by default, a cluster by ``address``), the smallest first, each result
-written as it arrives (a stopped run resumes). Layers that read two tensors (residual adds, concatenations) are
-listed as not covered here: the reduced networks co-simulate them whole.
+written as it arrives (a stopped run resumes).
+
+A layer that reads several tensors (a residual add, a concatenation) cannot be cut out as a one-input design, so it
+is verified on the full design's own module: :func:`join_harness` wraps the module the full design instantiates
+for that layer (its text, and its submodules', copied from the full design's Verilog) in a top whose one input
+stream carries every operand's lanes side by side; the operands are the golden model's tensors, so each beat
+offers all of them at once, as the FIFOs before the join do in the full design once they are primed.
 """
 from __future__ import annotations
 
@@ -98,6 +103,115 @@ def chain_design(d: dict, g: Graph, first: int, last: int) -> tuple[dict, Graph]
                                parallelism={"input": par[ext], **{n: par[n] for n in names}},
                                levels={n: own[n] for n in names if n in own} or None)
     return design, sub
+
+
+_DIR = re.compile(r"^\s*(input|output)\s+(?:\[(\d+):0\]\s+)?(\w+)")
+
+
+def port_list(module_text: str) -> list[tuple[str, str, int]]:
+    """The ports of one module's Verilog as (name, "input"/"output", width), in order (firtool's header: one port
+    per line; a line without a direction continues the one above)."""
+    head = module_text.split(");", 1)[0].split("(", 1)[1]
+    out, cur = [], None
+    for line in head.split("\n"):
+        m = _DIR.match(line)
+        if m:
+            cur = (m.group(1), int(m.group(2)) + 1 if m.group(2) else 1)
+            name = m.group(3)
+        else:
+            n = re.match(r"^\s*(\w+),?\s*$", line)
+            if not n:
+                continue
+            if cur is None:
+                raise ValueError(f"port {n.group(1)}: no direction before it")
+            name = n.group(1)
+        out.append((name, *cur))
+    return out
+
+
+def join_harness(full: dict[str, str], layer: str, channels: list[int], par: int, out_channels: int,
+                 top: str) -> tuple[str, list[str], int]:
+    """Verilog for verifying layer ``layer`` of a full design that joins several streams (``full``: its modules by
+    name): the module the full design instantiates as ``layer`` and every module under it, text for text, inside
+    a top ``top`` with the generator's stream ports (``in_bits_<p*C + c>``, ``out_bits_<p*C_out + c>``, ``par``
+    pixels per beat) whose input beat carries the operands' channels side by side (``channels[i]`` of operand i,
+    in the natural order of the module's input stream names). Every operand is valid when the input is; the input is taken when
+    every operand is. Returns (the Verilog, the names of the full design's modules it holds, the input lanes'
+    width: the widest operand's)."""
+    from ..report.modsynth import reachable, submodules
+
+    inst = re.sub(r"\W", "_", layer)
+    owners = [m.group(1) for t in full.values()
+              for m in re.finditer(rf"^\s*(\w+)\s+{re.escape(inst)}\s*\(\s*$", t, re.M)]
+    if len(owners) != 1:
+        raise ValueError(f"layer {layer}: expected one instance named {inst} in the full design's Verilog, "
+                         f"found {len(owners)}")
+    mod = owners[0]
+    ports = port_list(full[mod])
+    width = {n: w for n, _, w in ports}
+    # operand streams in the natural order of their names (a, b; in_0, in_1, ..., in_10): firtool does not keep
+    # a MixedVec's element order among the ports
+    natural = lambda n: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)]  # noqa: E731
+    ins = sorted((n[:-len("_valid")] for n, d, _ in ports if d == "input" and n.endswith("_valid")), key=natural)
+    outs = [n[:-len("_valid")] for n, d, _ in ports if d == "output" and n.endswith("_valid")]
+    if len(ins) != len(channels) or len(outs) != 1:
+        raise ValueError(f"layer {layer}: module {mod} has input streams {ins} and output streams {outs}; "
+                         f"expected {len(channels)} operand streams and one output")
+    total = sum(channels)
+    w_in = max([w for n, w in width.items() if any(n.startswith(f"{i}_bits_") for i in ins)] or [1])
+    lanes = [(f"{ins[i]}_bits_{p * c + j}", p * total + sum(channels[:i]) + j)
+             for i, c in enumerate(channels) for p in range(par) for j in range(c)]
+    outp = [f"{outs[0]}_bits_{q}" for q in range(par * out_channels)]
+    missing = [n for n in outp if n not in width]
+    if missing:
+        raise ValueError(f"layer {layer}: module {mod} lacks output lanes {missing[:4]}")
+    w_out = width[outp[0]]
+    rng = lambda w: f"[{w - 1}:0] " if w > 1 else ""  # noqa: E731
+    decl = ["  input clock,", "  input reset,", "  output in_ready,", "  input in_valid,"]
+    decl += [f"  input {rng(w_in)}in_bits_{k}," for k in range(par * total)]
+    decl += ["  input out_ready,", "  output out_valid,"]
+    decl += [f"  output {rng(w_out)}out_bits_{q}," for q in range(par * out_channels)]
+    decl[-1] = decl[-1].rstrip(",")
+    conn = [f"    .{n}({n})," for n in ("clock", "reset") if n in width]
+    for i, s in enumerate(ins):
+        conn += [f"    .{s}_valid(in_valid),", f"    .{s}_ready(ready_{i}),"]
+    # a lane the full design's module lacks was folded away as a constant there: left unconnected here too
+    conn += [f"    .{n}(in_bits_{k}[{width[n] - 1}:0])," for n, k in lanes if n in width]
+    conn += [f"    .{outs[0]}_ready(out_ready),", f"    .{outs[0]}_valid(out_valid),"]
+    conn += [f"    .{n}(out_bits_{q})," for q, n in enumerate(outp)]
+    conn[-1] = conn[-1].rstrip(",")
+    held = reachable(submodules(full), mod)
+    text = "\n".join([f"module {top}(", *decl, ");",
+                      *[f"  wire ready_{i};" for i in range(len(ins))],
+                      "  assign in_ready = " + " & ".join(f"ready_{i}" for i in range(len(ins))) + ";",
+                      f"  {mod} dut (", *conn, "  );", "endmodule", ""])
+    return text + "".join(full[m] for m in held), held, w_in
+
+
+def join_job(d: dict, g: Graph, k: int, full: dict[str, str], acts: dict[str, np.ndarray], base: Path) -> tuple:
+    """The arguments of :func:`cosim_layer` for layer ``k`` of design ``d`` (IR ``g``), a layer that reads several
+    tensors: its :func:`join_harness` written under ``base``, its operands side by side as the input, the golden
+    output as the expectation."""
+    rec = d["layers"][k]
+    srcs = g.sources()[k]
+    n = len(next(iter(acts.values())))
+    shapes = [tuple(acts[s].shape[1:]) if acts[s].ndim == 4 else (acts[s].shape[1], 1, 1) for s in srcs]
+    if len({s[1:] for s in shapes}) != 1:
+        raise ValueError(f"layer {rec['name']}: operands of sizes {shapes}; a join reads maps of one size")
+    _, h, w = shapes[0]
+    par = rec["parallelism"]
+    top = f"JoinHarness_L{k}"
+    text, held, bits = join_harness(full, rec["name"], [s[0] for s in shapes], par, rec["out_shape"][0], top)
+    rtl = base / "rtl"
+    rtl.mkdir(parents=True, exist_ok=True)
+    (rtl / f"{top}.sv").write_text(text)
+    x = np.concatenate([acts[s].reshape(n, *shape) for s, shape in zip(srcs, shapes)], axis=1)
+    design = {"name": top, "input": {"shape": [sum(s[0] for s in shapes), h, w], "bits": bits, "parallelism": par},
+              "output": {"features": int(np.prod(rec["out_shape"])), "width": rec["out_width"],
+                         "signed": rec["out_signed"]},
+              "layers": [{"name": rec["name"], "op": rec["op"], "out_shape": rec["out_shape"], "parallelism": par}]}
+    params = {"verilog": f"{top}.sv", "top": top, "ii_cycles_per_image": h * w // par}
+    return str(rtl), params, design, x, acts[rec["name"]], {m: full[m] for m in held}
 
 
 def golden_activations(g: Graph, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -206,9 +320,9 @@ _LAYER_MODULE = re.compile(r"^(ShiftAddLane|ShiftAddLayer|WindowGen|MaxPool|Requ
 def verify_layers(design_path: str | Path, x: np.ndarray, work: str | Path, address: str | None = None,
                   jobs: int | None = None, limit: int | None = None, match: str | None = None,
                   max_adders: int | None = None, progress: bool = True) -> dict:
-    """Co-simulate the single-input layers of the design at ``design_path`` (elaborated: its ``rtl`` folder beside
-    it) one by one on integer images ``x`` (see the module docstring); results in WORK/layerwise.json, resumed
-    from it. ``limit``: at most this many new layers, the fewest adders first; ``match``: only layers whose name
+    """Co-simulate the layers of the design at ``design_path`` (elaborated: its ``rtl`` folder beside it) one by
+    one on integer images ``x`` (see the module docstring: single-input layers cut out and elaborated, joins on the
+    full design's module); results in WORK/layerwise.json, resumed from it. ``limit``: at most this many new layers, the fewest adders first; ``match``: only layers whose name
     matches; ``max_adders``: skip layers with more adders (a lane too large for this machine's Verilator)."""
     from .. import hw
     from ..export.design import load_design, write_design
@@ -226,9 +340,7 @@ def verify_layers(design_path: str | Path, x: np.ndarray, work: str | Path, addr
     for k, layer in enumerate(g.layers):
         if layer.name in done or (match and not re.search(match, layer.name)):
             continue
-        if len(g.sources()[k]) > 1:
-            skipped.append({"layer": layer.name, "why": "reads two tensors (co-simulated in the reduced networks)"})
-        elif max_adders is not None and adders[layer.name] > max_adders:
+        if max_adders is not None and adders[layer.name] > max_adders:
             skipped.append({"layer": layer.name, "why": f"{adders[layer.name]:,} adders > --max-adders"})
         else:
             todo.append(k)
@@ -236,8 +348,11 @@ def verify_layers(design_path: str | Path, x: np.ndarray, work: str | Path, addr
     if limit is not None:
         todo = todo[:limit]
     acts = golden_activations(g, x) if todo else {}
+    joins = [k for k in todo if len(g.sources()[k]) > 1]
     subs = []
     for k in todo:
+        if k in joins:
+            continue
         sub, one = layer_design(d, g, k)
         base = work / f"L{k:03d}"
         write_design(sub, base / "design.json")
@@ -245,8 +360,8 @@ def verify_layers(design_path: str | Path, x: np.ndarray, work: str | Path, addr
     t0 = time.perf_counter()
     params = hw.elaborate_many([(b / "design.json", b / "rtl") for *_, b in subs], quiet=True) if subs else []
     elaborate_s = time.perf_counter() - t0
-    full = _modules((design_path.parent / "rtl" / full_params["verilog"]).read_text()) if subs else {}
-    args = []
+    full = _modules((design_path.parent / "rtl" / full_params["verilog"]).read_text()) if todo else {}
+    args = [join_job(d, g, k, full, acts, work / f"L{k:03d}") for k in joins]
     for (k, sub, one, base), p in zip(subs, params):
         hw.check_design_hw(sub, one, p)
         mine = _modules((base / "rtl" / p["verilog"]).read_text())

@@ -8,7 +8,8 @@ import pytest
 
 from hashiflex.export import design_from_graph, load_design
 from hashiflex.ir import Input, IRError, TensorType
-from hashiflex.sim.layerwise import chain_design, golden_activations, layer_design, verify_layers
+from hashiflex.sim.layerwise import (chain_design, golden_activations, join_harness, layer_design, port_list,
+                                     verify_layers)
 from tests.conftest import require_tool
 from tests.helpers import random_graph, random_inputs
 
@@ -156,3 +157,88 @@ def test_a_module_the_full_design_specialises_is_simulated_as_the_full_design_ha
     assert "    .in_a  (a),\n    .out_x (x)\n  );" in mods["Top"]
     with pytest.raises(ValueError, match="module N: not in both the layer's and the full design's Verilog"):
         with_full_modules(_LAYER_SV, ["N"], {"M": _FULL_M})
+
+
+_JOIN_SV = """module Add2(
+  output       a_ready,
+  input        a_valid,
+  input  [3:0] a_bits_0,
+               a_bits_1,
+  output       b_ready,
+  input        b_valid,
+  input  [4:0] b_bits_1,
+  input        out_ready,
+  output       out_valid,
+  output [5:0] out_bits_0,
+               out_bits_1
+);
+  assign out_bits_0 = a_bits_0;
+  assign out_bits_1 = a_bits_1 + b_bits_1;
+endmodule
+
+module Top(
+  input clock
+);
+  Add2 add_1 (
+    .a_valid (1'h1)
+  );
+  Other x (
+  );
+endmodule
+"""
+
+
+def test_a_join_is_wrapped_as_the_full_design_holds_it_with_its_operands_side_by_side():
+    """Ports parsed with firtool's continuation lines; operand lane p*C_i + c reads input lane p*C + offset_i + c;
+    a lane the full design folded away (b_bits_0) stays unconnected; a missing instance or stream is named."""
+    from hashiflex.sim.layerwise import _modules
+
+    full = _modules(_JOIN_SV)
+    assert port_list(full["Add2"])[:4] == [("a_ready", "output", 1), ("a_valid", "input", 1), ("a_bits_0", "input", 4),
+                                           ("a_bits_1", "input", 4)]
+    text, held, width = join_harness(full, "add.1", [1, 1], 2, 1, "H")  # a layer name's dot is an underscore
+    assert held == ["Add2"] and width == 5 and text.endswith(full["Add2"])
+    top = _modules(text)["H"]
+    assert "input [4:0] in_bits_3," in top and "output [5:0] out_bits_1\n" in top
+    assert ".a_bits_1(in_bits_2[3:0])," in top and ".b_bits_1(in_bits_3[4:0])," in top
+    assert "b_bits_0" not in top and "assign in_ready = ready_0 & ready_1;" in top
+    with pytest.raises(ValueError, match="layer add2: expected one instance named add2 in the full design's Verilog, "
+                                         "found 0"):
+        join_harness(full, "add2", [1, 1], 2, 1, "H")
+    with pytest.raises(ValueError, match=r"layer add_1: module Add2 has input streams \['a', 'b'\] and output "
+                                         r"streams \['out'\]; expected 3 operand streams and one output"):
+        join_harness(full, "add_1", [1, 1, 1], 2, 1, "H")
+    with pytest.raises(ValueError, match=r"layer add_1: module Add2 lacks output lanes \['out_bits_2'"):
+        join_harness(full, "add_1", [1, 1], 2, 2, "H")
+
+
+@pytest.mark.verilator
+def test_residual_adds_and_concatenations_verify_on_the_full_designs_module_and_a_changed_one_is_caught(
+        elaborated, tmp_path):
+    require_tool("verilator")
+    g, d, _, rtl = next(e for e in elaborated if e[0].name == "cat2")
+    joins = [l.name for l, s in zip(g.layers, g.sources()) if len(s) > 1]
+    op = {r["name"]: r["op"] for r in d["layers"]}
+    assert {op[n] for n in joins} == {"add", "concat"}
+    from tests.helpers import random_inputs
+
+    x = random_inputs(g, 2, 3)
+    pattern = "^(" + "|".join(joins) + ")$"
+    r = verify_layers(rtl.parent / "design.json", x, tmp_path / "lw", match=pattern, progress=False, jobs=1)
+    assert sorted(row["layer"] for row in r["layers"]) == sorted(joins) and r["skipped"] == []
+    assert r["mismatched_values"] == 0 and r["modules_differ"] == []
+    assert all(row["modules_checked"] == 1 and row["values"] > 0 for row in r["layers"])
+    # the same adds against a full design whose ResidualAdd reads operand b where it read a: mismatches, not a pass
+    bad = tmp_path / "bad"
+    shutil.copytree(rtl, bad / "rtl")
+    shutil.copy(rtl.parent / "design.json", bad / "design.json")
+    sv = next((bad / "rtl").glob("*.sv"))
+    text = sv.read_text()
+    i = text.index("module ResidualAdd_")
+    j = text.index(");", i)
+    k = text.index("endmodule", j)
+    sv.write_text(text[:j] + text[j:k].replace("a_bits_", "b_bits_") + text[k:])
+    adds = [n for n in joins if op[n] == "add"]
+    r2 = verify_layers(bad / "design.json", x, tmp_path / "lw2", match="^(" + "|".join(adds) + ")$", progress=False,
+                       jobs=1)
+    assert r2["mismatched_values"] > 0
