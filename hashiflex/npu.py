@@ -38,8 +38,9 @@ MAGIC = 0x48464E31          # "HFN1"
 IMAGE_VERSION = 1
 HEADER_WORDS = 5
 # cycles from an image's last issue to its logits buffer being free, beyond the ceil(capacity / scan) top-k steps
-# (memory read, products and dot product 3, output beat 1, free seen by the issue stage 1)
-SCAN_OVERHEAD = 5
+# (memory read, products, partial sums, dot product, accumulate and rounding add 6, output beat 1, free seen by the
+# issue stage 1)
+SCAN_OVERHEAD = 8
 
 
 class Status(enum.IntEnum):

@@ -48,13 +48,16 @@ def _kinds():
         # multipliers (their partial-product bits; their outputs registered), a tree of width - 1
         # accumulator-wide adders per lane, the accumulate, bias and rounding adds and the variable requantizing
         # shift per lane, the top-k comparators; registers for the input vector (two copies and the chunk
-        # stage), the dot products and accumulators, both banks of biases and both logits buffers
+        # stage), the partial sums, the dot products and accumulators, a tile's sums, biases plus halves and rounded
+        # sums, both banks of biases and both logits buffers
         lanes, width, aw, ib = m["lanes"], m["width"], m["acc_width"], m["in_width"]
         cap, tiles, chunks = m["capacity"], m["tiles"], m["chunks"]
         return {"multiplier_bits": lanes * width * m["weight_bits"] * ib,  # partial-product bits
                 "adder_bits": lanes * (width - 1) * aw + 3 * lanes * (aw + 1) + m["scan"] * m["top_k"] * (m["out_bits"] + 1),
                 # the registered products (signed: an unsigned input gains a bit)
-                "flip_flop_bits": (2 * m["in_features"] + width) * ib + 2 * lanes * aw + 2 * cap * m["bias_bits"]
+                "flip_flop_bits": (2 * m["in_features"] + width) * ib + (m["partial_sums"] + 2 * lanes) * aw
+                + 3 * lanes * (aw + 1)
+                + 2 * cap * m["bias_bits"]
                 + lanes * width * (ib + 1 + m["weight_bits"])
                 + 2 * cap * m["out_bits"] + m["top_k"] * (m["out_bits"] + m["index_bits"] + 1),
                 "mux_bits": width * ib * (chunks - 1) + lanes * m["bias_bits"] * (2 * tiles - 1)
@@ -110,7 +113,12 @@ def module_features(module: str, hw_params: dict) -> dict[str, float] | None:
         return None
     f = dict.fromkeys(FEATURES, 0.0)
     f["modules"] = 1.0
-    f.update({k: float(v) for k, v in KINDS[m["kind"]](m).items()})
+    try:
+        priced = KINDS[m["kind"]](m)
+    except KeyError as e:
+        raise ValueError(f"hw_params.modules[{m['name']!r}]: kind {m['kind']!r} lacks parameter {e.args[0]!r} (a "
+                         f"table from an older generator: elaborate the design again)") from None
+    f.update({k: float(v) for k, v in priced.items()})
     return f
 
 

@@ -51,7 +51,7 @@ def test_module_kinds_and_their_features_come_from_the_generators_table():
 
 NPU = {"name": "Npu_i32_o40_l5_w16_wb8_a26_k1_s4", "kind": "npu", "in_features": 32, "in_width": 8, "capacity": 40,
        "lanes": 5, "width": 16, "weight_bits": 8, "bias_bits": 24, "acc_width": 26, "out_bits": 16, "shift_bits": 6,
-       "index_bits": 6, "top_k": 1, "scan": 4, "tiles": 8, "chunks": 2}
+       "index_bits": 6, "top_k": 1, "scan": 4, "tiles": 8, "chunks": 2, "partial_sums": 10}
 NPU_HW = {"top": "Hashiflex_t", "npu": {"module": NPU["name"]}, "modules": HW["modules"][4:5] + [
     NPU, {"name": "mem_32x640", "kind": "memory", "depth": 32, "width": 640, "write_mask_lanes": 80},
     {"name": "NpuLoader_i32_o40_l5_w16", "kind": "npu_loader", "in_features": 32, "capacity": 40, "macs": 80,
@@ -95,6 +95,13 @@ def test_the_npu_is_priced_from_its_parameters_and_its_weight_memory_is_counted_
     assert f["flip_flop_bits"] >= 2 * 40 * 24 + 2 * 40 * 16
     wider = dict(NPU_HW, modules=[dict(m, lanes=10, tiles=4) if m["kind"] == "npu" else m for m in NPU_HW["modules"]])
     assert module_features(NPU["name"], wider)["multiplier_bits"] == 2 * f["multiplier_bits"]
+    # the dot product's first stage registers its partial sums: accumulator-wide each
+    more = dict(NPU_HW, modules=[dict(m, partial_sums=20) if m["kind"] == "npu" else m for m in NPU_HW["modules"]])
+    assert module_features(NPU["name"], more)["flip_flop_bits"] == f["flip_flop_bits"] + 10 * 26
+    older = dict(NPU_HW, modules=[{k: v for k, v in m.items() if k != "partial_sums"} for m in NPU_HW["modules"]])
+    with pytest.raises(ValueError, match=r"hw_params.modules\['Npu_i32_o40_l5_w16_wb8_a26_k1_s4'\]: kind 'npu' "
+                                         r"lacks parameter 'partial_sums' \(a table from an older generator"):
+        module_features(NPU["name"], older)
     loader = module_features("NpuLoader_i32_o40_l5_w16", NPU_HW)
     assert loader["modules"] == 1 and loader["flip_flop_bits"] > 0 and loader["multiplier_bits"] == 0
     # a memory array is an SRAM macro in silicon: not priced by the logic model, its bits reported

@@ -33,9 +33,11 @@ final case class NpuSpec(inFeatures: Int, inFmt: NumFmt, capacity: Int, lanes: I
 
 object NpuSpec {
   /** Cycles from an image's last issue to its logits buffer being free, beyond the ceil(capacity / scan) top-k
-    * steps: memory, products and dot product (3), output beat (1), free seen by the issue stage (1)
-    * (hashiflex.npu.SCAN_OVERHEAD). */
-  val ScanOverhead = 5
+    * steps: memory, products, partial sums, dot product, accumulate and rounding add (6), output beat (1), free
+    * seen by the issue stage (1) (hashiflex.npu.SCAN_OVERHEAD). */
+  val ScanOverhead = 8
+  /** Products summed per partial sum in the dot product's first register stage. */
+  val PartialTerms = 8
 
   /** The accumulator width: any sum of inFeatures products of a `bits`-wide weight and an input in `in`, plus a
     * bias, signed (hashiflex.npu.NpuConfig.acc_width). */
@@ -292,7 +294,8 @@ class Npu(val p: NpuSpec) extends Module {
   ModuleTable.record(desiredName, "npu", "in_features" -> p.inFeatures, "in_width" -> p.inFmt.width,
     "capacity" -> p.capacity, "lanes" -> p.lanes, "width" -> p.width, "weight_bits" -> p.weightBits,
     "bias_bits" -> p.biasBits, "acc_width" -> p.accWidth, "out_bits" -> p.outBits, "shift_bits" -> p.shiftBits,
-    "index_bits" -> p.indexBits, "top_k" -> p.topK, "scan" -> p.scan, "tiles" -> p.tiles, "chunks" -> p.chunks)
+    "index_bits" -> p.indexBits, "top_k" -> p.topK, "scan" -> p.scan, "tiles" -> p.tiles, "chunks" -> p.chunks,
+    "partial_sums" -> p.lanes * ((p.width + NpuSpec.PartialTerms - 1) / NpuSpec.PartialTerms))
   val in = IO(Flipped(Decoupled(Vec(p.inFeatures, UInt(p.inFmt.width.W)))))
   val out = IO(Decoupled(new NpuResult(p)))
   val load = IO(Flipped(Decoupled(new LoadWord)))
@@ -334,22 +337,35 @@ class Npu(val p: NpuSpec) extends Module {
   private val bufShift = Reg(Vec(2, UInt(p.shiftBits.W)))
   private val logits = Reg(Vec(2, Vec(p.capacity, UInt(p.outBits.W))))
 
-  // stage B (memory data), P (products) and C (dot products) tags
-  private val vB = RegInit(false.B); private val vP = RegInit(false.B); private val vC = RegInit(false.B)
+  // stage B (memory data), P (products), Q (partial sums), C (dot products), D (a tile's sums) and E (rounded
+  // sums) tags
+  private val vB = RegInit(false.B); private val vP = RegInit(false.B); private val vQ = RegInit(false.B)
+  private val vC = RegInit(false.B)
   private val tB = Reg(chiselTypeOf(t)); private val jB = Reg(chiselTypeOf(j)); private val lastB = Reg(Bool())
   private val bufB = Reg(UInt(1.W)); private val bankB = Reg(UInt(1.W))
   private val tP = Reg(chiselTypeOf(t)); private val jP = Reg(chiselTypeOf(j)); private val lastP = Reg(Bool())
   private val bufP = Reg(UInt(1.W)); private val bankP = Reg(UInt(1.W))
+  private val tQ = Reg(chiselTypeOf(t)); private val jQ = Reg(chiselTypeOf(j)); private val lastQ = Reg(Bool())
+  private val bufQ = Reg(UInt(1.W)); private val bankQ = Reg(UInt(1.W))
   private val tC = Reg(chiselTypeOf(t)); private val jC = Reg(chiselTypeOf(j)); private val lastC = Reg(Bool())
   private val bufC = Reg(UInt(1.W)); private val bankC = Reg(UInt(1.W))
+  private val vD = RegInit(false.B); private val tD = Reg(chiselTypeOf(t)); private val lastD = Reg(Bool())
+  private val bufD = Reg(UInt(1.W))
+  private val vE = RegInit(false.B); private val tE = Reg(chiselTypeOf(t)); private val lastE = Reg(Bool())
+  private val bufE = Reg(UInt(1.W))
   private val xB = Reg(Vec(p.width, UInt(p.inFmt.width.W)))
   private val dotC = Reg(Vec(p.lanes, SInt(aw.W)))
   private val acc = Reg(Vec(p.lanes, SInt(aw.W)))
+  private val sumD = Reg(Vec(p.lanes, SInt(aw.W)))
+  private val bhW = math.max(p.biasBits, p.maxShift) + 1 // a bias plus half of the requantizing shift's unit
+  private val bhD = Reg(Vec(p.lanes, SInt(bhW.W)))
+  private val rE = Reg(Vec(p.lanes, SInt((math.max(aw, bhW) + 1).W)))
 
   // ---- load port
   private val loader = Module(new NpuLoader(p))
   loader.io.in <> load
-  private def inUse(b: UInt) = (busy && bank === b) || (vB && bankB === b) || (vP && bankP === b) || (vC && bankC === b)
+  private def inUse(b: UInt) = (busy && bank === b) || (vB && bankB === b) || (vP && bankP === b) || (vQ && bankQ === b) ||
+    (vC && bankC === b)
   loader.io.allowStart := !pending && !inUse(shadow)
   when(loader.io.weight.valid) {
     val wv = loader.io.weight.bits
@@ -381,7 +397,7 @@ class Npu(val p: NpuSpec) extends Module {
   private val start =
     xFull && (activeValid || pending) && bufState(nextBuf) === B.free && (!busy || lastIssue) && paced._1
   private val startBank = Mux(pending, shadow, active)
-  when(pending && (start || !(busy || vB || vP || vC))) { // swap between images
+  when(pending && (start || !(busy || vB || vP || vQ || vC))) { // swap between images
     active := shadow; activeValid := true.B; pending := false.B
   }
   in.ready := !xFull || start
@@ -422,34 +438,53 @@ class Npu(val p: NpuSpec) extends Module {
   for (e <- 0 until p.macs) prodP(e) := toS(xB(e % p.width)) * rd(e)
   vP := vB; tP := tB; jP := jB; lastP := lastB; bufP := bufB; bankP := bankB
 
-  // ---- stage P: the products summed per lane
-  vC := vP; tC := tP; jC := jP; lastC := lastP; bufC := bufP; bankC := bankP
-  for (l <- 0 until p.lanes) {
-    val prods = (0 until p.width).map(q => prodP(l * p.width + q).pad(aw))
-    dotC(l) := VecInit(prods).reduceTree((a, b) => (a +& b)(aw - 1, 0).asSInt)
+  // ---- stage P: the products summed per lane in groups of PartialTerms (the whole sum in one cycle was the NPU's
+  // slowest path once the requantization had stages of its own: 1.09 ns at width 80)
+  private val groups = (p.width + NpuSpec.PartialTerms - 1) / NpuSpec.PartialTerms
+  private val partQ = Reg(Vec(p.lanes * groups, SInt(aw.W)))
+  private def sumTree(xs: Seq[SInt]): SInt = VecInit(xs).reduceTree((a, b) => (a +& b)(aw - 1, 0).asSInt)
+  for (l <- 0 until p.lanes; g <- 0 until groups) {
+    val qs = (g * NpuSpec.PartialTerms until math.min(p.width, (g + 1) * NpuSpec.PartialTerms))
+    partQ(l * groups + g) := sumTree(qs.map(q => prodP(l * p.width + q).pad(aw)))
   }
+  vQ := vP; tQ := tP; jQ := jP; lastQ := lastP; bufQ := bufP; bankQ := bankP
 
-  // ---- stage C: accumulate; at a tile's last chunk add the bias, requantize, write the logits buffer
-  private val oLo = -(BigInt(1) << (p.outBits - 1))
-  private val oHi = (BigInt(1) << (p.outBits - 1)) - 1
-  private val sh = bufShift(bufC)
+  // ---- stage Q: the partial sums summed per lane
+  vC := vQ; tC := tQ; jC := jQ; lastC := lastQ; bufC := bufQ; bankC := bankQ
+  for (l <- 0 until p.lanes) dotC(l) := sumTree((0 until groups).map(g => partQ(l * groups + g)))
+
+  // ---- stage C: accumulate; at a tile's last chunk its sums, and each output's bias plus the rounding half,
+  // pass to stage D (accumulate, bias add, rounding add, shift and clamp in one cycle were the NPU's slowest path
+  // once the products were registered: 1.25 ns at width 80, benchmarks/timing_npu.py)
   private val tileDone = vC && jC === (J - 1).U
-  private val q = (0 until p.lanes).map { l =>
+  private val half = ((1.U << bufShift(bufC)) >> 1).zext
+  for (l <- 0 until p.lanes) {
     val sum = (Mux(jC === 0.U, 0.S(aw.W), acc(l)) +& dotC(l))(aw - 1, 0).asSInt
     when(vC) { acc(l) := sum }
     val b = Npu.select(tC, (0 until p.tiles).map(tt => pick(bankC, bias, math.min(tt * p.lanes + l, p.capacity - 1))))
-    val full = sum +& b // exact: the accumulator bound includes the bias
-    val half = ((1.U << sh) >> 1).zext
-    val r = (full +& half) >> sh
+    when(tileDone) { sumD(l) := sum; bhD(l) := b +& half }
+  }
+  vD := tileDone; tD := tC; lastD := lastC; bufD := bufC
+
+  // ---- stage D: the rounding add (exact: the accumulator bound includes the bias)
+  for (l <- 0 until p.lanes) rE(l) := sumD(l) +& bhD(l)
+  vE := vD; tE := tD; lastE := lastD; bufE := bufD
+
+  // ---- stage E: the requantizing shift and clamp; write the logits buffer
+  private val oLo = -(BigInt(1) << (p.outBits - 1))
+  private val oHi = (BigInt(1) << (p.outBits - 1)) - 1
+  private val sh = bufShift(bufE)
+  private val q = (0 until p.lanes).map { l =>
+    val r = rE(l) >> sh
     val y = Mux(r < oLo.S, oLo.S, Mux(r > oHi.S, oHi.S, r)).asUInt
     y(p.outBits - 1, 0)
   }
   for (b <- 0 until 2; i <- 0 until p.capacity) {
-    when(tileDone && bufC === b.U && tC === (i / p.lanes).U) {
+    when(vE && bufE === b.U && tE === (i / p.lanes).U) {
       logits(b)(i) := Mux(i.U < bufOut(b), q(i % p.lanes), 0.U)
     }
   }
-  when(tileDone && lastC) { bufState(bufC) := B.scanning }
+  when(vE && lastE) { bufState(bufE) := B.scanning }
 
   // ---- top-k scan of the buffers in image order, `scan` logits per cycle
   private val sb = RegInit(0.U(1.W))
