@@ -50,9 +50,25 @@ def npu_energy_pj(n: dict) -> float:
 
 
 def modelled_flip_flop_bits(hw_params: dict) -> int:
-    """Flip-flop bits the generator reports: adder-graph pipeline registers plus line buffers (skip FIFOs,
-    control and the pool accumulators' counters are not in it; a Yosys count has everything)."""
-    return hw_params["register_bits"] + hw_params["line_buffer_bits"]
+    """Flip-flop bits the generator reports: adder-graph pipeline registers plus line buffers, plus with an NPU its
+    registers as the module table's parameters count them (:func:`npu_flip_flop_bits`) (skip FIFOs, control and
+    the pool accumulators' counters are not in it; a Yosys count has everything)."""
+    return hw_params["register_bits"] + hw_params["line_buffer_bits"] + npu_flip_flop_bits(hw_params)
+
+
+def npu_flip_flop_bits(hw_params: dict) -> int:
+    """The NPU module's flip-flop bits (0 without an NPU): its input copies, registered products, partial sums,
+    dot products, accumulators, requantization stages, both bias banks and both logits buffers, counted from its
+    parameters in hw_params.json's module table as the area model prices them."""
+    if not hw_params.get("npu"):
+        return 0
+    from .area_model import module_features
+
+    name = hw_params["npu"]["module"]
+    f = module_features(name, hw_params)
+    if f is None:
+        raise ValueError(f"hw_params.npu.module: {name!r} is not in the module table (hw_params.modules)")
+    return int(f["flip_flop_bits"])
 
 
 def energy_per_image(design: dict, hw_params: dict, flip_flop_bits: int | None = None) -> Energy:
