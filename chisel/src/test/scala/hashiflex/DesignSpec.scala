@@ -155,7 +155,7 @@ class DesignReadSpec extends AnyFreeSpec with Matchers {
 
   private val withNpu = good.replace("\"output\":{\"features\":1,\"exp\":0,\"bounds\":[9,63],\"width\":6,\"signed\":false}",
     """"npu":{"in_features":1,"in_bounds":[9,63],"in_width":6,"in_signed":false,"capacity":3,"lanes":1,"width":1,
-      |"weight_bits":4,"bias_bits":8,"acc_width":11,"out_bits":8,"max_shift":10,"top_k":1,"scan":1,"cycles_per_image":6,
+      |"weight_bits":4,"bias_bits":8,"acc_width":11,"out_bits":8,"max_shift":10,"top_k":1,"scan":1,"cycles_per_image":7,
       |"head":{"out_features":3,"w_exp":0,"shift":0,"tag":1,"weights":[1,2,3],"bias":[0,0,0]}},
       |"output":{"features":3,"exp":0,"bounds":[-128,127],"width":8,"signed":true}""".stripMargin)
   private def npuError(from: String, to: String): String = {
@@ -165,13 +165,13 @@ class DesignReadSpec extends AnyFreeSpec with Matchers {
 
   "an npu section parses into the NPU's parameters" in {
     val n = Design.parse(withNpu).npu.get
-    (n.inFeatures, n.capacity, n.accWidth, n.schedule, n.cyclesPerImage) shouldBe ((1, 3, 11, 3, 6))
+    (n.inFeatures, n.capacity, n.accWidth, n.schedule, n.cyclesPerImage) shouldBe ((1, 3, 11, 3, 7))
   }
   "npu fields that do not follow from the backbone or each other are refused with their path" in {
     npuError("\"acc_width\":11", "\"acc_width\":12") should include("design.npu.acc_width: expected 11")
     npuError("\"in_features\":1", "\"in_features\":2") should include("design.npu.in_features: expected 1 (the vector of \"pool\"")
     npuError("\"in_bounds\":[9,63]", "\"in_bounds\":[0,63]") should include("design.npu.in_bounds: expected [9, 63]")
-    npuError("\"cycles_per_image\":6", "\"cycles_per_image\":3") should include("design.npu.cycles_per_image: expected 6")
+    npuError("\"cycles_per_image\":7", "\"cycles_per_image\":3") should include("design.npu.cycles_per_image: expected 7")
     npuError("\"lanes\":1", "\"lanes\":4") should include("design.npu.lanes: expected an integer in [1, 3]")
     npuError("\"features\":3", "\"features\":1") should include("design.output.features: expected 3 (the NPU's capacity)")
     npuError("\"max_shift\":10", "\"max_shift\":9") should include("design.npu.max_shift: expected 10")
@@ -197,8 +197,8 @@ class DesignReadSpec extends AnyFreeSpec with Matchers {
     ModuleTable.legalName("Requant_features.1.conv.0_c3") shouldBe "Requant_features1conv0_c3"
   }
   "the NPU's cycles count in the design's II" in {
-    val slow = withNpu.replace("\"capacity\":3", "\"capacity\":12").replace("\"cycles_per_image\":6", "\"cycles_per_image\":15")
+    val slow = withNpu.replace("\"capacity\":3", "\"capacity\":12").replace("\"cycles_per_image\":7", "\"cycles_per_image\":16")
       .replace("\"features\":3", "\"features\":12")
-    error(slow) should include("design.hardware.ii_cycles_per_image: expected 15")
+    error(slow) should include("design.hardware.ii_cycles_per_image: expected 16")
   }
 }
