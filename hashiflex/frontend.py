@@ -168,7 +168,8 @@ def import_torch(model, input: Input, name: str = "net") -> Graph:
         name = str(name)
         if name in ("mul", "mul_"):
             return (": an elementwise product of two activations (squeeze-excitation) needs real multipliers, "
-                    "which a shift-add datapath does not have")
+                    "which a shift-add datapath does not have (frontend.without_squeeze_excitation removes the "
+                    "blocks, then the rest imports: another network, to fine-tune)")
         if name in ("permute",):
             return ": a permute is supported only as ShuffleNet's channel shuffle (view, transpose, view)"
         return ""
@@ -470,6 +471,27 @@ def import_torch(model, input: Input, name: str = "net") -> Graph:
     g = insert_requant_points(Graph(name, input, layers))
     annotate(g, require_quantized=False)  # shape check
     return g
+
+
+def without_squeeze_excitation(model):
+    """(a copy of ``model`` with every squeeze-excitation block (torchvision's ``SqueezeExcitation``) replaced by
+    ``nn.Identity``, the names of the blocks removed). A block scales each channel by a product of two activations,
+    which needs real multipliers: :func:`import_torch` refuses it, naming the block; without the blocks the rest of
+    the network (MobileNetV3's Hardswish and Hardsigmoid as lookup tables) imports. It is another network: its
+    accuracy is the float model's without them until it is fine-tuned (``hashiflex.finetune``)."""
+    import copy
+
+    import torch.nn as nn
+    from torchvision.ops.misc import SqueezeExcitation
+
+    out = copy.deepcopy(model)
+    removed = []
+    for parent_name, parent in list(out.named_modules()):
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, SqueezeExcitation):
+                setattr(parent, child_name, nn.Identity())
+                removed.append(f"{parent_name}.{child_name}" if parent_name else child_name)
+    return out, removed
 
 
 def _fold_terminal_average(layers: list, pool: str, n: int) -> bool:

@@ -47,6 +47,27 @@ def test_networks_the_hardware_cannot_build_yet_are_refused_with_the_reason(arch
         import_torch(getattr(torchvision.models, arch)(weights=None), IN32)
 
 
+def test_mobilenet_v3_imports_without_its_squeeze_excitation_blocks_and_says_which_it_removed():
+    """The refusal names the way out; without the blocks the rest of MobileNetV3 imports (Hardswish and
+    Hardsigmoid as lookup tables) and the model it came from keeps its blocks."""
+    from torchvision.ops.misc import SqueezeExcitation
+
+    from hashiflex.frontend import without_squeeze_excitation
+    from hashiflex.ops import Lut
+
+    model = torchvision.models.mobilenet_v3_small(weights=None)
+    with pytest.raises(IRError, match=r"frontend.without_squeeze_excitation removes the blocks"):
+        import_torch(model, IN32)
+    stripped, removed = without_squeeze_excitation(model)
+    blocks = [n for n, m in model.named_modules() if isinstance(m, SqueezeExcitation)]
+    assert removed == blocks and len(blocks) == 9 and removed[0] == "features.1.block.1"
+    assert not any(isinstance(m, SqueezeExcitation) for m in stripped.modules())
+    assert sum(isinstance(m, SqueezeExcitation) for m in model.modules()) == 9  # a copy: the model is unchanged
+    g = import_torch(stripped, IN32)
+    assert any(isinstance(l, Lut) for l in g.layers)
+    assert without_squeeze_excitation(torchvision.models.resnet18(weights=None))[1] == []
+
+
 def _runs_bit_exact_in_rtl(q, tmp_path, target_ii, images, seed, validate=False):
     """design.json (3 adder levels per stage) -> generator (hw_params checked) -> Verilator: RTL == golden on
     ``images`` random images, at the modelled II."""
@@ -135,6 +156,36 @@ def test_reduced_squeezenet_runs_bit_exact_in_rtl(tmp_path):
     q = _quantized(reduced_squeezenet(), IN32, seed=7)
     assert sum(isinstance(l, Concat) for l in q.layers) == 3 and sum(isinstance(l, MaxPool2d) for l in q.layers) == 2
     _runs_bit_exact_in_rtl(q, tmp_path, 64, images=3, seed=8)
+
+
+def reduced_mobilenet_v3(classes=10) -> nn.Module:
+    """torchvision's MobileNetV3 (its forward, blocks and head) with three inverted-residual blocks at widths 8-24:
+    Hardswish in the stem, the blocks and the classifier, a 5x5 depthwise, a residual add; its one
+    squeeze-excitation block removed (:func:`hashiflex.frontend.without_squeeze_excitation`)."""
+    from functools import partial
+
+    from torchvision.models.mobilenetv3 import InvertedResidualConfig, MobileNetV3
+
+    from hashiflex.frontend import without_squeeze_excitation
+
+    cfg = partial(InvertedResidualConfig, width_mult=1.0)
+    blocks = [cfg(8, 3, 8, 8, True, "RE", 2, 1), cfg(8, 5, 24, 16, False, "HS", 2, 1),
+              cfg(16, 3, 32, 16, False, "HS", 1, 1)]
+    model, removed = without_squeeze_excitation(MobileNetV3(blocks, last_channel=24, num_classes=classes))
+    assert removed == ["features.1.block.1"]
+    return model
+
+
+@pytest.mark.slow
+@pytest.mark.verilator
+@pytest.mark.mill
+def test_reduced_mobilenet_v3_without_squeeze_excitation_runs_bit_exact_in_rtl(tmp_path):
+    from hashiflex.ops import Lut
+
+    torch.manual_seed(5)
+    q = _quantized(_randomize_bn(reduced_mobilenet_v3()), IN32, seed=5)
+    assert sum(isinstance(l, Lut) for l in q.layers) >= 4 and any(isinstance(l, Add) for l in q.layers)
+    _runs_bit_exact_in_rtl(q, tmp_path, 64, images=3, seed=6)
 
 
 def reduced_mnasnet(classes=10) -> nn.Module:
