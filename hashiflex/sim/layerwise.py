@@ -229,9 +229,8 @@ def _modules(text: str) -> dict[str, str]:
 
 
 def ports(module_text: str) -> list[str]:
-    """The port names of one module's Verilog (firtool's header: one port per line, up to ``);``)."""
-    head = module_text.split(");", 1)[0].split("(", 1)[1]
-    return re.findall(r"(\w+),?[ \t]*$", head, re.M)
+    """The port names of one module's Verilog, in order (:func:`port_list` without directions and widths)."""
+    return [name for name, _, _ in port_list(module_text)]
 
 
 def with_full_modules(text: str, names: list[str], full: dict[str, str]) -> str:
