@@ -285,6 +285,16 @@ class NpuWeightMemory(depth: Int, macs: Int, weightBits: Int) extends Module {
   def read(addr: UInt, en: Bool): Vec[SInt] = { io.raddr := fit(addr); io.ren := en; io.rdata }
 }
 
+/** Where a word of the NPU's MAC schedule is in its image: tile, chunk, the image's last word, its logits buffer and
+  * its weight bank (carried from stage to stage beside the word's data). */
+class NpuTag(tBits: Int, jBits: Int) extends Bundle {
+  val t = UInt(tBits.W)
+  val j = UInt(jBits.W)
+  val last = Bool()
+  val buf = UInt(1.W)
+  val bank = UInt(1.W)
+}
+
 /** The NPU: MAC schedule over the active weight bank, requantize, a ping-pong pair of logits buffers and a
   * top-k scan, and the load port. Consumes one vector per image from `in` with back-pressure.
   */
@@ -338,21 +348,9 @@ class Npu(val p: NpuSpec) extends Module {
   private val logits = Reg(Vec(2, Vec(p.capacity, UInt(p.outBits.W))))
 
   // stage B (memory data), P (products), Q (partial sums), C (dot products), D (a tile's sums) and E (rounded
-  // sums) tags
-  private val vB = RegInit(false.B); private val vP = RegInit(false.B); private val vQ = RegInit(false.B)
-  private val vC = RegInit(false.B)
-  private val tB = Reg(chiselTypeOf(t)); private val jB = Reg(chiselTypeOf(j)); private val lastB = Reg(Bool())
-  private val bufB = Reg(UInt(1.W)); private val bankB = Reg(UInt(1.W))
-  private val tP = Reg(chiselTypeOf(t)); private val jP = Reg(chiselTypeOf(j)); private val lastP = Reg(Bool())
-  private val bufP = Reg(UInt(1.W)); private val bankP = Reg(UInt(1.W))
-  private val tQ = Reg(chiselTypeOf(t)); private val jQ = Reg(chiselTypeOf(j)); private val lastQ = Reg(Bool())
-  private val bufQ = Reg(UInt(1.W)); private val bankQ = Reg(UInt(1.W))
-  private val tC = Reg(chiselTypeOf(t)); private val jC = Reg(chiselTypeOf(j)); private val lastC = Reg(Bool())
-  private val bufC = Reg(UInt(1.W)); private val bankC = Reg(UInt(1.W))
-  private val vD = RegInit(false.B); private val tD = Reg(chiselTypeOf(t)); private val lastD = Reg(Bool())
-  private val bufD = Reg(UInt(1.W))
-  private val vE = RegInit(false.B); private val tE = Reg(chiselTypeOf(t)); private val lastE = Reg(Bool())
-  private val bufE = Reg(UInt(1.W))
+  // sums): each stage's valid bit and the tag of the word it holds
+  private val vB, vP, vQ, vC, vD, vE = RegInit(false.B)
+  private val tagB, tagP, tagQ, tagC, tagD, tagE = Reg(new NpuTag(t.getWidth, j.getWidth))
   private val xB = Reg(Vec(p.width, UInt(p.inFmt.width.W)))
   private val dotC = Reg(Vec(p.lanes, SInt(aw.W)))
   private val acc = Reg(Vec(p.lanes, SInt(aw.W)))
@@ -364,8 +362,9 @@ class Npu(val p: NpuSpec) extends Module {
   // ---- load port
   private val loader = Module(new NpuLoader(p))
   loader.io.in <> load
-  private def inUse(b: UInt) = (busy && bank === b) || (vB && bankB === b) || (vP && bankP === b) || (vQ && bankQ === b) ||
-    (vC && bankC === b)
+  private def inUse(b: UInt) =
+    (busy && bank === b) ||
+      Seq(vB -> tagB, vP -> tagP, vQ -> tagQ, vC -> tagC).map { case (v, g) => v && g.bank === b }.reduce(_ || _)
   loader.io.allowStart := !pending && !inUse(shadow)
   when(loader.io.weight.valid) {
     val wv = loader.io.weight.bits
@@ -429,14 +428,14 @@ class Npu(val p: NpuSpec) extends Module {
       if (i < p.inFeatures) xWork(i) else 0.U(p.inFmt.width.W)
     })
   }
-  vB := busy; tB := t; jB := j; lastB := lastIssue; bufB := cur; bankB := bank
+  vB := busy; tagB.t := t; tagB.j := j; tagB.last := lastIssue; tagB.buf := cur; tagB.bank := bank
 
   // ---- stage B: lanes x width products, registered (a multiplier and the dot-product tree in one cycle were the
   // NPU's slowest path: 1.55 ns at width 80, benchmarks/timing_npu.py)
   private def toS(x: UInt): SInt = if (p.inFmt.signed) x.asSInt else x.zext
   private val prodP = Reg(Vec(p.macs, SInt((p.inFmt.width + 1 + p.weightBits).W)))
   for (e <- 0 until p.macs) prodP(e) := toS(xB(e % p.width)) * rd(e)
-  vP := vB; tP := tB; jP := jB; lastP := lastB; bufP := bufB; bankP := bankB
+  vP := vB; tagP := tagB
 
   // ---- stage P: the products summed per lane in groups of PartialTerms (the whole sum in one cycle was the NPU's
   // slowest path once the requantization had stages of its own: 1.09 ns at width 80)
@@ -447,44 +446,44 @@ class Npu(val p: NpuSpec) extends Module {
     val qs = (g * NpuSpec.PartialTerms until math.min(p.width, (g + 1) * NpuSpec.PartialTerms))
     partQ(l * groups + g) := sumTree(qs.map(q => prodP(l * p.width + q).pad(aw)))
   }
-  vQ := vP; tQ := tP; jQ := jP; lastQ := lastP; bufQ := bufP; bankQ := bankP
+  vQ := vP; tagQ := tagP
 
   // ---- stage Q: the partial sums summed per lane
-  vC := vQ; tC := tQ; jC := jQ; lastC := lastQ; bufC := bufQ; bankC := bankQ
+  vC := vQ; tagC := tagQ
   for (l <- 0 until p.lanes) dotC(l) := sumTree((0 until groups).map(g => partQ(l * groups + g)))
 
   // ---- stage C: accumulate; at a tile's last chunk its sums, and each output's bias plus the rounding half,
   // pass to stage D (accumulate, bias add, rounding add, shift and clamp in one cycle were the NPU's slowest path
   // once the products were registered: 1.25 ns at width 80, benchmarks/timing_npu.py)
-  private val tileDone = vC && jC === (J - 1).U
-  private val half = ((1.U << bufShift(bufC)) >> 1).zext
+  private val tileDone = vC && tagC.j === (J - 1).U
+  private val half = ((1.U << bufShift(tagC.buf)) >> 1).zext
   for (l <- 0 until p.lanes) {
-    val sum = (Mux(jC === 0.U, 0.S(aw.W), acc(l)) +& dotC(l))(aw - 1, 0).asSInt
+    val sum = (Mux(tagC.j === 0.U, 0.S(aw.W), acc(l)) +& dotC(l))(aw - 1, 0).asSInt
     when(vC) { acc(l) := sum }
-    val b = Npu.select(tC, (0 until p.tiles).map(tt => pick(bankC, bias, math.min(tt * p.lanes + l, p.capacity - 1))))
+    val b = Npu.select(tagC.t, (0 until p.tiles).map(tt => pick(tagC.bank, bias, math.min(tt * p.lanes + l, p.capacity - 1))))
     when(tileDone) { sumD(l) := sum; bhD(l) := b +& half }
   }
-  vD := tileDone; tD := tC; lastD := lastC; bufD := bufC
+  vD := tileDone; tagD := tagC
 
   // ---- stage D: the rounding add (exact: the accumulator bound includes the bias)
   for (l <- 0 until p.lanes) rE(l) := sumD(l) +& bhD(l)
-  vE := vD; tE := tD; lastE := lastD; bufE := bufD
+  vE := vD; tagE := tagD
 
   // ---- stage E: the requantizing shift and clamp; write the logits buffer
   private val oLo = -(BigInt(1) << (p.outBits - 1))
   private val oHi = (BigInt(1) << (p.outBits - 1)) - 1
-  private val sh = bufShift(bufE)
+  private val sh = bufShift(tagE.buf)
   private val q = (0 until p.lanes).map { l =>
     val r = rE(l) >> sh
     val y = Mux(r < oLo.S, oLo.S, Mux(r > oHi.S, oHi.S, r)).asUInt
     y(p.outBits - 1, 0)
   }
   for (b <- 0 until 2; i <- 0 until p.capacity) {
-    when(vE && bufE === b.U && tE === (i / p.lanes).U) {
+    when(vE && tagE.buf === b.U && tagE.t === (i / p.lanes).U) {
       logits(b)(i) := Mux(i.U < bufOut(b), q(i % p.lanes), 0.U)
     }
   }
-  when(vE && lastE) { bufState(bufE) := B.scanning }
+  when(vE && tagE.last) { bufState(tagE.buf) := B.scanning }
 
   // ---- top-k scan of the buffers in image order, `scan` logits per cycle
   private val sb = RegInit(0.U(1.W))
