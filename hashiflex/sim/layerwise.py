@@ -24,7 +24,9 @@ offers all of them at once, as the FIFOs before the join do in the full design o
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import os
 import re
 import shutil
 import time
@@ -214,12 +216,33 @@ def join_job(d: dict, g: Graph, k: int, full: dict[str, str], acts: dict[str, np
     return str(rtl), params, design, x, acts[rec["name"]], {m: full[m] for m in held}
 
 
-def golden_activations(g: Graph, x: np.ndarray) -> dict[str, np.ndarray]:
-    """Every tensor of ``g`` (and "input") on integer images ``x``, as the golden model computes them."""
+def golden_activations(g: Graph, x: np.ndarray, cache: Path | None = None) -> dict[str, np.ndarray]:
+    """Every tensor of ``g`` (and "input") on integer images ``x``, as the golden model computes them.
+
+    ``cache``: a .npz file that holds them (read when it exists, written when not): a resumed run of a full-size
+    design skips minutes of golden model. The caller names it by the design's and the images' content."""
     from .. import ref
 
+    if cache is not None and cache.exists():
+        with np.load(cache) as z:
+            return {k: z[k].astype(np.int64) for k in z.files}
     _, acts = ref.run(g, x, trace=True)
-    return {"input": np.asarray(x, dtype=np.int64), **acts}
+    acts = {"input": np.asarray(x, dtype=np.int64), **acts}
+    if cache is not None:
+        small = all(np.iinfo(np.int32).min <= a.min() and a.max() <= np.iinfo(np.int32).max for a in acts.values())
+        tmp = cache.with_name(f".{cache.stem}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, **{k: a.astype(np.int32) if small else a for k, a in acts.items()})
+        tmp.replace(cache)
+    return acts
+
+
+def activations_cache(design_path: Path, x: np.ndarray, work: Path) -> Path:
+    """Where :func:`golden_activations` keeps the golden tensors of this design (design.json names its weight
+    tables by sha256) on these images."""
+    h = hashlib.sha256(design_path.read_bytes())
+    h.update(repr((x.shape, str(x.dtype))).encode())
+    h.update(np.ascontiguousarray(x).tobytes())
+    return work / f"golden-{h.hexdigest()[:16]}.npz"
 
 
 def _modules(text: str) -> dict[str, str]:
@@ -296,7 +319,7 @@ def cosim_layer(rtl: str, params: dict, design: dict, x: np.ndarray, want: np.nd
                                                  + with_full_modules(text, differ, full_modules))
         rtl = patched
     models = rtl.parent / "verilator"  # the layer's own build folder: full-size models are large, removed after
-    sim = StreamSim(rtl, params, design, build_root=models, quiet=True)
+    sim = StreamSim(rtl, params, design, build_root=models, quiet=True, trace=False, build_opt="-O0")
     built = time.perf_counter() - t0
     res = sim.run(x, progress=False)
     del sim
@@ -346,7 +369,7 @@ def verify_layers(design_path: str | Path, x: np.ndarray, work: str | Path, addr
     todo.sort(key=lambda k: adders[g.layers[k].name])
     if limit is not None:
         todo = todo[:limit]
-    acts = golden_activations(g, x) if todo else {}
+    acts = golden_activations(g, x, activations_cache(design_path, x, work)) if todo else {}
     joins = [k for k in todo if len(g.sources()[k]) > 1]
     subs = []
     for k in todo:

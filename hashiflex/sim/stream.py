@@ -11,9 +11,11 @@ and has a load port (``load_valid/ready``, ``load_bits_data``, ``load_bits_last`
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,9 +79,10 @@ class _Port:
 
 VCD_CYCLE = 40  # VCD time units per simulated cycle
 # how models are verilated and compiled (the co-simulation benchmark builds its bare harness the same way);
-# -O1 for the C++: big adder graphs take minutes to compile at -O2 for little gain
+# -O1 for the C++ Verilator runs once (its "slow" files); the per-cycle code keeps Verilator's OPT_FAST (-Os)
 VERILATOR_ARGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast", "-Wno-WIDTH", "--output-split", "20000"]
 VERILATOR_CFLAGS = "-O1"
+_BUILD_OPT = re.compile(r"-O[0123sgz]|-Ofast")
 
 
 def _to_raw(v: np.ndarray, width: int) -> np.ndarray:
@@ -147,6 +150,21 @@ def stream_driver():
     return lib
 
 
+@contextlib.contextmanager
+def _make_flags(jobs: int, opt: str | None = None):
+    """MAKEFLAGS for the make that pyverilator runs (it takes no make arguments), restored after: -j``jobs``, and
+    with ``opt`` that optimisation level for every kind of Verilator file (OPT_FAST, OPT_SLOW, OPT_GLOBAL)."""
+    before = os.environ.get("MAKEFLAGS")
+    os.environ["MAKEFLAGS"] = f"-j{jobs}" + (f" OPT_FAST={opt} OPT_SLOW={opt} OPT_GLOBAL={opt}" if opt else "")
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["MAKEFLAGS"]
+        else:
+            os.environ["MAKEFLAGS"] = before
+
+
 def verilator_version() -> str:
     import subprocess
 
@@ -168,10 +186,17 @@ class StreamSim:
     ``trace_depth``: trace only the top ``trace_depth`` levels of the hierarchy (Verilator's --trace-depth; 1: the
     ports, 2: also the layers' ports...); a separate cached model. With ``vcd_window`` in :meth:`run` it keeps the
     traces of big designs small.
+
+    ``trace=False``: a model without trace code (``/*verilator tracing_off*/`` over the whole source; a separate
+    cached model). Such a model cannot write a VCD, but a big design builds several times faster: the trace code
+    of every internal signal is most of the C++ the compiler sees. ``make_jobs``: parallel C++ compile jobs
+    (default: every core). ``build_opt``: one C++ optimisation level for all of the model's code (e.g. ``-O0``:
+    a big model that runs a few images compiles about 3x faster than at the default -Os; a model of its own).
     """
 
     def __init__(self, rtl_dir: str | Path, hw_params: dict, design: dict, build_root: str | Path | None = None,
-                 quiet: bool = True, trace_depth: int | None = None):
+                 quiet: bool = True, trace_depth: int | None = None, trace: bool = True,
+                 make_jobs: int | None = None, build_opt: str | None = None):
         import pyverilator
 
         rtl_dir = Path(rtl_dir).resolve()
@@ -180,9 +205,18 @@ class StreamSim:
         top_sv = rtl_dir / hw_params["verilog"]
         if trace_depth is not None and trace_depth < 1:
             raise ValueError(f"trace_depth: expected >= 1 levels, found {trace_depth}")
+        if trace_depth is not None and not trace:
+            raise ValueError(f"trace_depth={trace_depth}: expected None when trace=False (the model has no traces)")
+        if make_jobs is not None and make_jobs < 1:
+            raise ValueError(f"make_jobs: expected >= 1 compile jobs, found {make_jobs}")
+        if build_opt is not None and not _BUILD_OPT.fullmatch(build_opt):
+            raise ValueError(f"build_opt: expected a C++ optimisation level such as -O0, -O1 or -Os, found "
+                             f"{build_opt!r}")
         args = VERILATOR_ARGS + (["--trace-depth", str(trace_depth)] if trace_depth else [])
+        variant = (" ".join(args[len(VERILATOR_ARGS):]) + ("" if trace else " untraced")
+                   + (f" {build_opt}" if build_opt else ""))
         digest = hashlib.sha256(top_sv.read_bytes() + verilator_version().encode()
-                                + (" ".join(args[len(VERILATOR_ARGS):])).encode()).hexdigest()[:16]
+                                + variant.encode()).hexdigest()[:16]
         build_root = Path(build_root).resolve() if build_root else default_cache()
         build_dir = build_root / f"{hw_params['top']}-{digest}"
         so = build_dir / f"V{hw_params['top']}"
@@ -193,14 +227,19 @@ class StreamSim:
             shutil.rmtree(tmp, ignore_errors=True)
             src = tmp / top_sv.name  # pyverilator names the model after the file
             tmp.mkdir(parents=True)
-            shutil.copy(top_sv, src)
-            pyverilator.PyVerilator.build(str(src), build_dir=str(tmp), quiet=quiet,
-                                          args=args, cargs=VERILATOR_CFLAGS)
+            if trace:
+                shutil.copy(top_sv, src)
+            else:  # pyverilator always passes --trace: switch it off in the source
+                src.write_text("/*verilator tracing_off*/\n" + top_sv.read_text())
+            with _make_flags(make_jobs or os.cpu_count() or 1, build_opt):
+                pyverilator.PyVerilator.build(str(src), build_dir=str(tmp), quiet=quiet,
+                                              args=args, cargs=VERILATOR_CFLAGS)
             shutil.rmtree(build_dir, ignore_errors=True)
             tmp.rename(build_dir)
             self.sim = pyverilator.PyVerilator(str(so))
         self.sim.auto_eval = False
         self.build_dir = build_dir
+        self.traced = trace
         widths = dict(self.sim.inputs + self.sim.outputs)
         self.in_c = design["input"]["shape"][0]
         self.in_h, self.in_w = design["input"]["shape"][1:]
@@ -376,6 +415,10 @@ class StreamSim:
         """
         from ..npu import NpuError, Status
 
+        if (vcd is not None or layer_stats) and not self.traced:
+            what = "vcd" if vcd is not None else "layer_stats"
+            raise ValueError(f"{what}: this model was built with trace=False and cannot trace; build it with "
+                             "StreamSim(..., trace=True)")
         if layer_stats:
             import tempfile
 

@@ -76,6 +76,33 @@ def test_a_cut_out_block_computes_what_the_network_computes_there_and_keeps_its_
         chain_design(d, g, 3, 2)
 
 
+def test_golden_activations_are_computed_once_per_design_and_images(tmp_path, monkeypatch):
+    """A resumed full-size run reads the golden tensors back instead of minutes of golden model; the cache is named
+    by the design's content (its weight tables' sha256 included) and the images'."""
+    from hashiflex import ref
+    from hashiflex.export import write_design
+    from hashiflex.sim.layerwise import activations_cache
+
+    g = random_graph(3, max_c=3, max_hw=6, convs=3, dag=True)
+    path = write_design(design_from_graph(g, 2, 3), tmp_path / "d" / "design.json")
+    x = random_inputs(g, 2, 3)
+    cache = activations_cache(path, x, tmp_path)
+    want = golden_activations(g, x, cache)
+    assert cache.exists() and [f.name for f in tmp_path.iterdir() if f.is_file()] == [cache.name]
+
+    def no_golden(*a, **k):
+        raise AssertionError("the golden model ran again")
+
+    monkeypatch.setattr(ref, "run", no_golden)
+    got = golden_activations(g, x, cache)
+    assert got.keys() == want.keys()
+    assert all(got[k].dtype == np.int64 and np.array_equal(got[k], want[k]) for k in want)
+    assert activations_cache(path, x[:1], tmp_path) != cache            # other images
+    assert activations_cache(path, x.astype(np.int32), tmp_path) != cache  # same values, another dtype
+    write_design(design_from_graph(g, 3, 3), tmp_path / "d" / "design.json")
+    assert activations_cache(path, x, tmp_path) != cache                 # another design
+
+
 def test_input_bounds_must_lie_in_the_format_and_are_carried_by_design_json():
     t = TensorType(8, False, -5)
     with pytest.raises(IRError, match=r"input.bounds: expected \[lo, hi\] with 0 <= lo <= hi <= 255"):

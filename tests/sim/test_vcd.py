@@ -106,3 +106,29 @@ def test_a_shallow_trace_keeps_the_layers_and_drops_their_insides(default_flow, 
     assert [r["pixels"] for r in layer_activity(t, d)][:3] == [128, 128, 32]
     with pytest.raises(ValueError, match="trace_depth"):
         StreamSim(work / "rtl", hw.read_hw_params(work / "rtl"), d, trace_depth=0)
+
+
+def test_an_untraced_model_computes_the_same_and_refuses_to_trace(default_flow, tmp_path):
+    """trace=False, build_opt="-O0" (the layerwise verification's models): no trace code, a model of its own, the
+    same outputs; a VCD or layer statistics asked of it is a clear error, and so are a trace depth and a bad level."""
+    work, _ = default_flow
+    d = json.loads((work / "design.json").read_text())
+    params = hw.read_hw_params(work / "rtl")
+    traced = StreamSim(work / "rtl", params, d)
+    bare = StreamSim(work / "rtl", params, d, trace=False, make_jobs=1, build_opt="-O0")
+    assert bare.build_dir != traced.build_dir
+    x = digits().x_test[:3]
+    assert np.array_equal(bare.run(x, progress=False).outputs, traced.run(x, progress=False).outputs)
+    # the trace code is what makes big models slow to build: none of it is left
+    decls = lambda sim: sum(f.read_text().count("decl") for f in sim.build_dir.glob("*Trace*.cpp"))  # noqa: E731
+    assert decls(bare) == 0 < decls(traced)
+    with pytest.raises(ValueError, match="vcd: this model was built with trace=False"):
+        bare.run(x, vcd=tmp_path / "no.vcd", progress=False)
+    with pytest.raises(ValueError, match="layer_stats: this model was built with trace=False"):
+        bare.run(x, layer_stats=True, progress=False)
+    with pytest.raises(ValueError, match="trace_depth=2: expected None when trace=False"):
+        StreamSim(work / "rtl", params, d, trace=False, trace_depth=2)
+    with pytest.raises(ValueError, match="make_jobs: expected >= 1"):
+        StreamSim(work / "rtl", params, d, trace=False, make_jobs=0)
+    with pytest.raises(ValueError, match="build_opt: expected a C\\+\\+ optimisation level .* found 'fast'"):
+        StreamSim(work / "rtl", params, d, build_opt="fast")
