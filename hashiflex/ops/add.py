@@ -13,6 +13,7 @@ from .requant import calibrated_type
 class AddOp(base.OpDef):
     op = "add"
     layer_type = Add
+    channelwise = True
     calibrated = True
 
     def reads(self, layer):

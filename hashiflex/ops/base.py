@@ -62,6 +62,16 @@ class OpDef:
     staged = False      # an adder or comparator tree pipelined every ``levels_per_stage`` levels (its own in
                         # design.json when given, else the design's ``hardware.adder_levels_per_stage``)
 
+    channelwise = False  # output channel c reads channel c of every input and nothing else (elementwise, pools)
+
+    def channels_read(self, layer, ins: list[Tensor], live: np.ndarray) -> list[np.ndarray]:
+        """Which channels of each input (``ins``: src first, then :meth:`reads`) the output channels marked in
+        ``live`` (bool, one per output channel) depend on, one bool array per input (the liveness behind
+        :func:`hashiflex.analysis.live_channels`)."""
+        if self.channelwise:
+            return [live.copy() for _ in ins]
+        raise NotImplementedError(f"{type(self).__name__}.channels_read")
+
     def reads(self, layer) -> tuple[str, ...]:
         """Tensors read besides ``layer.src`` (a residual add's skip operand)."""
         return ()

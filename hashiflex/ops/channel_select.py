@@ -30,6 +30,11 @@ class ChannelSelectOp(base.OpDef):
     op = "channel_select"
     layer_type = ChannelSelect
 
+    def channels_read(self, layer, ins, live):
+        read = np.zeros(ins[0].shape[0], dtype=bool)
+        read[np.asarray(layer.channels)[live]] = True
+        return [read]
+
     def keeps_parallelism(self, layer):
         return "a channel selection is wiring, pixel for pixel"
 

@@ -38,6 +38,10 @@ class ConcatOp(base.OpDef):
     def reads(self, layer):
         return layer.rest
 
+    def channels_read(self, layer, ins, live):
+        ends = np.cumsum([0] + [t.shape[0] for t in ins])  # the operands' channels follow one another
+        return [live[a:b].copy() for a, b in zip(ends[:-1], ends[1:])]
+
     def value_exp(self, layer, in_exps):
         return min(in_exps)  # every operand aligned to the finest
 

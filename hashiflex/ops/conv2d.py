@@ -48,6 +48,12 @@ class Conv2dOp(WeightedOp):
                           f"out channels), found {layer.groups}")
         return (layer.out_channels, *layer.out_hw(h, w))
 
+    def channels_read(self, layer, ins, live):
+        used = (layer.q.int_weights() != 0).any(axis=(2, 3))  # (out, in / groups): a nonzero weight reads it
+        if layer.groups == 1:
+            return [(used & live[:, None]).any(axis=0)]
+        return [live & used[:, 0]]  # depthwise: output c reads input c alone
+
     def tree_bounds(self, layer, lo, hi):
         return (min(lo, 0), max(hi, 0)) if layer.padded else (lo, hi)  # padding feeds zeros into the windows
 

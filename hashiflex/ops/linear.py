@@ -27,6 +27,9 @@ class LinearOp(WeightedOp):
 
         return F.linear(x.flatten(1), w, b)
 
+    def channels_read(self, layer, ins, live):
+        return [(layer.q.int_weights()[live] != 0).any(axis=0)]  # a vector: one input channel per feature
+
     def golden(self, layer, info, xs, exps):
         y, wint = xs[0], layer.q.int_weights()
         return exact_matmul(y.reshape(y.shape[0], -1), wint.T, guard_of(y, wint)) + layer.bias_int

@@ -66,6 +66,7 @@ class Lut:
 class LutOp(base.OpDef):
     op = "lut"
     layer_type = Lut
+    channelwise = True
     calibrated = True
 
     def out_type(self, layer, a, bits):

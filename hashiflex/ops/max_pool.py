@@ -43,6 +43,7 @@ class MaxPool2dOp(base.OpDef):
     op = "max_pool2d"
     staged = True
     layer_type = MaxPool2d
+    channelwise = True
 
     def keeps_parallelism(self, layer):
         return "a 1x1 pool maps pixels one to one" if layer.pointwise else ""

@@ -27,6 +27,7 @@ def calibrated_type(layer, a: np.ndarray, bits: int, signed: bool, cap: float | 
 class RequantOp(base.OpDef):
     op = "requant"
     layer_type = Requant
+    channelwise = True
     reads_split_acc = True
     calibrated = True
 

@@ -11,6 +11,7 @@ from .base import Inferred, LayerHw, Tensor
 class SumPoolOp(base.OpDef):
     op = "sum_pool"
     layer_type = SumPool
+    channelwise = True
 
     def infer(self, layer, ins, require_quantized):
         x = ins[0]

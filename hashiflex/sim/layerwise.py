@@ -20,6 +20,12 @@ is verified on the full design's own module: :func:`join_harness` wraps the modu
 for that layer (its text, and its submodules', copied from the full design's Verilog) in a top whose one input
 stream carries every operand's lanes side by side; the operands are the golden model's tensors, so each beat
 offers all of them at once, as the FIFOs before the join do in the full design once they are primed.
+
+A channel that no later layer reads (a pointwise conv whose weights from it are all zero) is dead: firtool removes
+its logic from the full design, back to the ports that carried it, so the full design's module has no output for
+it. Such an output is reported as unobservable, not compared, and only when the graph's liveness
+(:func:`hashiflex.analysis.live_channels`) says the channel is dead; a live channel the full design lacks counts as
+mismatched in every value.
 """
 from __future__ import annotations
 
@@ -34,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..analysis import annotate
+from ..analysis import annotate, live_channels
 from ..ir import Graph, Input, TensorType
 from ..numfmt import width_for
 
@@ -164,10 +170,10 @@ def join_harness(full: dict[str, str], layer: str, channels: list[int], par: int
     lanes = [(f"{ins[i]}_bits_{p * c + j}", p * total + sum(channels[:i]) + j)
              for i, c in enumerate(channels) for p in range(par) for j in range(c)]
     outp = [f"{outs[0]}_bits_{q}" for q in range(par * out_channels)]
-    missing = [n for n in outp if n not in width]
-    if missing:
-        raise ValueError(f"layer {layer}: module {mod} lacks output lanes {missing[:4]}")
-    w_out = width[outp[0]]
+    held_out = [n for n in outp if n in width]
+    if not held_out:
+        raise ValueError(f"layer {layer}: module {mod} has none of the output lanes {outp[:4]}...")
+    w_out = width[held_out[0]]
     rng = lambda w: f"[{w - 1}:0] " if w > 1 else ""  # noqa: E731
     decl = ["  input clock,", "  input reset,", "  output in_ready,", "  input in_valid,"]
     decl += [f"  input {rng(w_in)}in_bits_{k}," for k in range(par * total)]
@@ -180,7 +186,8 @@ def join_harness(full: dict[str, str], layer: str, channels: list[int], par: int
     # a lane the full design's module lacks was folded away as a constant there: left unconnected here too
     conn += [f"    .{n}(in_bits_{k}[{width[n] - 1}:0])," for n, k in lanes if n in width]
     conn += [f"    .{outs[0]}_ready(out_ready),", f"    .{outs[0]}_valid(out_valid),"]
-    conn += [f"    .{n}(out_bits_{q})," for q, n in enumerate(outp)]
+    # an output lane it lacks carried a channel no later layer reads: left undriven (see undriven_outputs)
+    conn += [f"    .{n}(out_bits_{q})," for q, n in enumerate(outp) if n in width]
     conn[-1] = conn[-1].rstrip(",")
     held = reachable(submodules(full), mod)
     text = "\n".join([f"module {top}(", *decl, ");",
@@ -298,11 +305,29 @@ def with_full_modules(text: str, names: list[str], full: dict[str, str]) -> str:
     return text
 
 
+def undriven_outputs(text: str, top: str) -> list[int]:
+    """The lanes q of module ``top``'s output stream (``out_bits_<q>``) that nothing in it drives: after
+    :func:`with_full_modules` or in a :func:`join_harness`, the lanes whose port the full design's module lacks."""
+    mods = _modules(text)
+    if top not in mods:
+        raise ValueError(f"module {top}: not in the Verilog")
+    body = mods[top].split(");", 1)[1]
+    used = set(re.findall(r"(?<![.\w])(out_bits_\d+)\b", body))  # a net, not another instance's port name
+    return [int(n[len("out_bits_"):]) for n, d, _ in port_list(mods[top])
+            if d == "output" and n.startswith("out_bits_") and n not in used]
+
+
 def cosim_layer(rtl: str, params: dict, design: dict, x: np.ndarray, want: np.ndarray,
-                full_modules: dict[str, str]) -> dict:
+                full_modules: dict[str, str], live: np.ndarray | None = None) -> dict:
     """One job: build the layer's Verilator model, stream ``x``, compare with ``want``; check its modules against
     the full design's (``full_modules``: name -> text of the modules this layer instantiates). A module whose
-    text differs is simulated as the full design has it (:func:`with_full_modules`)."""
+    text differs is simulated as the full design has it (:func:`with_full_modules`).
+
+    ``live``: which output channels the network's output depends on (:func:`hashiflex.analysis.live_channels`).
+    The full design computes no value for a dead channel (firtool removed its logic), so an output lane left
+    undriven by the full design's module is compared only if its channel is live: then every value of it counts
+    as mismatched (the full design lost a channel it needs); a dead channel's values are reported as
+    unobservable, not compared."""
     from .stream import StreamSim
 
     t0 = time.perf_counter()
@@ -315,9 +340,15 @@ def cosim_layer(rtl: str, params: dict, design: dict, x: np.ndarray, want: np.nd
         shutil.rmtree(patched, ignore_errors=True)
         shutil.copytree(rtl, patched)
         # an output the full design keeps for another layer is left unconnected here
-        (patched / params["verilog"]).write_text("/* verilator lint_off PINMISSING */\n"
-                                                 + with_full_modules(text, differ, full_modules))
+        text = "/* verilator lint_off PINMISSING */\n" + with_full_modules(text, differ, full_modules)
+        (patched / params["verilog"]).write_text(text)
         rtl = patched
+    channels = design["layers"][0]["out_shape"][0]
+    dropped = sorted({q % channels for q in undriven_outputs(text, params["top"])})
+    if live is None:
+        live = np.ones(channels, dtype=bool)
+    if len(live) != channels:
+        raise ValueError(f"live: expected {channels} output channels, found {len(live)}")
     models = rtl.parent / "verilator"  # the layer's own build folder: full-size models are large, removed after
     sim = StreamSim(rtl, params, design, build_root=models, quiet=True, trace=False, build_opt="-O0")
     built = time.perf_counter() - t0
@@ -326,11 +357,18 @@ def cosim_layer(rtl: str, params: dict, design: dict, x: np.ndarray, want: np.nd
     shutil.rmtree(models, ignore_errors=True)
     if differ:
         shutil.rmtree(rtl, ignore_errors=True)  # the patched copy
-    got = res.outputs
-    bad = int((got.reshape(len(x), -1) != want.reshape(len(x), -1)).any(1).sum())
-    return {"layer": design["layers"][0]["name"], "op": design["layers"][0]["op"], "images": int(len(x)),
-            "mismatched_images": bad, "values": int(want.size),
-            "mismatched_values": int((got.reshape(want.shape) != want).sum()),
+    n = len(x)
+    want = want.reshape(n, channels, -1)
+    differs = res.outputs.reshape(want.shape) != want
+    dead = [c for c in dropped if not live[c]]
+    lost = [c for c in dropped if live[c]]
+    differs[:, lost] = True        # the full design does not compute a channel the network needs
+    differs[:, dead] = False       # nor one it does not need: not observable in the full design
+    return {"layer": design["layers"][0]["name"], "op": design["layers"][0]["op"], "images": int(n),
+            "mismatched_images": int(differs.reshape(n, -1).any(1).sum()),
+            "values": int(want.size - n * len(dead) * want.shape[2]),
+            "mismatched_values": int(differs.sum()),
+            "unobservable_channels": dead, "lost_live_channels": lost,
             "modules_checked": len(full_modules), "modules_differ": differ,
             "cycles_per_image": res.cycles_per_image, "ii_cycles_per_image": params["ii_cycles_per_image"],
             "build_s": round(built, 1), "sim_s": round(time.perf_counter() - t0 - built, 1)}
@@ -383,14 +421,16 @@ def verify_layers(design_path: str | Path, x: np.ndarray, work: str | Path, addr
     params = hw.elaborate_many([(b / "design.json", b / "rtl") for *_, b in subs], quiet=True) if subs else []
     elaborate_s = time.perf_counter() - t0
     full = _modules((design_path.parent / "rtl" / full_params["verilog"]).read_text()) if todo else {}
-    args = [join_job(d, g, k, full, acts, work / f"L{k:03d}") for k in joins]
+    live = live_channels(g) if todo else {}
+    args = [(*join_job(d, g, k, full, acts, work / f"L{k:03d}"), live[g.layers[k].name]) for k in joins]
     for (k, sub, one, base), p in zip(subs, params):
         hw.check_design_hw(sub, one, p)
         mine = _modules((base / "rtl" / p["verilog"]).read_text())
         ours = {m: full.get(m) for m in mine if _LAYER_MODULE.match(m)}
         src = g.sources()[k][0]
         c, h, w = sub["input"]["shape"]  # a vector (after a global pool) is a 1x1 map here
-        args.append((str(base / "rtl"), p, sub, acts[src].reshape(len(x), c, h, w), acts[g.layers[k].name], ours))
+        args.append((str(base / "rtl"), p, sub, acts[src].reshape(len(x), c, h, w), acts[g.layers[k].name], ours,
+                     live[g.layers[k].name]))
     for i, r in run_jobs(cosim_layer, args, address=address, jobs=jobs, desc="co-simulate layers",
                          progress=progress):
         done[r["layer"]] = r

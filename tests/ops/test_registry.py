@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from hashiflex import ref
+from hashiflex.analysis import live_channels
 from hashiflex.export import design_from_graph
 from hashiflex.export.design import DesignValidationError, graph_from_design
 from hashiflex.ir import Graph, Input, IRError, TensorType
@@ -35,6 +36,7 @@ UNKNOWN = (r"layer 'what': unknown layer type Mystery \(known: " + ", ".join(sor
     pytest.param(lambda g: ref.run(g, np.zeros((1, 1, 4, 4), dtype=np.int64), fast=False), id="golden_numpy"),
     pytest.param(lambda g: ref.run(g, np.zeros((1, 1, 4, 4), dtype=np.int64)), id="golden_torch"),
     pytest.param(lambda g: FakeQuantNet(g, quantize=False), id="fake_quant"),
+    pytest.param(lambda g: live_channels(g), id="live_channels"),
 ])
 def test_an_unknown_layer_type_fails_loudly_at_every_site(site):
     with pytest.raises(IRError, match=UNKNOWN):

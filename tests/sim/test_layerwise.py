@@ -9,7 +9,7 @@ import pytest
 from hashiflex.export import design_from_graph, load_design
 from hashiflex.ir import Input, IRError, TensorType
 from hashiflex.sim.layerwise import (chain_design, golden_activations, join_harness, layer_design, port_list,
-                                     verify_layers)
+                                     undriven_outputs, verify_layers)
 from tests.conftest import require_tool
 from tests.helpers import random_graph, random_inputs
 
@@ -235,8 +235,14 @@ def test_a_join_is_wrapped_as_the_full_design_holds_it_with_its_operands_side_by
     with pytest.raises(ValueError, match=r"layer add_1: module Add2 has input streams \['a', 'b'\] and output "
                                          r"streams \['out'\]; expected 3 operand streams and one output"):
         join_harness(full, "add_1", [1, 1, 1], 2, 1, "H")
-    with pytest.raises(ValueError, match=r"layer add_1: module Add2 lacks output lanes \['out_bits_2'"):
-        join_harness(full, "add_1", [1, 1], 2, 2, "H")
+    # output lanes the module lacks (channels no later layer reads) are left undriven, and found so
+    text, _, _ = join_harness(full, "add_1", [1, 1], 2, 2, "H")
+    top = _modules(text)["H"]
+    assert "output [5:0] out_bits_3\n" in top and ".out_bits_1(out_bits_1)" in top and ".out_bits_2(" not in top
+    assert undriven_outputs(text, "H") == [2, 3]
+    with pytest.raises(ValueError, match=r"layer add_1: module Add2 has none of the output lanes \['out_bits_0'"):
+        join_harness({"Add2": full["Add2"].replace("out_bits", "o_bits"), "Top": full["Top"]}, "add_1", [1, 1], 2,
+                     1, "H")
 
 
 @pytest.mark.verilator
@@ -269,3 +275,100 @@ def test_residual_adds_and_concatenations_verify_on_the_full_designs_module_and_
     r2 = verify_layers(bad / "design.json", x, tmp_path / "lw2", match="^(" + "|".join(adds) + ")$", progress=False,
                        jobs=1)
     assert r2["mismatched_values"] > 0
+
+
+_PASS_SV = """module M(
+  input        clock,
+               reset,
+  output       in_ready,
+  input        in_valid,
+  input  [7:0] in_bits_0,
+               in_bits_1,
+  input        out_ready,
+  output       out_valid,
+  output [7:0] out_bits_0,
+               out_bits_1
+);
+  reg [7:0] r0;
+  reg [7:0] r1;
+  reg       v;
+  always @(posedge clock) begin
+    if (reset)
+      v <= 1'h0;
+    else if (out_ready | ~v)
+      v <= in_valid;
+    if (out_ready | ~v) begin
+      r0 <= in_bits_0 + 8'h1;
+      r1 <= in_bits_1 + 8'h2;
+    end
+  end
+  assign in_ready = out_ready | ~v;
+  assign out_valid = v;
+  assign out_bits_0 = r0;
+  assign out_bits_1 = r1;
+endmodule
+
+module T(
+  input        clock,
+               reset,
+  output       in_ready,
+  input        in_valid,
+  input  [7:0] in_bits_0,
+               in_bits_1,
+  input        out_ready,
+  output       out_valid,
+  output [7:0] out_bits_0,
+               out_bits_1
+);
+  M m (
+    .clock      (clock),
+    .reset      (reset),
+    .in_ready   (in_ready),
+    .in_valid   (in_valid),
+    .in_bits_0  (in_bits_0),
+    .in_bits_1  (in_bits_1),
+    .out_ready  (out_ready),
+    .out_valid  (out_valid),
+    .out_bits_0 (out_bits_0),
+    .out_bits_1 (out_bits_1)
+  );
+endmodule
+"""
+
+
+@pytest.mark.verilator
+def test_a_channel_the_full_design_removed_is_unobservable_if_dead_and_a_mismatch_if_live(tmp_path):
+    """The full design's M lacks channel 1 (firtool removed a channel no later layer reads, back to its input):
+    simulated with that text, the layer's output lane 1 is undriven. Dead by the liveness: reported, not compared;
+    live: every value of it mismatches; channel 0 is compared either way."""
+    from hashiflex.sim.layerwise import _modules, cosim_layer
+
+    require_tool("verilator")
+    mods = _modules(_PASS_SV)
+    full_m = (mods["M"].replace("               in_bits_1,\n", "").replace("  output [7:0] out_bits_0,\n               "
+                                                                           "out_bits_1\n", "  output [7:0] out_bits_0\n")
+              .replace("      r1 <= in_bits_1 + 8'h2;\n", "").replace("  assign out_bits_1 = r1;\n", ""))
+    assert [n for n, _, _ in port_list(full_m) if "bits" in n] == ["in_bits_0", "out_bits_0"]
+    assert undriven_outputs(_PASS_SV, "T") == []
+    rtl = tmp_path / "rtl"
+    rtl.mkdir()
+    (rtl / "T.sv").write_text(_PASS_SV)
+    params = {"verilog": "T.sv", "top": "T", "ii_cycles_per_image": 6}
+    design = {"name": "T", "input": {"shape": [2, 2, 3], "bits": 8, "parallelism": 1},
+              "output": {"features": 12, "width": 8, "signed": False},
+              "layers": [{"name": "l", "op": "conv2d", "out_shape": [2, 2, 3], "parallelism": 1}]}
+    x = np.arange(24).reshape(2, 2, 2, 3)
+    want = x + np.array([1, 2])[None, :, None, None]
+    dead = cosim_layer(str(rtl), params, design, x, want, {"M": full_m}, np.array([True, False]))
+    assert dead["modules_differ"] == ["M"] and dead["unobservable_channels"] == [1]
+    assert dead["mismatched_values"] == 0 and dead["values"] == 12 and dead["lost_live_channels"] == []
+    lost = cosim_layer(str(rtl), params, design, x, want, {"M": full_m}, np.array([True, True]))
+    assert lost["lost_live_channels"] == [1] and lost["mismatched_values"] == 12 and lost["values"] == 24
+    bad = want.copy()
+    bad[1, 0, 1, 2] += 1  # channel 0 is still compared
+    assert cosim_layer(str(rtl), params, design, x, bad, {"M": full_m}, np.array([True, False]))["mismatched_values"] \
+        == 1
+    same = cosim_layer(str(rtl), params, design, x, want, {"M": mods["M"]}, np.array([True, False]))
+    assert same["modules_differ"] == [] and same["unobservable_channels"] == [] and same["values"] == 24
+    with pytest.raises(ValueError, match="live: expected 2 output channels, found 3"):
+        cosim_layer(str(rtl), params, design, x, want, {"M": mods["M"]}, np.ones(3, dtype=bool))
