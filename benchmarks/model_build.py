@@ -55,7 +55,7 @@ def main(argv=None) -> int:
         sys.exit(f"{args.work}/design.json: not found (an elaborated design: `make demo`, or a layerwise L### folder)")
     d, g = load_design(args.work / "design.json")
     params = hw.read_hw_params(args.work / "rtl")
-    lo, hi = g.input.type.range
+    lo, hi = g.input.range  # the exact bounds a cut-out layer carries (the type's range otherwise)
     x = np.random.default_rng(0).integers(lo, hi + 1, size=(args.images, g.input.channels, g.input.height,
                                                               g.input.width))
     x[0], x[-1] = lo, hi
@@ -81,7 +81,7 @@ def main(argv=None) -> int:
            "design": d["name"], "top": params["top"], "layers": [l["name"] for l in d["layers"]],
            "adders": sum(l["adders"] for l in params["layers"]), "images": args.images,
            "verilator": verilator_version(), "verilator_args": VERILATOR_ARGS, "cflags": VERILATOR_CFLAGS,
-           "machine": f"{CORES} cores", "builds": rows,
+           "machine": f"{CORES} cores", "load_average_1min_at_end": round(os.getloadavg()[0], 2), "builds": rows,
            "baseline": f"{WAYS[0][0]}: a traced model, make one job at a time, the same design, same run"}
     if base is not None:
         out["build_speedup_vs_baseline"] = {k: round(base["build_s"] / r["build_s"], 2) for k, r in rows.items()}
