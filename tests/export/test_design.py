@@ -231,3 +231,24 @@ def test_input_bounds_round_trip_and_out_of_format_bounds_name_the_field():
     with pytest.raises(DesignValidationError, match=r"design\.input\.bounds: expected \[lo, hi\] with 0 <= lo <= hi "
                                                     r"<= 255"):
         validate_design(bad)
+
+
+@pytest.mark.parametrize("bad", [128, -128, True, 1.5, "1"])
+def test_a_long_code_list_is_checked_as_jsonschema_checks_it(doc, bad):
+    """design.json's long integer lists (codes, adder sums) take a fast path through the schema check; an element
+    that breaks the item schema is still found, at its index, in jsonschema's own words."""
+    import jsonschema
+
+    from hashiflex.export.design import _path, schema
+
+    d = copy.deepcopy(doc)
+    d["layers"][0]["weights"]["codes"] = [0] * 1000
+    d["layers"][0]["weights"]["codes"][777] = bad
+    e = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema()).iter_errors(d))
+    assert _path(e.absolute_path) == "design.layers[0].weights.codes[777]"
+    with pytest.raises(DesignValidationError) as got:
+        validate_design(d)
+    assert str(got.value) == f"design.layers[0].weights.codes[777]: {e.message}"
+    d["layers"][0]["weights"]["codes"][777] = 127  # in range: the schema passes; the count is the next check
+    with pytest.raises(DesignValidationError, match=r"design.layers\[0\].weights.codes: expected \d+ entries"):
+        validate_design(d)
