@@ -277,8 +277,7 @@ def test_residual_adds_and_concatenations_verify_on_the_full_designs_module_and_
     assert r2["mismatched_values"] > 0
 
 
-_PASS_SV = """module M(
-  input        clock,
+_PASS_PORTS = """  input        clock,
                reset,
   output       in_ready,
   input        in_valid,
@@ -288,7 +287,10 @@ _PASS_SV = """module M(
   output       out_valid,
   output [7:0] out_bits_0,
                out_bits_1
-);
+);"""
+
+_PASS_SV = f"""module M(
+{_PASS_PORTS}
   reg [7:0] r0;
   reg [7:0] r1;
   reg       v;
@@ -309,17 +311,7 @@ _PASS_SV = """module M(
 endmodule
 
 module T(
-  input        clock,
-               reset,
-  output       in_ready,
-  input        in_valid,
-  input  [7:0] in_bits_0,
-               in_bits_1,
-  input        out_ready,
-  output       out_valid,
-  output [7:0] out_bits_0,
-               out_bits_1
-);
+{_PASS_PORTS}
   M m (
     .clock      (clock),
     .reset      (reset),
