@@ -73,7 +73,7 @@ def main(argv=None) -> int:
                 sys.exit(f"{name}: the model's outputs differ from the golden model's")
             del sim
             shutil.rmtree(tmp, ignore_errors=True)
-        rows[name] = {**{k: v for k, v in kw.items()}, "build_s": round(build_s, 1), "run_s": round(run_s, 3),
+        rows[name] = {**kw, "build_s": round(build_s, 1), "run_s": round(run_s, 3),
                       "cycles_per_s": round(res.cycles / run_s)}
         print(name, json.dumps(rows[name]), flush=True)
     base = rows.get(WAYS[0][0])
