@@ -1,5 +1,6 @@
 """`hashiflex report` on a small design: a real Yosys + ASAP7 synthesis."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -108,16 +109,41 @@ def test_unmapped_cells_are_an_error_not_a_smaller_area(tmp_path, monkeypatch):
 def test_per_module_synthesis_on_ray_agrees_with_the_hierarchical_run_and_the_cli_resumes(tiny, tmp_path, capsys):
     from hashiflex.cli import main
     from hashiflex.report.area import synthesize
+    from hashiflex.report import area_model
     from hashiflex.report.modsynth import synth_work
 
     p = json.loads((tiny / "rtl" / "hw_params.json").read_text())
     whole = synthesize(tiny / "rtl" / p["verilog"], p["top"], log=tmp_path / "whole", delay_target_ps=1000.0)
     cache = tmp_path / "cache"
-    doc = synth_work(tiny, jobs=2, cache=cache, progress=False, limit=3)  # a partial run first
+    model_file = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "area_model.json"
+    model = area_model.load(model_file)
+    insts, _ = area_model.priced_instances((tiny / "rtl" / p["verilog"]).read_text(), p)
+    priced = [m for m in insts if area_model.module_features(m, p) is not None]
+    # a partial run first: the area model checked on what is synthesized, the rest of the design modelled
+    doc = synth_work(tiny, jobs=2, cache=cache, progress=False, limit=3, area_model=model_file)
     assert doc["modules_done"] == 3 and not doc["complete"] and "area_um2" not in doc
-    assert main(["synth", "--work", str(tiny), "--jobs", "2", "--cache", str(cache), "--no-progress"]) == 0
+    a = doc["area_model"]
+    assert a["instances_synthesized"] + a["instances_modelled"] == len(priced) and a["glue_um2"] is None
+    done = {r["module"] for r in doc["modules"]}
+    assert {r["module"] for r in a["rows"]} <= done and "error" not in a
+    assert a["modelled_um2"] == pytest.approx(sum(model.predict(area_model.module_features(m, p))
+                                                  for m in priced if m not in {r["module"] for r in a["rows"]}))
+    assert a["area_um2_synthesized_or_modelled"] == pytest.approx(a["synthesized_um2"] + a["modelled_um2"])
+    assert main(["synth", "--work", str(tiny), "--jobs", "2", "--cache", str(cache), "--no-progress",
+                 "--area-model", str(model_file)]) == 0
     out = capsys.readouterr().out
     doc = json.loads((tiny / "report" / "synth_modules.json").read_text())
+    # complete: every priced instance synthesized whole, compared one by one with the model's estimate of it
+    a = doc["area_model"]
+    own = {r["module"]: r["own_um2"] for r in doc["modules"]}
+    assert a["instances_modelled"] == 0 and a["instances_synthesized"] == len(priced)
+    assert a["synthesized_fraction"] == 1 and a["glue_um2"] == pytest.approx(own[p["top"]])
+    assert a["area_um2_synthesized_or_modelled"] == pytest.approx(doc["area_um2"])
+    assert a["model_um2_of_synthesized"] == pytest.approx(a["area_um2"])  # the estimate of the whole design
+    for r in a["rows"]:
+        assert r["model_um2"] == pytest.approx(model.predict(area_model.module_features(r["module"], p)))
+        assert r["error"] == pytest.approx(r["model_um2"] / r["um2"] - 1)
+    assert f"area model on the {len(priced)} instances synthesized whole" in out
     assert doc["complete"] and doc["modules_done"] == doc["modules_total"] == len(whole.modules)
     assert sum(r["cached"] for r in doc["modules"]) == 3  # the partial run's modules came from the cache
     # the same modules, each mapped alone: ABC's mapping varies a little with the context (see modsynth; measured

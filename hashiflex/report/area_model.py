@@ -193,13 +193,13 @@ def evaluate(model: AreaModel, data) -> dict:
             "rows": [{"module": n, "um2": a, "model_um2": p} for n, a, p in rows]}
 
 
-def estimate(model: AreaModel, verilog: str | Path, hw_params: dict) -> dict:
-    """Area of a design from its hw_params.json and the module instances in its Verilog (no synthesis)."""
+def priced_instances(verilog_text: str, hw_params: dict) -> tuple[list[str], list[str]]:
+    """The module instances the model prices, one entry per instance (the top's children; with an NPU, the
+    backbone's children, the NPU and what it holds), and those of the NPU among them."""
     top = hw_params["top"]
-    text = Path(verilog).read_text()
 
     def instances(module: str) -> list[tuple[str, str]]:
-        body = text[text.index(f"module {module}("):]
+        body = verilog_text[verilog_text.index(f"module {module}("):]
         body = body[:body.index("endmodule")]
         # firtool writes an instance as "  Module name (" alone on its line (procedural code never ends a line there)
         return re.findall(r"^\s+(\w+)\s+(\w+)\s*\(\s*$", body, flags=re.M)
@@ -210,6 +210,12 @@ def estimate(model: AreaModel, verilog: str | Path, hw_params: dict) -> dict:
         inner = dict((i, m) for m, i in instances(top))
         npu_mods = [inner["npu"]] + [m for m, _ in instances(inner["npu"])]
         insts = [m for m, _ in instances(inner["backbone"])] + npu_mods
+    return insts, npu_mods
+
+
+def estimate(model: AreaModel, verilog: str | Path, hw_params: dict) -> dict:
+    """Area of a design from its hw_params.json and the module instances in its Verilog (no synthesis)."""
+    insts, npu_mods = priced_instances(Path(verilog).read_text(), hw_params)
     total, unknown, parts, mem = 0.0, [], {}, {}
     for name in insts:
         f = module_features(name, hw_params)

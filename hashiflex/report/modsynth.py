@@ -374,6 +374,66 @@ def synthesize_modules(verilog: str | Path, top: str, cache: Path | None = None,
     return ms
 
 
+def area_model_check(ms: ModuleSynthesis, model, verilog_text: str, hw_params: dict) -> dict:
+    """The area model against the synthesis as far as it has gone (a partial run included): every instance the
+    model prices (:func:`hashiflex.report.area_model.priced_instances`) whose module is synthesized with everything
+    under it is compared with the model's estimate of that instance; the design's area is then the synthesized
+    figure where there is one and the model's elsewhere. An instance's synthesized area leaves out its submodules
+    that the model prices on their own (the NPU's loader and weight banks); the modules above the priced ones (the
+    top's own cells: wiring, skip registers) are counted once all of them are synthesized (``glue_um2``)."""
+    from . import area_model as am
+
+    insts, _ = am.priced_instances(verilog_text, hw_params)
+    priced = set(insts)
+    memo: dict[str, bool] = {}
+
+    def done(m: str) -> bool:
+        if m not in memo:
+            memo[m] = m in ms.rows and all(done(c) for c in ms.children[m])
+        return memo[m]
+
+    under: set[str] = set()
+
+    def mark(m: str) -> None:
+        if m not in under:
+            under.add(m)
+            for c in ms.children[m]:
+                mark(c)
+
+    for m in priced:
+        mark(m)
+    rows: dict[str, dict] = {}
+    synth_um2 = model_same = model_rest = 0.0
+    rest = 0
+    for m in insts:
+        f = am.module_features(m, hw_params)
+        if f is None:  # a memory array (an SRAM macro: priced by neither) or a module the table does not list
+            continue
+        pred = model.predict(f)
+        if done(m):
+            a = ms.report.total(m) - sum(k * ms.report.total(c) for c, k in ms.children[m].items() if c in priced)
+            r = rows.setdefault(m, {"module": m, "instances": 0, "um2": a, "model_um2": pred,
+                                    "error": pred / a - 1 if a > 0 else None})
+            r["instances"] += 1
+            synth_um2 += a
+            model_same += pred
+        else:
+            rest += 1
+            model_rest += pred
+    glue = [m for m in ms.order if m not in under]
+    glue_um2 = sum(ms.rows[m]["own_um2"] * ms.instances[m] for m in glue) if all(m in ms.rows for m in glue) else None
+    errs = [abs(r["error"]) for r in rows.values() if r["error"] is not None]
+    total = synth_um2 + model_rest + (glue_um2 or 0.0)
+    return {"instances_synthesized": sum(r["instances"] for r in rows.values()), "instances_modelled": rest,
+            "synthesized_um2": synth_um2, "model_um2_of_synthesized": model_same,
+            "error_of_synthesized": model_same / synth_um2 - 1 if synth_um2 > 0 else None,
+            "mean_abs_error_per_module": sum(errs) / len(errs) if errs else None,
+            "modelled_um2": model_rest, "glue_um2": glue_um2,
+            "area_um2_synthesized_or_modelled": total,
+            "synthesized_fraction": (synth_um2 + (glue_um2 or 0.0)) / total if total > 0 else None,
+            "rows": sorted(rows.values(), key=lambda r: -r["um2"] * r["instances"])}
+
+
 def synth_work(work: Path, address: str | None = None, jobs: int | None = None, limit: int | None = None,
                timing: bool = True, area_model: Path | None = None, cache: Path | None = None,
                progress: bool = True, match: str | None = None, delay_target_ps: float = 1000.0,
@@ -397,15 +457,19 @@ def synth_work(work: Path, address: str | None = None, jobs: int | None = None, 
         h = hierarchical_timing(ms, log=work / "report" / "sta_design.log")
         doc["design_timing"] = {**h.to_json(),
                                 "images_per_second": 1e12 / h.period_ps / params["ii_cycles_per_image"]}
-    if ms.complete and area_model is not None:
+    if area_model is not None:
         from . import area_model as am
 
-        e = am.estimate(am.load(area_model), sv, params)
-        # the model leaves memory arrays (SRAM macros in silicon) out: compare it with the rest
-        mem_um2 = sum(ms.report.total(m) * ms.instances[m] for m in ms.rows if am.memory_bits(m, params) is not None)
-        doc["area_model"] = {"file": str(area_model), "area_um2": e["area_um2"],
-                             "unmodelled_modules": e["unmodelled_modules"], "memory_bits": e["memory_bits"],
-                             "memory_um2_excluded": mem_um2, "error": e["area_um2"] / (ms.area_um2 - mem_um2) - 1}
+        model = am.load(area_model)
+        doc["area_model"] = {"file": str(area_model), **area_model_check(ms, model, sv.read_text(), params)}
+        if ms.complete:
+            e = am.estimate(model, sv, params)
+            # the model leaves memory arrays (SRAM macros in silicon) out: compare it with the rest
+            mem_um2 = sum(ms.report.total(m) * ms.instances[m] for m in ms.rows
+                          if am.memory_bits(m, params) is not None)
+            doc["area_model"].update(area_um2=e["area_um2"], unmodelled_modules=e["unmodelled_modules"],
+                                     memory_bits=e["memory_bits"], memory_um2_excluded=mem_um2,
+                                     error=e["area_um2"] / (ms.area_um2 - mem_um2) - 1)
     out = work / "report" / "synth_modules.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
@@ -428,6 +492,17 @@ def format_synth(doc: dict) -> str:
                             else ""))
     else:
         lines.append("area: incomplete (run again to synthesize the rest; done modules are cached)")
+    a = doc.get("area_model")
+    if a and a["instances_synthesized"]:
+        lines.append(f"area model on the {a['instances_synthesized']} instances synthesized whole "
+                     f"({len(a['rows'])} modules, {a['synthesized_um2']:,.0f} um^2): "
+                     f"{100 * a['error_of_synthesized']:+.1f} % in all, {100 * a['mean_abs_error_per_module']:.1f} % "
+                     f"mean per module")
+    if a and not doc.get("complete"):
+        lines.append(f"area, synthesized where done and modelled elsewhere: "
+                     f"{a['area_um2_synthesized_or_modelled']:,.0f} um^2, {100 * a['synthesized_fraction']:.1f} % "
+                     f"synthesized ({a['instances_modelled']} instances modelled"
+                     + ("" if a["glue_um2"] is not None else ", the top's own cells not synthesized yet") + ")")
     if doc.get("slowest_leaf"):
         s = doc["slowest_leaf"]
         lines.append(f"slowest leaf module {s['module']}: {s['period_ps']:.1f} ps ({s['path_cells']} cells) -> "
