@@ -308,7 +308,10 @@ def with_full_modules(text: str, names: list[str], full: dict[str, str]) -> str:
 def undriven_outputs(text: str, top: str) -> list[int]:
     """The lanes q of module ``top``'s output stream (``out_bits_<q>``) that nothing in it drives: after
     :func:`with_full_modules` or in a :func:`join_harness`, the lanes whose port the full design's module lacks."""
-    mods = _modules(text)
+    return _undriven(_modules(text), top)
+
+
+def _undriven(mods: dict[str, str], top: str) -> list[int]:
     if top not in mods:
         raise ValueError(f"module {top}: not in the Verilog")
     body = mods[top].split(");", 1)[1]
@@ -343,8 +346,9 @@ def cosim_layer(rtl: str, params: dict, design: dict, x: np.ndarray, want: np.nd
         text = "/* verilator lint_off PINMISSING */\n" + with_full_modules(text, differ, full_modules)
         (patched / params["verilog"]).write_text(text)
         rtl = patched
+        mods = _modules(text)
     channels = design["layers"][0]["out_shape"][0]
-    dropped = sorted({q % channels for q in undriven_outputs(text, params["top"])})
+    dropped = sorted({q % channels for q in _undriven(mods, params["top"])})
     if live is None:
         live = np.ones(channels, dtype=bool)
     if len(live) != channels:
