@@ -420,7 +420,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{row['layer']:28s} skipped: {row['why']}")
             print(f"{r['layers_verified']} layers, {r['mismatched_values']} mismatched values -> "
                   f"{args.work / 'report' / 'layerwise' / 'layerwise.json'}")
-            return 0 if r["mismatched_values"] == 0 and not r["modules_differ"] else 1
+            # a module whose text differs from the full design's was simulated as the full design has it: only
+            # mismatched values (a live channel the full design lost counts as such) fail the run
+            return 0 if r["mismatched_values"] == 0 else 1
         elif args.cmd == "netlist":
             from .report.hierarchy import check_netlist, cross_check, format_hierarchy, instance_counts
 

@@ -6,7 +6,7 @@ import pytest
 from hashiflex.cli import main
 
 STEPS = ["train", "quantize", "fidelity", "export", "elaborate", "cosim", "sweep", "report", "finetune", "netlist", "demo",
-         "evaluate"]
+         "evaluate", "synth", "layerwise"]
 
 
 @pytest.mark.parametrize("step", STEPS)
@@ -17,10 +17,36 @@ def test_every_step_has_help(step, capsys):
     assert "--work" in capsys.readouterr().out
 
 
+def test_vectors_has_help(capsys):  # the one step without a work folder: it writes test vectors where it is told
+    with pytest.raises(SystemExit) as e:
+        main(["vectors", "--help"])
+    assert e.value.code == 0 and "golden model's output beats" in capsys.readouterr().out
+
+
 def test_module_entry_point_lists_the_steps():
     out = subprocess.run([sys.executable, "-m", "hashiflex", "--help"], capture_output=True, text=True, check=True)
     for step in STEPS:
         assert step in out.stdout
+
+
+def test_layerwise_fails_on_mismatches_only(tmp_path, monkeypatch, capsys):
+    from hashiflex import flow
+
+    def row(layer, mismatched, differ):
+        return {"layer": layer, "op": "conv2d", "mismatched_values": mismatched, "values": 10, "modules_differ": differ,
+                "cycles_per_image": 4.0, "ii_cycles_per_image": 4, "build_s": 1.0}
+
+    def fake(rows):
+        return lambda *a, **k: {"layers": rows, "skipped": [], "layers_verified": len(rows),
+                                "mismatched_values": sum(r["mismatched_values"] for r in rows),
+                                "modules_differ": sorted({m for r in rows for m in r["modules_differ"]})}
+
+    # a module simulated as the full design holds it (its text differs from the cut-out's) is not a failure
+    monkeypatch.setattr(flow, "step_layerwise", fake([row("a", 0, ["WindowGen_x"]), row("b", 0, [])]))
+    assert main(["layerwise", "--work", str(tmp_path), "--no-progress"]) == 0
+    assert "2 layers, 0 mismatched values" in capsys.readouterr().out
+    monkeypatch.setattr(flow, "step_layerwise", fake([row("a", 0, []), row("b", 3, [])]))
+    assert main(["layerwise", "--work", str(tmp_path), "--no-progress"]) == 1
 
 
 def test_missing_artifact_is_a_clear_error(tmp_path, capsys):
