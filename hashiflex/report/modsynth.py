@@ -71,6 +71,21 @@ def split_modules(text: str) -> dict[str, str]:
     return out
 
 
+def port_stub(text: str) -> str:
+    """A module's header alone, ``module name(ports);`` then ``endmodule``: all a parent synthesized with its
+    children as black boxes reads of them. Yosys otherwise parses a child's whole text before it black-boxes it
+    (a 7x7 layer's wrapper, 27 cells of its own, read its 12.9 MB lane: 831 s), and the top would read the whole
+    design."""
+    m = _MODULE.match(text.lstrip())
+    if m is None:
+        raise ValueError(f"not a module's text: {text[:60]!r}")
+    body = text.lstrip()
+    end = body.find(";", m.end() - 1) if body[m.end() - 1] == ";" else body.find(");", m.end())
+    if end < 0:
+        raise ValueError(f"module {m.group(1)}: no end of its port list")
+    return body[:end + (1 if body[end] == ";" else 2)] + "\nendmodule\n"
+
+
 def submodules(mods: dict[str, str]) -> dict[str, Counter]:
     """Per module: the modules of this file it instantiates, with their instance counts."""
     return {name: Counter(t for t, _ in _INSTANCE.findall(text) if t in mods) for name, text in mods.items()}
@@ -115,7 +130,8 @@ _MEMORY = re.compile(r"^\s*reg\s+\[[^\]]+\]\s+\w+\s*\[\d+:\d+\]\s*;", re.M)  # a
 
 def synth_module(name: str, text: str, child_texts: dict[str, str], timing: bool,
                  delay_target_ps: float = 1000.0) -> dict:
-    """One job: ``name`` synthesized alone onto ASAP7 (its submodules ``child_texts`` as black boxes); a leaf
+    """One job: ``name`` synthesized alone onto ASAP7 (its submodules as black boxes: ``child_texts``, their
+    :func:`port_stub` or whole text); a leaf
     module is also timed (``timing``). Runs on a Ray worker: everything it needs comes in the arguments or the
     installed package."""
     from .area import synthesize
@@ -352,7 +368,7 @@ def synthesize_modules(verilog: str | Path, top: str, cache: Path | None = None,
     todo.sort(key=lambda m: len(mods[m]))  # the smallest first: a partial run (limit, or stopped) covers the most
     if limit is not None:
         todo = todo[:limit]
-    args = [(m, mods[m], {c: mods[c] for c in children[m]}, timing, delay_target_ps) for m in todo]
+    args = [(m, mods[m], {c: port_stub(mods[c]) for c in children[m]}, timing, delay_target_ps) for m in todo]
     for i, r in run_jobs(synth_module, args, address=address, jobs=jobs, desc="synthesize modules",
                          progress=progress):
         m = todo[i]

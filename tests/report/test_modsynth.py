@@ -56,6 +56,21 @@ def test_the_hierarchy_is_read_from_the_text():
     assert modsynth.module_keys(mods, ch, order, "other lib")["neg"] != k1["neg"]
 
 
+def test_a_child_is_read_as_its_port_header_alone():
+    from hashiflex.sim.layerwise import port_list
+
+    mods = modsynth.split_modules(TEXT)
+    for name, text in mods.items():
+        stub = modsynth.port_stub(text)
+        assert stub.startswith(f"module {name}(") and stub.endswith(");\nendmodule\n")
+        assert port_list(stub) == port_list(text) and "always" not in stub and "assign" not in stub
+    assert modsynth.port_stub("module none;\n  wire w;\nendmodule\n") == "module none;\nendmodule\n"
+    with pytest.raises(ValueError, match="not a module's text"):
+        modsynth.port_stub("wire w;")
+    with pytest.raises(ValueError, match="module cut: no end of its port list"):
+        modsynth.port_stub("module cut(input a,\n")
+
+
 def test_bad_verilog_is_named():
     with pytest.raises(ValueError, match="no module found"):
         modsynth.split_modules("// nothing\n")
