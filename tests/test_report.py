@@ -110,7 +110,7 @@ def test_per_module_synthesis_on_ray_agrees_with_the_hierarchical_run_and_the_cl
     from hashiflex.cli import main
     from hashiflex.report.area import synthesize
     from hashiflex.report import area_model
-    from hashiflex.report.modsynth import synth_work
+    from hashiflex.report.modsynth import format_synth, synth_work
 
     p = json.loads((tiny / "rtl" / "hw_params.json").read_text())
     whole = synthesize(tiny / "rtl" / p["verilog"], p["top"], log=tmp_path / "whole", delay_target_ps=1000.0)
@@ -129,6 +129,8 @@ def test_per_module_synthesis_on_ray_agrees_with_the_hierarchical_run_and_the_cl
     assert a["modelled_um2"] == pytest.approx(sum(model.predict(area_model.module_features(m, p))
                                                   for m in priced if m not in {r["module"] for r in a["rows"]}))
     assert a["area_um2_synthesized_or_modelled"] == pytest.approx(a["synthesized_um2"] + a["modelled_um2"])
+    text = format_synth(doc)
+    assert "area, synthesized where done and modelled elsewhere" in text and "top's own cells not synthesized" in text
     assert main(["synth", "--work", str(tiny), "--jobs", "2", "--cache", str(cache), "--no-progress",
                  "--area-model", str(model_file)]) == 0
     out = capsys.readouterr().out
