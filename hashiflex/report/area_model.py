@@ -213,9 +213,10 @@ def priced_instances(verilog_text: str, hw_params: dict) -> tuple[list[str], lis
     return insts, npu_mods
 
 
-def estimate(model: AreaModel, verilog: str | Path, hw_params: dict) -> dict:
-    """Area of a design from its hw_params.json and the module instances in its Verilog (no synthesis)."""
-    insts, npu_mods = priced_instances(Path(verilog).read_text(), hw_params)
+def estimate(model: AreaModel, verilog: str | Path, hw_params: dict, text: str | None = None) -> dict:
+    """Area of a design from its hw_params.json and the module instances in its Verilog (no synthesis); ``text``:
+    the Verilog file's text where the caller has read it already."""
+    insts, npu_mods = priced_instances(Path(verilog).read_text() if text is None else text, hw_params)
     total, unknown, parts, mem = 0.0, [], {}, {}
     for name in insts:
         f = module_features(name, hw_params)

@@ -130,10 +130,9 @@ _MEMORY = re.compile(r"^\s*reg\s+\[[^\]]+\]\s+\w+\s*\[\d+:\d+\]\s*;", re.M)  # a
 
 def synth_module(name: str, text: str, child_texts: dict[str, str], timing: bool,
                  delay_target_ps: float = 1000.0) -> dict:
-    """One job: ``name`` synthesized alone onto ASAP7 (its submodules as black boxes: ``child_texts``, their
-    :func:`port_stub` or whole text); a leaf
-    module is also timed (``timing``). Runs on a Ray worker: everything it needs comes in the arguments or the
-    installed package."""
+    """One job: ``name`` synthesized alone onto ASAP7, its submodules as black boxes (``child_texts``: their
+    :func:`port_stub` or whole text); a leaf module is also timed (``timing``). Runs on a Ray worker: everything it
+    needs comes in the arguments or the installed package."""
     from .area import synthesize
     from .timing import critical_path
 
@@ -477,9 +476,10 @@ def synth_work(work: Path, address: str | None = None, jobs: int | None = None, 
         from . import area_model as am
 
         model = am.load(area_model)
-        doc["area_model"] = {"file": str(area_model), **area_model_check(ms, model, sv.read_text(), params)}
+        text = sv.read_text()
+        doc["area_model"] = {"file": str(area_model), **area_model_check(ms, model, text, params)}
         if ms.complete:
-            e = am.estimate(model, sv, params)
+            e = am.estimate(model, sv, params, text=text)
             # the model leaves memory arrays (SRAM macros in silicon) out: compare it with the rest
             mem_um2 = sum(ms.report.total(m) * ms.instances[m] for m in ms.rows
                           if am.memory_bits(m, params) is not None)
