@@ -1,14 +1,23 @@
 """Calibrate the area model on synthesized modules, report its error on held-out ones, estimate MobileNetV2-224.
 
-    python benchmarks/area_model.py [--designs 8] [--estimate build/bench_elab]
+    python benchmarks/area_model.py [--designs 8] [--target-ghz 1.0] [--full WORK ...] [--estimate build/bench_elab]
 
     python benchmarks/area_model.py --npu [--npu-probes 3]   # the NPU's multiplier coefficient, the rest kept
 
 Small MobileNetV2-like blocks (pointwise expand, depthwise 3x3 with stride 1/2, project, residual, pool, linear;
-random widths, sizes, sparsity and unroll) are elaborated and synthesized with Yosys + ASAP7 (hashiflex.report.area);
-every top-level module becomes a sample (its features, its synthesized area per instance). Every fourth design is
-held out: the model is fitted on the others' modules and its error is measured on modules of designs it never
-saw. Then the area of each design under --estimate (the full-size elaboration benchmark's outputs) is estimated
+random widths, sizes, sparsity and unroll) are elaborated and synthesized module by module in the flow
+``hashiflex synth`` runs (hashiflex.report.modsynth: Yosys + ASAP7, ABC mapping for the delay of --target-ghz,
+cached by module content); every module the model prices becomes a sample (its features, its synthesized area
+per instance, :func:`hashiflex.report.modsynth.area_model_samples`). Every fourth design is held out: the model is
+fitted on the others' modules and its error is measured on modules of designs it never saw.
+
+``--full WORK``: a full-size design synthesized (in part) by ``hashiflex synth --work WORK --target-ghz G`` at the
+same target: its modules synthesized with everything under them join the data. The model fitted on the small
+designs alone is first measured on them (how far it carries to full size), then each full-size module is left out
+in turn and predicted by the model fitted on the small designs and the other full-size modules; the model kept is
+fitted on all of them.
+
+Then the area of each design under --estimate (the full-size elaboration benchmark's outputs) is estimated
 from its hw_params.json and Verilog instances. Writes benchmarks/results/area_model.json and
 benchmarks/results/area_mobilenet_v2.json.
 
@@ -34,7 +43,6 @@ from hashiflex import hw
 from hashiflex.export import design_from_graph, npu_design, write_design
 from hashiflex.ir import Input, TensorType
 from hashiflex.report import area_model
-from hashiflex.report.area import parse_stat, synthesize
 from hashiflex.vectors import _Builder
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -87,7 +95,7 @@ def npu_probe(features: int, classes: int, size: int, target: int, seed: int = 0
     return npu_design(g, target_ii=target)
 
 
-def calibrate_npu(work: Path, probes: int, jobs: int | None) -> None:
+def calibrate_npu(work: Path, probes: int, jobs: int | None, delay_target_ps: float) -> None:
     from hashiflex.report.modsynth import synthesize_modules
 
     path = RESULTS / "area_model.json"
@@ -102,7 +110,8 @@ def calibrate_npu(work: Path, probes: int, jobs: int | None) -> None:
     params = hw.elaborate_many(todo, quiet=True)
     per_probe = []
     for (_, rtl), p in zip(todo, tqdm(params, desc="synthesize NPU modules")):
-        ms = synthesize_modules(rtl / p["verilog"], p["top"], jobs=jobs, progress=False, match=NPU_MODULES)
+        ms = synthesize_modules(rtl / p["verilog"], p["top"], jobs=jobs, progress=False, match=NPU_MODULES,
+                                delay_target_ps=delay_target_ps)
         # ms.rows also holds the design's other modules found in the cache: the NPU's alone
         per_probe.append([(m, area_model.module_features(m, p), r["own_um2"]) for m, r in ms.rows.items()
                           if re.search(NPU_MODULES, m)])
@@ -118,7 +127,7 @@ def calibrate_npu(work: Path, probes: int, jobs: int | None) -> None:
     npu_doc = {"probes": [list(s) for s in NPU_PROBES[:probes]], "modules": len(held),
                "leave_one_probe_out_mean_abs_error": float(np.mean(errs)),
                "leave_one_probe_out_max_abs_error": float(np.max(errs)), "rows": held,
-               "elaborate_and_synthesis_s": round(synth_s, 1)}
+               "elaborate_and_synthesis_s": round(synth_s, 1), "delay_target_ps": delay_target_ps}
     doc["coef_um2"] = model.coef
     doc["features"] = list(area_model.FEATURES)
     doc["npu"] = npu_doc
@@ -131,20 +140,68 @@ def calibrate_npu(work: Path, probes: int, jobs: int | None) -> None:
         print(f"  {r['module']}: synthesized {r['um2']:,.0f} um^2, model {r['model_um2']:,.0f}")
 
 
+def full_size_samples(work: Path, delay_target_ps: float) -> tuple[str, list]:
+    """The modules of the full-size design in WORK that ``hashiflex synth`` synthesized with everything under them
+    at this delay target (from the synthesis cache: nothing is synthesized here)."""
+    from hashiflex.report.modsynth import area_model_samples, synthesize_modules
+
+    p = hw.read_hw_params(work / "rtl")
+    sv = work / "rtl" / p["verilog"]
+    ms = synthesize_modules(sv, p["top"], limit=0, progress=False, delay_target_ps=delay_target_ps)
+    data = area_model_samples(ms, sv.read_text(), p)
+    if not data:
+        raise ValueError(f"--full {work}: no module the area model prices is synthesized whole at "
+                         f"{delay_target_ps:g} ps (run `hashiflex synth --work {work} --target-ghz "
+                         f"{1e3 / delay_target_ps:g}` first)")
+    return p["design"], data
+
+
+def leave_one_out(base: list, full: list) -> dict:
+    """Each full-size module predicted by the model fitted on ``base`` and the other full-size modules."""
+    rows = []
+    for i, (name, f, um2) in enumerate(full):
+        m = area_model.fit(base + full[:i] + full[i + 1:])
+        rows.append((name, f, um2, m.predict(f)))
+    return _rows_error(rows)
+
+
+def _rows_error(rows: list) -> dict:
+    errs = [abs(p - a) / a for _, _, a, p in rows]
+    total_a = sum(a for _, _, a, _ in rows)
+    return {"modules": len(rows), "mean_abs_error": float(np.mean(errs)), "max_abs_error": float(np.max(errs)),
+            "area_weighted_abs_error": sum(abs(p - a) for _, _, a, p in rows) / total_a,
+            "total_error": (sum(p for *_, p in rows) - total_a) / total_a,
+            "rows": [{"module": n, "um2": a, "model_um2": p} for n, _, a, p in rows]}
+
+
+def _summary(ev: dict) -> str:
+    return (f"mean |error| {100 * ev['mean_abs_error']:.1f} %, max {100 * ev['max_abs_error']:.1f} %, "
+            f"area-weighted {100 * ev['area_weighted_abs_error']:.1f} %, on the total {100 * ev['total_error']:+.1f} %")
+
+
 def main(argv=None):
+    from hashiflex.report.modsynth import area_model_samples, synthesize_modules
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--designs", type=int, default=8)
     ap.add_argument("--work", default="build/area_model")
     ap.add_argument("--estimate", default="build/bench_elab", help="folder of elaborated designs to estimate")
-    ap.add_argument("--reuse", action="store_true",
-                    help="reuse the Yosys reports of an earlier run in WORK (refit without synthesizing again)")
+    ap.add_argument("--target-ghz", type=float, default=1.0,
+                    help="the clock ABC maps for, as `hashiflex synth --target-ghz` (default: %(default)s)")
+    ap.add_argument("--full", action="append", default=[], metavar="WORK",
+                    help="a full-size design's work folder synthesized by `hashiflex synth` at --target-ghz: its "
+                         "modules synthesized whole join the data (see above); may repeat")
     ap.add_argument("--npu", action="store_true", help="fit the NPU's multiplier coefficient only (see above)")
     ap.add_argument("--npu-probes", type=int, default=3, help="how many of NPU_PROBES (default: %(default)s)")
     ap.add_argument("--jobs", type=int, default=None, help="synthesis jobs at once (default: every core)")
     args = ap.parse_args(argv)
+    if args.target_ghz <= 0:
+        ap.error(f"--target-ghz: expected a clock above 0 GHz, found {args.target_ghz}")
+    delay = 1e3 / args.target_ghz  # as `hashiflex synth` derives it: the synthesis cache is keyed by it
     work = Path(args.work).resolve()
     if args.npu:
-        return calibrate_npu(work / "npu", args.npu_probes, args.jobs)
+        return calibrate_npu(work / "npu", args.npu_probes, args.jobs, delay)
+    full = [full_size_samples(Path(w), delay) for w in args.full]  # fail early, before any synthesis
     jobs, graphs = [], []
     for seed in range(args.designs):
         g, target = block_design(seed)
@@ -157,32 +214,48 @@ def main(argv=None):
     t0 = time.perf_counter()
     for i, ((g, d, target), p, (_, rtl)) in enumerate(tqdm(list(zip(graphs, params, jobs)), desc="synthesis")):
         hw.check_hw_params(g, p, 4, target)
-        stat = Path(str(rtl.parent / "yosys") + ".stat")
-        if args.reuse and stat.exists():
-            rep = parse_stat(stat.read_text(), p["top"])
-        else:
-            rep = synthesize(rtl / p["verilog"], p["top"], log=rtl.parent / "yosys")
-        (held if i % 4 == 3 else train).extend(area_model.samples(rep, p))
+        sv = rtl / p["verilog"]
+        ms = synthesize_modules(sv, p["top"], jobs=args.jobs, progress=False, delay_target_ps=delay)
+        (held if i % 4 == 3 else train).extend(area_model_samples(ms, sv.read_text(), p))
     synth_s = time.perf_counter() - t0
-    model = area_model.fit(train)
+    small = area_model.fit(train)
+    ev_small = area_model.evaluate(small, held)
+    print(f"small designs: fitted on {len(train)} modules, held out {ev_small['modules']}: {_summary(ev_small)}")
+    full_doc = []
+    big = [s for _, data in full for s in data]
+    for name, data in full:
+        ev = area_model.evaluate(small, data)
+        loo = leave_one_out(train + [s for s in big if s not in data], data)
+        full_doc.append({"design": name, "modules": len(data), "small_designs_model": ev,
+                         "leave_one_out": loo})
+        print(f"{name}: {len(data)} modules synthesized whole; the small designs' model on them: {_summary(ev)}")
+        print(f"  each left out, fitted on the small designs and the others: {_summary(loo)}")
+    model = area_model.fit(train + big)
     ev = area_model.evaluate(model, held)
-    ev_train = area_model.evaluate(model, train)
+    ev_train = area_model.evaluate(model, train + big)
     RESULTS.mkdir(parents=True, exist_ok=True)
     area_model.save(model, RESULTS / "area_model.json",
-                    {**ev, "train_modules": len(train), "train_mean_abs_error": ev_train["mean_abs_error"],
-                     "designs": args.designs, "synthesis_s": round(synth_s, 1)})
-    print(f"fitted on {len(train)} modules, held out {ev['modules']}: mean |error| {100 * ev['mean_abs_error']:.1f} %, "
-          f"max {100 * ev['max_abs_error']:.1f} %, area-weighted {100 * ev['area_weighted_abs_error']:.1f} %, "
-          f"on the held-out total {100 * ev['total_error']:+.1f} %")
+                    {**ev, "train_modules": len(train) + len(big), "train_mean_abs_error": ev_train["mean_abs_error"],
+                     "designs": args.designs, "synthesis_s": round(synth_s, 1), "delay_target_ps": delay,
+                     "small_designs_only": {k: v for k, v in ev_small.items() if k != "rows"}, "full_size": full_doc})
+    print(f"kept: fitted on {len(train)} small-design modules + {len(big)} full-size, held out {ev['modules']}: "
+          f"{_summary(ev)}")
     print("coefficients (um^2 per unit):", {k: round(v, 4) for k, v in model.coef.items()})
-    calibrate_npu(work / "npu", args.npu_probes, args.jobs)  # the NPU's multipliers: no block design has any
+    # the NPU's multipliers: no block design has any
+    calibrate_npu(work / "npu", args.npu_probes, args.jobs, delay)
     model = area_model.load(RESULTS / "area_model.json")
 
-    est = []
+    est, skipped = [], []
     for rtl in sorted(Path(args.estimate).glob("*/rtl")):
         p = hw.read_hw_params(rtl)
-        e = area_model.estimate(model, rtl / p["verilog"], p)
-        row = {"design": p["design"], "area_mm2": round(e["area_um2"] / 1e6, 3), "adders": p["adders"],
+        try:
+            e = area_model.estimate(model, rtl / p["verilog"], p)
+        except ValueError as err:  # a design elaborated by an older generator: its table lacks a parameter
+            skipped.append({"design": p["design"], "why": str(err)})
+            print(f"skipped {rtl}: {err}")
+            continue
+        row = {"design": p["design"], "area_mm2": round(e["area_um2"] / 1e6, 3), "npu_mm2": round(e["npu_um2"] / 1e6, 3),
+               "memory_bits": e["memory_bits"], "adders": p["adders"],
                "ii_cycles_per_image": p["ii_cycles_per_image"], "unmodelled": e["unmodelled_modules"]}
         est.append(row)
         print(json.dumps(row))
@@ -190,7 +263,9 @@ def main(argv=None):
         (RESULTS / "area_mobilenet_v2.json").write_text(json.dumps(
             {"model": "benchmarks/results/area_model.json", "held_out_mean_abs_error": ev["mean_abs_error"],
              "held_out_area_weighted_abs_error": ev["area_weighted_abs_error"],
-             "designs": est}, indent=2) + "\n")
+             "full_size_leave_one_out": [{k: v for k, v in f["leave_one_out"].items() if k != "rows"}
+                                         for f in full_doc],
+             "designs": est, "skipped": skipped}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

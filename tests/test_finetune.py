@@ -80,6 +80,11 @@ def test_report_splits_backbone_and_npu(tuned):
                             area_model=ROOT / "benchmarks" / "results" / "area_model.json")
     # every module priced: the backbone's layers, the NPU's logic and loader; its weight banks counted as SRAM bits
     assert modelled["area_model_unmodelled"] == []
+    doc = json.loads((ROOT / "benchmarks" / "results" / "area_model.json").read_text())["held_out"]
+    full = [f["leave_one_out"]["area_weighted_abs_error"] for f in doc.get("full_size", [])]
+    assert modelled["area_model_full_size_error"] == (max(full) if full else None)
+    if full:
+        assert f"{100 * max(full):.1f} % area-weighted on full-size modules left out" in format_report(modelled)
     assert 0 < modelled["npu"]["area_model_um2"] < modelled["area_model_um2"]
     assert modelled["backbone_area_model_um2"] == pytest.approx(modelled["area_model_um2"]
                                                                 - modelled["npu"]["area_model_um2"])

@@ -110,7 +110,7 @@ def test_per_module_synthesis_on_ray_agrees_with_the_hierarchical_run_and_the_cl
     from hashiflex.cli import main
     from hashiflex.report.area import synthesize
     from hashiflex.report import area_model
-    from hashiflex.report.modsynth import format_synth, synth_work
+    from hashiflex.report.modsynth import area_model_samples, format_synth, synth_work, synthesize_modules
 
     p = json.loads((tiny / "rtl" / "hw_params.json").read_text())
     whole = synthesize(tiny / "rtl" / p["verilog"], p["top"], log=tmp_path / "whole", delay_target_ps=1000.0)
@@ -146,6 +146,14 @@ def test_per_module_synthesis_on_ray_agrees_with_the_hierarchical_run_and_the_cl
         assert r["model_um2"] == pytest.approx(model.predict(area_model.module_features(r["module"], p)))
         assert r["error"] == pytest.approx(r["model_um2"] / r["um2"] - 1)
     assert f"area model on the {len(priced)} instances synthesized whole" in out
+    # the samples to fit the model on, in the flow the design was synthesized with: one per module, as checked
+    ms = synthesize_modules(tiny / "rtl" / p["verilog"], p["top"], cache=cache, jobs=1, progress=False)
+    assert all(r["cached"] for r in ms.rows.values())
+    samples = area_model_samples(ms, (tiny / "rtl" / p["verilog"]).read_text(), p)
+    assert sorted(m for m, *_ in samples) == sorted(r["module"] for r in a["rows"])
+    for m, f, um2 in samples:
+        assert f == area_model.module_features(m, p)
+        assert um2 == pytest.approx(next(r["um2"] for r in a["rows"] if r["module"] == m))
     assert doc["complete"] and doc["modules_done"] == doc["modules_total"] == len(whole.modules)
     assert sum(r["cached"] for r in doc["modules"]) == 3  # the partial run's modules came from the cache
     # the same modules, each mapped alone: ABC's mapping varies a little with the context (see modsynth; measured

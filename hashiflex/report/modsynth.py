@@ -389,13 +389,11 @@ def synthesize_modules(verilog: str | Path, top: str, cache: Path | None = None,
     return ms
 
 
-def area_model_check(ms: ModuleSynthesis, model, verilog_text: str, hw_params: dict) -> dict:
-    """The area model against the synthesis as far as it has gone (a partial run included): every instance the
-    model prices (:func:`hashiflex.report.area_model.priced_instances`) whose module is synthesized with everything
-    under it is compared with the model's estimate of that instance; the design's area is then the synthesized
-    figure where there is one and the model's elsewhere. An instance's synthesized area leaves out its submodules
-    that the model prices on their own (the NPU's loader and weight banks); the modules above the priced ones (the
-    top's own cells: wiring, skip registers) are counted once all of them are synthesized (``glue_um2``)."""
+def _priced_synthesized(ms: ModuleSynthesis, verilog_text: str, hw_params: dict):
+    """The instances the area model prices (:func:`hashiflex.report.area_model.priced_instances`, one entry per
+    instance), their modules' features (None: not priced), the synthesized area of one instance of each module that
+    is synthesized with everything under it, less its submodules the model prices on their own, and the modules at
+    or under a priced instance."""
     from . import area_model as am
 
     insts, _ = am.priced_instances(verilog_text, hw_params)
@@ -417,16 +415,38 @@ def area_model_check(ms: ModuleSynthesis, model, verilog_text: str, hw_params: d
 
     for m in priced:
         mark(m)
+    feats = {m: am.module_features(m, hw_params) for m in priced}
+    areas = {m: ms.report.total(m) - sum(k * ms.report.total(c) for c, k in ms.children[m].items() if c in priced)
+             for m in priced if feats[m] is not None and done(m)}
+    return insts, feats, areas, under
+
+
+def area_model_samples(ms: ModuleSynthesis, verilog_text: str, hw_params: dict) -> list[tuple[str, dict, float]]:
+    """(module, the model's features of one instance, synthesized area of one instance) for every module the area
+    model prices that is synthesized with everything under it: samples to fit the model on
+    (:func:`hashiflex.report.area_model.fit`) in the flow the design is synthesized with."""
+    _, feats, areas, _ = _priced_synthesized(ms, verilog_text, hw_params)
+    return [(m, feats[m], areas[m]) for m in sorted(areas)]
+
+
+def area_model_check(ms: ModuleSynthesis, model, verilog_text: str, hw_params: dict) -> dict:
+    """The area model against the synthesis as far as it has gone (a partial run included): every instance the
+    model prices (:func:`hashiflex.report.area_model.priced_instances`) whose module is synthesized with everything
+    under it is compared with the model's estimate of that instance; the design's area is then the synthesized
+    figure where there is one and the model's elsewhere. An instance's synthesized area leaves out its submodules
+    that the model prices on their own (the NPU's loader and weight banks); the modules above the priced ones (the
+    top's own cells: wiring, skip registers) are counted once all of them are synthesized (``glue_um2``)."""
+    insts, feats, areas, under = _priced_synthesized(ms, verilog_text, hw_params)
     rows: dict[str, dict] = {}
     synth_um2 = model_same = model_rest = 0.0
     rest = 0
     for m in insts:
-        f = am.module_features(m, hw_params)
+        f = feats[m]
         if f is None:  # a memory array (an SRAM macro: priced by neither) or a module the table does not list
             continue
         pred = model.predict(f)
-        if done(m):
-            a = ms.report.total(m) - sum(k * ms.report.total(c) for c, k in ms.children[m].items() if c in priced)
+        if m in areas:
+            a = areas[m]
             r = rows.setdefault(m, {"module": m, "instances": 0, "um2": a, "model_um2": pred,
                                     "error": pred / a - 1 if a > 0 else None})
             r["instances"] += 1

@@ -152,6 +152,17 @@ def test_fit_recovers_known_costs_and_reports_held_out_error():
     assert ev["modules"] == 10 and ev["max_abs_error"] < 1e-6
 
 
+def test_the_fit_weights_a_module_by_the_square_root_of_its_area():
+    """Two modules that disagree: with weights 1/sqrt(area) the fit minimizes (c - 1)^2 / 1 + (100 c - 400)^2 / 400,
+    at c = 101/26; weighting by the relative error (c = 20/17) would let the small module outvote the large one, by
+    area alone (c = 4) the small one would count for nothing."""
+    one = dict.fromkeys(FEATURES, 0.0)
+    data = [("small", dict(one, adder_bits=1.0), 1.0), ("large", dict(one, adder_bits=100.0), 400.0)]
+    model = fit(data)
+    assert model.coef["adder_bits"] == pytest.approx(101 / 26, rel=1e-9)
+    assert all(v == 0 for k, v in model.coef.items() if k != "adder_bits")
+
+
 @pytest.mark.slow
 @pytest.mark.mill
 def test_every_module_under_the_top_is_in_the_table(elaborated):
