@@ -158,20 +158,8 @@ def full_size_samples(work: Path, delay_target_ps: float) -> tuple[str, list]:
 
 def leave_one_out(base: list, full: list) -> dict:
     """Each full-size module predicted by the model fitted on ``base`` and the other full-size modules."""
-    rows = []
-    for i, (name, f, um2) in enumerate(full):
-        m = area_model.fit(base + full[:i] + full[i + 1:])
-        rows.append((name, f, um2, m.predict(f)))
-    return _rows_error(rows)
-
-
-def _rows_error(rows: list) -> dict:
-    errs = [abs(p - a) / a for _, _, a, p in rows]
-    total_a = sum(a for _, _, a, _ in rows)
-    return {"modules": len(rows), "mean_abs_error": float(np.mean(errs)), "max_abs_error": float(np.max(errs)),
-            "area_weighted_abs_error": sum(abs(p - a) for _, _, a, p in rows) / total_a,
-            "total_error": (sum(p for *_, p in rows) - total_a) / total_a,
-            "rows": [{"module": n, "um2": a, "model_um2": p} for n, _, a, p in rows]}
+    return area_model.errors([(name, um2, area_model.fit(base + full[:i] + full[i + 1:]).predict(f))
+                              for i, (name, f, um2) in enumerate(full)])
 
 
 def _summary(ev: dict) -> str:

@@ -146,16 +146,6 @@ class AreaModel:
         return {"features": list(FEATURES), "coef_um2": self.coef}
 
 
-def samples(report, hw_params: dict) -> list[tuple[str, dict[str, float], float]]:
-    """(module, features of one instance, synthesized area of one instance) for the top's children."""
-    out = []
-    for child, n, um2 in report.breakdown():
-        f = module_features(child, hw_params)
-        if f is not None:
-            out.append((child, f, um2 / n))
-    return out
-
-
 def fit(data: list[tuple[str, dict[str, float], float]]) -> AreaModel:
     """Non-negative least squares, each module's residual weighted by 1/sqrt(its area): a module's area is a sum of
     cells, so the scatter of its area about the model grows with it like a count's (variance in proportion to the
@@ -187,7 +177,11 @@ def fit_feature(model: AreaModel, data: list[tuple[str, dict[str, float], float]
 
 def evaluate(model: AreaModel, data) -> dict:
     """Relative error per held-out module, and on their total."""
-    rows = [(name, area, model.predict(f)) for name, f, area in data]
+    return errors([(name, area, model.predict(f)) for name, f, area in data])
+
+
+def errors(rows: list[tuple[str, float, float]]) -> dict:
+    """:func:`evaluate`'s figures from (module, synthesized area, predicted area) rows, whatever predicted them."""
     errs = [abs(p - a) / a for _, a, p in rows if a > 0]
     total_a = sum(a for _, a, _ in rows)
     total_p = sum(p for *_, p in rows)
