@@ -229,7 +229,11 @@ def parser() -> argparse.ArgumentParser:
                                    "cached by module content (a stopped run resumes); time every leaf module with "
                                    "OpenSTA; once every module is done, time the whole design across module "
                                    "boundaries (their netlists linked as the hierarchy); write "
-                                   "WORK/report/synth_modules.json.")
+                                   "WORK/report/synth_modules.json. Each job reserves the memory its module's "
+                                   "Yosys run needs (predicted from its Verilog by a model fitted on measured "
+                                   "runs: benchmarks/synth_memory.py), so large modules never share a node beyond "
+                                   "its memory; a module needing more than the largest node has is listed, not "
+                                   "run (run it on a cluster with larger nodes).")
     _work(p)
     _progress(p)
     p.add_argument("--address", default=None, help="a running Ray cluster ('auto' or HOST:PORT); default: local")

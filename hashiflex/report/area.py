@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +52,7 @@ class AreaReport:
     top: str
     modules: dict[str, ModuleArea]
     top_um2: float                          # as Yosys reports it for the top (the whole hierarchy)
+    peak_memory_bytes: int | None = None    # the Yosys run's peak resident memory (when it was measured)
 
     def total(self, name: str) -> float:
         """Area of one instance of ``name`` with everything below it."""
@@ -151,6 +153,31 @@ def synthesis_script(verilog: str | Path, top: str, lib: Path, stat: Path, ltp: 
     return script
 
 
+# Starts a command and writes its peak resident memory (wait4's ru_maxrss: the process and the children it waited
+# for, ABC's under Yosys) to the file argv[1]. A forked process starts with its parent's resident pages counted, so
+# a command forked straight from a large Python (a Ray worker, pytest with torch loaded) would read as at least that
+# process's size; forked from this small one it reads as its own.
+_LAUNCHER = ("import os, sys\n"
+             "pid = os.posix_spawnp(sys.argv[2], sys.argv[2:], os.environ)\n"
+             "_, status, usage = os.wait4(pid, 0)\n"
+             "open(sys.argv[1], 'w').write(str(usage.ru_maxrss))\n"
+             "code = os.waitstatus_to_exitcode(status)\n"
+             "sys.exit(code if code >= 0 else 128 - code)\n")
+
+
+def run_measured(cmd: list[str]) -> tuple[int, str, int]:
+    """Run ``cmd`` (stdout discarded); return its exit status, its standard error and its peak resident memory in
+    bytes (its own and its children's, the largest: what a job of it needs)."""
+    with tempfile.TemporaryDirectory(prefix="hashiflex_run_") as td:
+        rss = Path(td) / "maxrss"
+        proc = subprocess.run([sys.executable, "-c", _LAUNCHER, str(rss), *cmd], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)
+        if not rss.exists():
+            why = (proc.stderr.decode(errors="replace").strip().splitlines() or ["no error output"])[-1]
+            raise RuntimeError(f"{cmd[0]} could not be started: {why}")
+        return proc.returncode, proc.stderr.decode(errors="replace"), int(rss.read_text()) * 1024  # Linux: KiB
+
+
 TIE_HI, TIE_LO, BUF = "TIEHIx1_ASAP7_75t_R H", "TIELOx1_ASAP7_75t_R L", "BUFx2_ASAP7_75t_R A Y"
 
 
@@ -169,9 +196,9 @@ def synthesize(verilog: str | Path, top: str, liberty: Path | None = None, log: 
     ltp = stat.with_suffix(".ltp")
     stat.parent.mkdir(parents=True, exist_ok=True)
     script = synthesis_script(verilog, top, lib, stat, ltp, flat, netlist, tuple(blackboxes), delay_target_ps)
-    proc = subprocess.run(["yosys", "-q", "-p", script], capture_output=True, text=True)
-    if proc.returncode != 0:
-        errs = [l for l in proc.stderr.splitlines() if "unsupported expression" not in l]  # scan flops: harmless
+    returncode, stderr, peak = run_measured(["yosys", "-q", "-p", script])
+    if returncode != 0:
+        errs = [l for l in stderr.splitlines() if "unsupported expression" not in l]  # scan flops: harmless
         raise RuntimeError(f"yosys failed on {verilog}:\n" + "\n".join(errs)[-2000:])
     text = stat.read_text()
     unmapped = sorted({m.group(1) for m in _UNMAPPED.finditer(text)})
@@ -179,6 +206,7 @@ def synthesize(verilog: str | Path, top: str, liberty: Path | None = None, log: 
         raise RuntimeError(f"yosys left cells unmapped on ASAP7 in {verilog} ({', '.join(unmapped)}): their area "
                            f"would be missing; see {stat}")
     report = parse_stat(text, top)
+    report.peak_memory_bytes = peak
     for name, depth in re.findall(r"Longest topological path in (\S+) \(length=(\d+)\)",
                                   ltp.read_text() if ltp.exists() else ""):
         if name.lstrip("\\") in report.modules:

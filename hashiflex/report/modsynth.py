@@ -43,7 +43,7 @@ import re
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .area import AreaReport, ModuleArea
@@ -126,6 +126,69 @@ def module_keys(mods: dict[str, str], children: dict[str, Counter], order: list[
 
 
 _MEMORY = re.compile(r"^\s*reg\s+\[[^\]]+\]\s+\w+\s*\[\d+:\d+\]\s*;", re.M)  # an array: firtool's memories
+_ARRAY = re.compile(r"^\s*reg\s+\[(\d+):(\d+)\]\s+\w+\s*\[(\d+):(\d+)\]\s*;", re.M)
+
+MEMORY_MODEL = Path(__file__).with_name("synth_memory.json")  # fitted by benchmarks/synth_memory.py
+
+
+def array_bits(text: str) -> int:
+    """Bits of a module's register arrays (firtool's memories): Yosys expands each into that many flip-flops and
+    their multiplexers, far more netlist than the few lines that declare it."""
+    return sum((abs(int(a) - int(b)) + 1) * (abs(int(c) - int(d)) + 1) for a, b, c, d in _ARRAY.findall(text))
+
+
+@dataclass(frozen=True)
+class MemoryModel:
+    """The peak memory of one synthesis job (Yosys reads, maps and writes the module in one process) from the
+    Verilog it reads: ``base`` (the ASAP7 Liberty, Yosys itself) + ``per_byte`` x the text's bytes (the module and
+    its children's port stubs) + ``per_array_bit`` x its register arrays' bits, times ``margin`` (the largest
+    ratio of a measured peak to this line over the jobs it was fitted on). It sizes the memory a job asks Ray for
+    (:func:`hashiflex.fanout.run_jobs`) and orders the jobs, the smallest first."""
+    base: float
+    per_byte: float
+    per_array_bit: float
+    margin: float
+
+    def line(self, text: str) -> float:
+        return self.base + self.per_byte * len(text.encode()) + self.per_array_bit * array_bits(text)
+
+    def need(self, text: str) -> int:
+        """Bytes to reserve for synthesizing ``text``."""
+        return int(self.margin * self.line(text))
+
+    def to_json(self) -> dict:
+        return {"base_bytes": self.base, "per_text_byte": self.per_byte, "per_array_bit": self.per_array_bit,
+                "margin": self.margin}
+
+
+def fit_memory_model(samples: list[tuple[str, int]]) -> MemoryModel:
+    """Fit :class:`MemoryModel` on ``(job text, measured peak bytes)`` pairs (non-negative coefficients, each job
+    weighted by 1/its peak: a relative fit, so the small jobs do not vanish beside the large ones); the margin
+    makes every sample's need at least its peak."""
+    import numpy as np
+    from scipy.optimize import nnls
+
+    if len(samples) < 3:
+        raise ValueError(f"the memory model needs at least 3 measured jobs, got {len(samples)}")
+    X = np.array([[1.0, len(t.encode()), array_bits(t)] for t, _ in samples])
+    y = np.array([float(p) for _, p in samples])
+    if (y <= 0).any():
+        raise ValueError("a measured peak memory is not positive")
+    coef, _ = nnls(X / y[:, None], np.ones_like(y))
+    m = MemoryModel(*map(float, coef), margin=1.0)
+    return MemoryModel(m.base, m.per_byte, m.per_array_bit,
+                       margin=float(max(1.0, max(p / m.line(t) for t, p in samples))))
+
+
+def load_memory_model(path: Path = MEMORY_MODEL) -> MemoryModel:
+    """The fitted model (:data:`MEMORY_MODEL`); raises naming the file and the field when one is missing."""
+    doc = json.loads(Path(path).read_text())
+    try:
+        return MemoryModel(float(doc["base_bytes"]), float(doc["per_text_byte"]), float(doc["per_array_bit"]),
+                           float(doc["margin"]))
+    except KeyError as e:
+        raise ValueError(f"{path}: the memory model has no field {e.args[0]!r} (expected base_bytes, "
+                         f"per_text_byte, per_array_bit, margin)") from None
 
 
 def synth_module(name: str, text: str, child_texts: dict[str, str], timing: bool,
@@ -146,7 +209,8 @@ def synth_module(name: str, text: str, child_texts: dict[str, str], timing: bool
                          delay_target_ps=delay_target_ps)
         m = rep.modules[name]
         out = {"module": name, "own_um2": m.own_um2, "cells": m.cells, "logic_depth_cells": m.depth,
-               "synthesis_seconds": time.perf_counter() - t0}
+               "synthesis_seconds": time.perf_counter() - t0, "peak_memory_bytes": rep.peak_memory_bytes,
+               "text_bytes": len(src.read_bytes())}
         if net is not None:  # every module's mapped cells, for the whole design's timing (hierarchical_timing)
             out["netlist_gz"] = gzip.compress(net.read_bytes(), 6)
         if net is not None and leaf:
@@ -168,6 +232,7 @@ class ModuleSynthesis:
     instances: Counter             # module -> instances in the whole design
     report: AreaReport
     cache: Path
+    too_large: dict[str, str] = field(default_factory=dict)  # module -> why it was not run (its memory need)
 
     @property
     def complete(self) -> bool:
@@ -190,9 +255,12 @@ class ModuleSynthesis:
                      "complete": self.complete, "cache": str(self.cache),
                      "modules": [{**{k: self.rows[m].get(k) for k in (
                          "module", "own_um2", "cells", "logic_depth_cells", "period_ps", "path_cells",
-                         "synthesis_seconds", "cached", "memory")}, "instances": self.instances[m]}
+                         "synthesis_seconds", "peak_memory_bytes", "cached", "memory")},
+                                  "instances": self.instances[m]}
                                  for m in self.order if m in self.rows],
                      "synthesis_seconds": sum(r.get("synthesis_seconds") or 0 for r in self.rows.values())}
+        if self.too_large:
+            doc["too_large"] = [{"module": m, "why": w} for m, w in self.too_large.items()]
         s = self.slowest()
         if s:
             doc["slowest_leaf"] = {k: s.get(k) for k in ("module", "period_ps", "path_cells", "startpoint",
@@ -336,14 +404,18 @@ def instance_counts(children: dict[str, Counter], order: list[str], top: str) ->
 def synthesize_modules(verilog: str | Path, top: str, cache: Path | None = None, address: str | None = None,
                        jobs: int | None = None, timing: bool = True, progress: bool = True,
                        limit: int | None = None, match: str | None = None,
-                       delay_target_ps: float = 1000.0) -> ModuleSynthesis:
+                       delay_target_ps: float = 1000.0, memory_model: MemoryModel | None = None) -> ModuleSynthesis:
     """Synthesize every unique module under ``top`` (see the module docstring); results cached in ``cache``
     (default ~/.cache/hashiflex/synth). ``limit``: run at most this many new jobs, the smallest modules first (a
     partial, resumable run: the returned report then lacks the modules still to do and raises on their area);
-    ``match``: only new jobs for modules whose names match this regular expression (e.g. the adder lanes)."""
+    ``match``: only new jobs for modules whose names match this regular expression (e.g. the adder lanes).
+
+    Each job asks Ray for the memory ``memory_model`` (default the fitted :data:`MEMORY_MODEL`) says it needs, so
+    jobs share a node only as far as its memory goes; a job that needs more than the largest node has is not run
+    and is listed in ``too_large`` with its need (the rest of the run goes on)."""
     import os
 
-    from ..fanout import run_jobs
+    from ..fanout import Oversize, run_jobs
     from .area import merged_liberty
 
     mods = split_modules(Path(verilog).read_text())
@@ -364,13 +436,20 @@ def synthesize_modules(verilog: str | Path, top: str, cache: Path | None = None,
             todo.append(m)
     if match is not None:
         todo = [m for m in todo if re.search(match, m)]
-    todo.sort(key=lambda m: len(mods[m]))  # the smallest first: a partial run (limit, or stopped) covers the most
+    stubs = {m: {c: port_stub(mods[c]) for c in children[m]} for m in todo}
+    mm = memory_model or load_memory_model()
+    need = {m: mm.need("".join(stubs[m].values()) + mods[m]) for m in todo}
+    todo.sort(key=need.__getitem__)  # the smallest first: a partial run (limit, or stopped) covers the most
     if limit is not None:
         todo = todo[:limit]
-    args = [(m, mods[m], {c: port_stub(mods[c]) for c in children[m]}, timing, delay_target_ps) for m in todo]
+    args = [(m, mods[m], stubs[m], timing, delay_target_ps) for m in todo]
+    too_large: dict[str, str] = {}
     for i, r in run_jobs(synth_module, args, address=address, jobs=jobs, desc="synthesize modules",
-                         progress=progress):
+                         progress=progress, memory=[need[m] for m in todo], oversize="skip"):
         m = todo[i]
+        if isinstance(r, Oversize):
+            too_large[m] = str(r)
+            continue
         gz = r.pop("netlist_gz", None)
         if gz is not None:  # the netlist first: a result on file promises its netlist
             ntmp = cache / f".{keys[m]}.net.tmp"
@@ -383,7 +462,8 @@ def synthesize_modules(verilog: str | Path, top: str, cache: Path | None = None,
     rows = {m: {**rows[m], "memory": bool(_MEMORY.search(mods[m]))} for m in order if m in rows}
     report = AreaReport(top, {m: ModuleArea(m, r["own_um2"], dict(children[m]), r["cells"], r["logic_depth_cells"])
                               for m, r in rows.items()}, 0.0)
-    ms = ModuleSynthesis(top, order, rows, children, instance_counts(children, order, top), report, cache)
+    ms = ModuleSynthesis(top, order, rows, children, instance_counts(children, order, top), report, cache,
+                         too_large)
     if ms.complete:
         report.top_um2 = report.total(top)
     return ms
@@ -528,6 +608,11 @@ def format_synth(doc: dict) -> str:
                             else ""))
     else:
         lines.append("area: incomplete (run again to synthesize the rest; done modules are cached)")
+    if doc.get("too_large"):
+        t = doc["too_large"]
+        lines.append(f"{len(t)} module(s) not run, each needing more memory than any node has (run them on a "
+                     f"cluster with larger nodes: --address): "
+                     + "; ".join(f"{r['module']} {r['why']}" for r in t[:5]) + (" ..." if len(t) > 5 else ""))
     a = doc.get("area_model")
     if a and a["instances_synthesized"]:
         lines.append(f"area model on the {a['instances_synthesized']} instances synthesized whole "

@@ -4,6 +4,8 @@ import shutil
 from collections import Counter
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hashiflex.report import modsynth
 from hashiflex.report.area import synthesize
@@ -96,6 +98,52 @@ def test_a_mapped_netlist_is_wrapped_with_its_bus_ports():
         modsynth.bus_wrapper("n", net)
 
 
+RAM = """module ram_16x8(input clock, input [3:0] a, input [7:0] d, input we, output [7:0] q);
+  reg [7:0] Memory[0:15];
+  always @(posedge clock) if (we) Memory[a] <= d;
+  assign q = Memory[a];
+endmodule
+"""
+
+
+def test_a_module_register_arrays_are_counted_in_bits():
+    assert modsynth.array_bits(RAM) == 128
+    assert modsynth.array_bits(RAM + RAM.replace("[7:0] Memory[0:15]", "[21:0] Memory_1[0:2]")) == 128 + 66
+    assert modsynth.array_bits(LEAF) == 0  # a plain register is not an array
+
+
+@settings(max_examples=25, deadline=None)
+@given(base=st.floats(1e7, 5e8), per_byte=st.floats(10.0, 2000.0), per_bit=st.floats(0.0, 5e3),
+       sizes=st.lists(st.integers(1, 400), min_size=4, max_size=10, unique=True), noise=st.floats(1.0, 1.3))
+def test_the_memory_fit_recovers_a_model_that_made_the_data_and_its_margin_covers_every_job(base, per_byte, per_bit,
+                                                                                            sizes, noise):
+    true = modsynth.MemoryModel(base, per_byte, per_bit, margin=1.0)
+    texts = [LEAF * n + (RAM if k % 2 else "") for k, n in enumerate(sizes)]
+    exact = modsynth.fit_memory_model([(t, round(true.line(t))) for t in texts])
+    for t in texts:
+        assert exact.line(t) == pytest.approx(true.line(t), rel=1e-3)
+    assert exact.margin == pytest.approx(1.0, abs=1e-3)
+    # one job measured above the line: the margin lifts every need to at least its peak
+    peaks = [round(true.line(t) * (noise if k == 0 else 1.0)) for k, t in enumerate(texts)]
+    noisy = modsynth.fit_memory_model(list(zip(texts, peaks)))
+    assert all(noisy.need(t) >= p - 1 for t, p in zip(texts, peaks))
+    # the need grows with the text: a larger module never asks for less
+    needs = [noisy.need(LEAF * n) for n in sorted(sizes)]
+    assert needs == sorted(needs)
+
+
+def test_the_memory_model_is_read_from_its_file_and_a_bad_one_is_named(tmp_path):
+    m = modsynth.load_memory_model()  # the one fitted on measured jobs (benchmarks/synth_memory.py)
+    assert m.base > 0 and m.per_byte > 0 and m.margin >= 1.0
+    assert m.need(LEAF * 1000) > m.need(LEAF) > m.base
+    bad = tmp_path / "m.json"
+    bad.write_text(json.dumps({"base_bytes": 1.0, "per_text_byte": 2.0, "margin": 1.0}))
+    with pytest.raises(ValueError, match=r"m\.json: the memory model has no field 'per_array_bit'"):
+        modsynth.load_memory_model(bad)
+    with pytest.raises(ValueError, match="at least 3 measured jobs, got 2"):
+        modsynth.fit_memory_model([(LEAF, 1), (RAM, 2)])
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     """One local Ray for the module's runs (run_jobs leaves a Ray it did not start running)."""
@@ -160,3 +208,23 @@ def test_modules_synthesized_apart_on_ray_agree_with_one_hierarchical_run_and_ar
     assert list(only.rows) == ["neg"]  # only the modules the pattern names
     rest = modsynth.synthesize_modules(sv, "top", cache=cache2, jobs=2, progress=False)
     assert sum(not r["cached"] for r in rest.rows.values()) == 2 and rest.area_um2 == pytest.approx(ms.area_um2)
+    # every job's peak memory is measured: at least Yosys with the ASAP7 Liberty read, each what its text needs
+    for m, r in ms.rows.items():
+        assert 50 * 2**20 < r["peak_memory_bytes"] < 4 * 2**30, (m, r["peak_memory_bytes"])
+        assert r["text_bytes"] >= len(modsynth.split_modules(TEXT)[m])
+    # a module that needs more memory than the largest node has is not run, and named; the rest go on
+    from hashiflex.fanout import largest_node_memory
+
+    mods = modsynth.split_modules(TEXT)
+    jobs = {m: "".join(modsynth.port_stub(mods[c]) for c in modsynth.submodules(mods)[m]) + mods[m] for m in mods}
+    big = max(jobs, key=lambda m: len(jobs[m].encode()))
+    per_byte = 1.001 * largest_node_memory() / len(jobs[big].encode())
+    assert all(len(jobs[m].encode()) * per_byte < largest_node_memory() for m in jobs if m != big)
+    huge = modsynth.MemoryModel(0.0, per_byte, 0.0, 1.0)
+    part = modsynth.synthesize_modules(sv, "top", cache=tmp_path / "cache5", jobs=2, progress=False,
+                                       memory_model=huge)
+    assert set(part.rows) == set(mods) - {big} and list(part.too_large) == [big] and not part.complete
+    doc = {**part.to_json(), "synthesis_seconds": 0.0}
+    assert doc["too_large"] == [{"module": big, "why": part.too_large[big]}]
+    assert part.too_large[big].startswith(f"needs {huge.need(jobs[big]) / 2**30:.1f} GiB, the largest node has")
+    assert "1 module(s) not run, each needing more memory than any node has" in modsynth.format_synth(doc)
