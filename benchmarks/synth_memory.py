@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -68,9 +69,10 @@ def main() -> None:
 
     try:
         current = modsynth.load_memory_model()
-    except FileNotFoundError:
-        current = modsynth.MemoryModel(0.0, 0.0, 0.0, 1.0)  # nothing fitted yet: reserve nothing while measuring
-        print("no memory model yet: the calibration jobs reserve no memory (keep --limit/--match modest)")
+    except (FileNotFoundError, ValueError):
+        # nothing fitted yet (or in an older form): a job reserves a byte per byte of its text (next to nothing), which orders the jobs
+        current = modsynth.MemoryModel(0.0, 1.0, 0.0, 0.0, 1.0)
+        print("no memory model yet: the calibration jobs reserve next to no memory (keep --limit/--match modest)")
     samples: list[tuple[str, int]] = []
     rows, pending = [], []
     t0 = time.perf_counter()
@@ -88,12 +90,14 @@ def main() -> None:
             if r is not None and r.get("peak_memory_bytes"):
                 samples.append((jobs[m], int(r["peak_memory_bytes"])))
                 rows.append({"design": top, "module": m, "text_bytes": len(jobs[m].encode()),
+                             "operators": modsynth.operators(jobs[m]),
                              "array_bits": modsynth.array_bits(jobs[m]), "cells": r["cells"],
                              "peak_memory_bytes": int(r["peak_memory_bytes"]),
                              "synthesis_seconds": r["synthesis_seconds"]})
             elif r is None:
                 pending.append({"design": top, "module": m, "text_bytes": len(jobs[m].encode()),
-                                "instances": instances[m], "text": jobs[m]})
+                                "operators": modsynth.operators(jobs[m]), "instances": instances[m],
+                                "text": jobs[m]})
     print(f"{len(samples)} jobs measured ({time.perf_counter() - t0:.0f} s here), {len(pending)} modules to go")
     model = modsynth.fit_memory_model(samples)
     loo = leave_one_out(samples)
@@ -103,7 +107,8 @@ def main() -> None:
     mae = float(np.mean([abs(r["left_out_error"]) for r in rows]))
     rule = float(np.mean([abs(r["per_cell_rule_error"]) for r in rows]))
     print(f"model: {model.base / 2**20:.0f} MiB + {model.per_byte:.1f} B per byte of Verilog + "
-          f"{model.per_array_bit:.0f} B per array bit, margin {model.margin:.2f}")
+          f"{model.per_operator / 2**10:.1f} KiB per operator + {model.per_array_bit / 2**10:.1f} KiB per array bit, "
+          f"margin {model.margin:.2f}")
     print(f"left out: mean |error| {100 * mae:.1f} % (the line), {sum(r['left_out_covered'] for r in rows)} of "
           f"{len(rows)} peaks within the need; the 3 KB/cell rule (needs the cells) {100 * rule:.1f} %: "
           f"{rule / mae:.1f}x the model's error")
@@ -116,18 +121,21 @@ def main() -> None:
         p["need_bytes"] = model.need(p.pop("text"))
     pending.sort(key=lambda p: p["need_bytes"])
     over = [p for p in pending if p["need_bytes"] > node]
-    print(f"modules to go: {len(pending) - len(over)} fit the {node / 2**30:.1f} GiB Ray schedules here, "
-          f"{len(over)} need more:")
+    machine = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    print(f"modules to go: {len(pending) - len(over)} fit the {node / 2**30:.1f} GiB Ray schedules here (of "
+          f"{machine / 2**30:.1f} GiB; Ray counts what is free when it starts), {len(over)} need more:")
     for p in over:
-        print(f"  {p['module']}: {p['need_bytes'] / 2**30:.1f} GiB ({p['text_bytes'] / 2**20:.1f} MiB of Verilog)")
+        print(f"  {p['module']}: {p['need_bytes'] / 2**30:.1f} GiB ({p['text_bytes'] / 2**20:.1f} MiB of Verilog, "
+              f"{p['operators']:,} operators)")
     doc = {"command": "python benchmarks/synth_memory.py " + " ".join(
                f"--work {w}" for w in args.work) + (f" --limit {args.limit}" if args.limit else "")
-           + (f" --match '{args.match}'" if args.match else "") + f" --target-ghz {args.target_ghz}",
+           + (f" --match '{args.match}'" if args.match else "") + (" --no-synth" if args.no_synth else "")
+           + f" --target-ghz {args.target_ghz}",
            "model": model.to_json(), "jobs_measured": len(rows), "left_out_mean_abs_error": mae,
            "left_out_covered": sum(r["left_out_covered"] for r in rows),
            "baseline": {"what": "3 KB per mapped cell (the README's former rule; needs the synthesized cells)",
                         "mean_abs_error": rule, "ratio_to_model": rule / mae},
-           "node_memory_bytes": node, "modules_to_go": len(pending), "modules_to_go_over_node": len(over),
+           "node_memory_bytes": node, "machine_memory_bytes": machine, "modules_to_go": len(pending), "modules_to_go_over_node": len(over),
            "largest_need_bytes": max((p["need_bytes"] for p in pending), default=None),
            "measured": rows, "to_go": pending}
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -141,30 +149,37 @@ def main() -> None:
 
 
 def plot(rows: list[dict], pending: list[dict], model: modsynth.MemoryModel, node: int, out: Path) -> None:
+    """Left: every measured job's peak against the model's line (and the need the margin makes of it); right: the
+    predicted need of every module not synthesized yet, against the memory Ray schedules on this node."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    plain = [r for r in rows if not r["array_bits"]]
-    arrays = [r for r in rows if r["array_bits"]]
-    ax.loglog([r["text_bytes"] for r in plain], [r["peak_memory_bytes"] / 2**30 for r in plain], "o", ms=4,
-              label="measured (Yosys peak)")
-    if arrays:
-        ax.loglog([r["text_bytes"] for r in arrays], [r["peak_memory_bytes"] / 2**30 for r in arrays], "s", ms=4,
-                  label="measured, register arrays")
-    xs = np.geomspace(min(r["text_bytes"] for r in rows + pending), max(r["text_bytes"] for r in rows + pending), 50)
-    ax.loglog(xs, [model.margin * (model.base + model.per_byte * x) / 2**30 for x in xs], "-", lw=1,
-              label="reserved (model x margin)")
-    if pending:
-        ax.loglog([p["text_bytes"] for p in pending], [p["need_bytes"] / 2**30 for p in pending], "x", ms=4,
-                  label="not synthesized yet: predicted need")
-    ax.axhline(node / 2**30, color="k", ls=":", lw=1, label=f"Ray memory on this node ({node / 2**30:.1f} GiB)")
-    ax.set_xlabel("job's Verilog (bytes)")
-    ax.set_ylabel("peak memory (GiB)")
-    ax.set_title("Per-module synthesis: memory per job")
-    ax.legend(fontsize=8)
+    gib = 2**30
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for kind, mark in (("ShiftAddLane", "o"), ("ram_", "s"), ("", ".")):
+        sel = [r for r in rows if (r["module"].startswith(kind) if kind else
+                                   not r["module"].startswith(("ShiftAddLane", "ram_")))]
+        if sel:
+            a.loglog([r["model_line_bytes"] / gib for r in sel], [r["peak_memory_bytes"] / gib for r in sel], mark,
+                     ms=4, label={"ShiftAddLane": "adder lanes", "ram_": "register arrays", "": "other modules"}[kind])
+    lo = min(r["peak_memory_bytes"] for r in rows) / gib / 1.5
+    hi = max(r["peak_memory_bytes"] for r in rows) / gib * 1.5
+    a.loglog([lo, hi], [lo, hi], "k-", lw=0.8, label="the model's line")
+    a.loglog([lo, hi], [lo * model.margin, hi * model.margin], "k--", lw=0.8,
+             label=f"reserved (x{model.margin:.2f} margin)")
+    a.set_xlabel("model (GiB)")
+    a.set_ylabel("measured Yosys peak (GiB)")
+    a.set_title(f"{len(rows)} jobs measured")
+    a.legend(fontsize=8)
+    needs = sorted(p["need_bytes"] / gib for p in pending)
+    b.semilogy(range(1, len(needs) + 1), needs, ".", ms=4)
+    b.axhline(node / gib, color="k", ls=":", lw=1, label=f"Ray memory on this node ({node / gib:.1f} GiB)")
+    b.set_xlabel("modules not synthesized yet, by need")
+    b.set_ylabel("predicted need (GiB)")
+    b.set_title(f"{len(needs)} modules to go")
+    b.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
 

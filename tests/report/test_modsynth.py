@@ -4,7 +4,8 @@ import shutil
 from collections import Counter
 
 import pytest
-from hypothesis import given, settings
+import numpy as np
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from hashiflex.report import modsynth
@@ -112,13 +113,28 @@ def test_a_module_register_arrays_are_counted_in_bits():
     assert modsynth.array_bits(LEAF) == 0  # a plain register is not an array
 
 
+WIRE = """module wire8(input [7:0] a, output [7:0] y);
+  assign y = a;
+endmodule
+"""
+
+
+def test_operators_are_counted_and_wiring_has_none():
+    assert modsynth.operators(LEAF) == 3  # a + b + c, and the nonblocking assignment's <
+    assert modsynth.operators(WIRE) == 0
+    assert modsynth.operators("assign y = a == b ? c - d : ~e;") == 4  # ==, ?, -, ~
+
+
 @settings(max_examples=25, deadline=None)
-@given(base=st.floats(1e7, 5e8), per_byte=st.floats(10.0, 2000.0), per_bit=st.floats(0.0, 5e3),
-       sizes=st.lists(st.integers(1, 400), min_size=4, max_size=10, unique=True), noise=st.floats(1.0, 1.3))
-def test_the_memory_fit_recovers_a_model_that_made_the_data_and_its_margin_covers_every_job(base, per_byte, per_bit,
-                                                                                            sizes, noise):
-    true = modsynth.MemoryModel(base, per_byte, per_bit, margin=1.0)
-    texts = [LEAF * n + (RAM if k % 2 else "") for k, n in enumerate(sizes)]
+@given(base=st.floats(1e7, 5e8), per_byte=st.floats(10.0, 2000.0), per_op=st.floats(1e3, 2e5),
+       per_bit=st.floats(0.0, 5e3), sizes=st.lists(st.tuples(st.integers(1, 300), st.integers(0, 300)), min_size=5,
+                                                   max_size=10, unique=True), noise=st.floats(1.0, 1.3))
+def test_the_memory_fit_recovers_a_model_that_made_the_data_and_its_margin_covers_every_job(base, per_byte, per_op,
+                                                                                            per_bit, sizes, noise):
+    true = modsynth.MemoryModel(base, per_byte, per_op, per_bit, margin=1.0)
+    texts = [LEAF * n + WIRE * w + (RAM if k % 2 else "") for k, (n, w) in enumerate(sizes)]
+    X = np.array([modsynth.MemoryModel.features(t) for t in texts])
+    assume(np.linalg.matrix_rank(X) == 4)  # the features vary independently: the coefficients are determined
     exact = modsynth.fit_memory_model([(t, round(true.line(t))) for t in texts])
     for t in texts:
         assert exact.line(t) == pytest.approx(true.line(t), rel=1e-3)
@@ -128,7 +144,7 @@ def test_the_memory_fit_recovers_a_model_that_made_the_data_and_its_margin_cover
     noisy = modsynth.fit_memory_model(list(zip(texts, peaks)))
     assert all(noisy.need(t) >= p - 1 for t, p in zip(texts, peaks))
     # the need grows with the text: a larger module never asks for less
-    needs = [noisy.need(LEAF * n) for n in sorted(sizes)]
+    needs = [noisy.need(LEAF * n) for n, _ in sorted(sizes)]
     assert needs == sorted(needs)
 
 
@@ -137,10 +153,10 @@ def test_the_memory_model_is_read_from_its_file_and_a_bad_one_is_named(tmp_path)
     assert m.base > 0 and m.per_byte > 0 and m.margin >= 1.0
     assert m.need(LEAF * 1000) > m.need(LEAF) > m.base
     bad = tmp_path / "m.json"
-    bad.write_text(json.dumps({"base_bytes": 1.0, "per_text_byte": 2.0, "margin": 1.0}))
+    bad.write_text(json.dumps({"base_bytes": 1.0, "per_text_byte": 2.0, "per_operator": 3.0, "margin": 1.0}))
     with pytest.raises(ValueError, match=r"m\.json: the memory model has no field 'per_array_bit'"):
         modsynth.load_memory_model(bad)
-    with pytest.raises(ValueError, match="at least 3 measured jobs, got 2"):
+    with pytest.raises(ValueError, match="at least 4 measured jobs, got 2"):
         modsynth.fit_memory_model([(LEAF, 1), (RAM, 2)])
 
 
@@ -220,7 +236,7 @@ def test_modules_synthesized_apart_on_ray_agree_with_one_hierarchical_run_and_ar
     big = max(jobs, key=lambda m: len(jobs[m].encode()))
     per_byte = 1.001 * largest_node_memory() / len(jobs[big].encode())
     assert all(len(jobs[m].encode()) * per_byte < largest_node_memory() for m in jobs if m != big)
-    huge = modsynth.MemoryModel(0.0, per_byte, 0.0, 1.0)
+    huge = modsynth.MemoryModel(0.0, per_byte, 0.0, 0.0, 1.0)
     part = modsynth.synthesize_modules(sv, "top", cache=tmp_path / "cache5", jobs=2, progress=False,
                                        memory_model=huge)
     assert set(part.rows) == set(mods) - {big} and list(part.too_large) == [big] and not part.complete
