@@ -13,9 +13,11 @@ it leaving each job out in turn, and writes it to hashiflex/report/synth_memory.
 there). Baseline, in the same run: the rule of thumb the README used before (about 3 KB of Yosys memory per mapped
 cell), which needs the cell count, known only after synthesis.
 
-Then it predicts the need of every module of those designs not synthesized yet: how many fit the memory Ray
-schedules on this machine and which need more (a cluster's larger nodes: ``hashiflex synth --address``).
-Writes benchmarks/results/synth_memory.json and .png.
+Then it predicts the need of every module of those designs not synthesized yet (neither in the cache nor in an
+earlier run's result given by ``--timings``): how many fit the memory Ray schedules on this machine and which need
+more (a cluster's larger nodes: ``hashiflex synth --address``), and the CPU time they will take, by a power law
+in their operators fitted on every module timed (adder lanes apart from the rest). Writes
+benchmarks/results/synth_memory.json and .png.
 """
 from __future__ import annotations
 
@@ -49,8 +51,18 @@ def leave_one_out(samples: list[tuple[str, int]]) -> list[dict]:
     rows = []
     for k, (text, peak) in enumerate(samples):
         m = modsynth.fit_memory_model(samples[:k] + samples[k + 1:])
-        rows.append({"line_error": m.line(text) / peak - 1, "covered": m.need(text) >= peak})
+        rows.append({"line_error": m.line(text) / peak - 1, "covered": m.need(text) >= peak - modsynth.MEMORY_SLACK})
     return rows
+
+
+def time_law(points: list[tuple[int, float]]) -> tuple[float, float, float]:
+    """seconds = exp(a) * (operators + 1) ** b, least squares in log: (a, b, rms of the log residuals)."""
+    if len(points) < 3:
+        raise ValueError(f"the time law needs at least 3 timed modules, got {len(points)}")
+    x = np.log([o + 1.0 for o, _ in points])
+    y = np.log([t for _, t in points])
+    (a, b), *_ = np.linalg.lstsq(np.c_[np.ones_like(x), x], y, rcond=None)
+    return float(a), float(b), float(np.sqrt(np.mean((y - a - b * x) ** 2)))
 
 
 def main() -> None:
@@ -63,6 +75,9 @@ def main() -> None:
     ap.add_argument("--target-ghz", type=float, default=1.0)
     ap.add_argument("--cache", type=Path, default=None)
     ap.add_argument("--no-write", action="store_true", help="do not replace hashiflex/report/synth_memory.json")
+    ap.add_argument("--timings", type=Path, action="append", default=[],
+                    help="an earlier `hashiflex synth` result (synth_modules.json) of the same design: its modules "
+                         "count as synthesized, and their times join the time law")
     ap.add_argument("--out", type=Path, default=RESULTS / "synth_memory.json")
     args = ap.parse_args()
     delay = 1e3 / args.target_ghz
@@ -70,11 +85,13 @@ def main() -> None:
     try:
         current = modsynth.load_memory_model()
     except (FileNotFoundError, ValueError):
-        # nothing fitted yet (or in an older form): a job reserves a byte per byte of its text (next to nothing), which orders the jobs
-        current = modsynth.MemoryModel(0.0, 1.0, 0.0, 0.0, 1.0)
+        # nothing fitted yet (or in an older form): a job reserves a byte per byte of its text (next to nothing),
+        # which orders the jobs
+        current = modsynth.MemoryModel(0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
         print("no memory model yet: the calibration jobs reserve next to no memory (keep --limit/--match modest)")
+    earlier = {r["module"]: r for f in args.timings for r in json.loads(f.read_text())["modules"]}
     samples: list[tuple[str, int]] = []
-    rows, pending = [], []
+    rows, pending, timed = [], [], []
     t0 = time.perf_counter()
     for work in args.work:
         top, jobs, order, instances = design_jobs(work)
@@ -91,9 +108,12 @@ def main() -> None:
                 samples.append((jobs[m], int(r["peak_memory_bytes"])))
                 rows.append({"design": top, "module": m, "text_bytes": len(jobs[m].encode()),
                              "operators": modsynth.operators(jobs[m]),
+                             "signal_bits": modsynth.signal_bits(jobs[m]),
                              "array_bits": modsynth.array_bits(jobs[m]), "cells": r["cells"],
                              "peak_memory_bytes": int(r["peak_memory_bytes"]),
                              "synthesis_seconds": r["synthesis_seconds"]})
+            if r is not None or m in earlier:
+                timed.append((m, modsynth.operators(jobs[m]), (r or earlier[m])["synthesis_seconds"]))
             elif r is None:
                 pending.append({"design": top, "module": m, "text_bytes": len(jobs[m].encode()),
                                 "operators": modsynth.operators(jobs[m]), "instances": instances[m],
@@ -107,10 +127,11 @@ def main() -> None:
     mae = float(np.mean([abs(r["left_out_error"]) for r in rows]))
     rule = float(np.mean([abs(r["per_cell_rule_error"]) for r in rows]))
     print(f"model: {model.base / 2**20:.0f} MiB + {model.per_byte:.1f} B per byte of Verilog + "
-          f"{model.per_operator / 2**10:.1f} KiB per operator + {model.per_array_bit / 2**10:.1f} KiB per array bit, "
+          f"{model.per_operator / 2**10:.1f} KiB per operator + {model.per_signal_bit / 2**10:.1f} KiB per signal bit + "
+          f"{model.per_array_bit / 2**10:.1f} KiB per array bit, "
           f"margin {model.margin:.2f}")
     print(f"left out: mean |error| {100 * mae:.1f} % (the line), {sum(r['left_out_covered'] for r in rows)} of "
-          f"{len(rows)} peaks within the need; the 3 KB/cell rule (needs the cells) {100 * rule:.1f} %: "
+          f"{len(rows)} peaks within the need (less {modsynth.MEMORY_SLACK >> 20} MiB of slack); the 3 KB/cell rule (needs the cells) {100 * rule:.1f} %: "
           f"{rule / mae:.1f}x the model's error")
     import ray
 
@@ -127,6 +148,17 @@ def main() -> None:
     for p in over:
         print(f"  {p['module']}: {p['need_bytes'] / 2**30:.1f} GiB ({p['text_bytes'] / 2**20:.1f} MiB of Verilog, "
               f"{p['operators']:,} operators)")
+    laws = {lanes: time_law([(o, t) for m, o, t in timed if m.startswith("ShiftAddLane") == lanes])
+            for lanes in (True, False)}
+    for p in pending:
+        a, b, _ = laws[p["module"].startswith("ShiftAddLane")]
+        p["predicted_cpu_hours"] = float(np.exp(a) * (p["operators"] + 1) ** b / 3600)
+    hours = sum(p["predicted_cpu_hours"] for p in pending)
+    print(f"synthesis time, log-log in the operators over {len(timed)} modules timed: lanes t ~ ops^"
+          f"{laws[True][1]:.2f} (rms {laws[True][2]:.2f} in log), the rest ~ ops^{laws[False][1]:.2f}: the modules to "
+          f"go need about {hours:,.0f} CPU-hours, the largest "
+          + ", ".join(f"{p['module']} {p['predicted_cpu_hours']:.0f} h" for p in
+                      sorted(pending, key=lambda p: -p["predicted_cpu_hours"])[:3]))
     doc = {"command": "python benchmarks/synth_memory.py " + " ".join(
                f"--work {w}" for w in args.work) + (f" --limit {args.limit}" if args.limit else "")
            + (f" --match '{args.match}'" if args.match else "") + (" --no-synth" if args.no_synth else "")
@@ -135,8 +167,13 @@ def main() -> None:
            "left_out_covered": sum(r["left_out_covered"] for r in rows),
            "baseline": {"what": "3 KB per mapped cell (the README's former rule; needs the synthesized cells)",
                         "mean_abs_error": rule, "ratio_to_model": rule / mae},
-           "node_memory_bytes": node, "machine_memory_bytes": machine, "modules_to_go": len(pending), "modules_to_go_over_node": len(over),
+           "node_memory_bytes": node, "machine_memory_bytes": machine, "modules_to_go": len(pending),
+           "modules_to_go_over_node": len(over),
            "largest_need_bytes": max((p["need_bytes"] for p in pending), default=None),
+           "time_law": {"lanes": dict(zip(("log_a", "b", "rms_log"), laws[True])),
+                        "other": dict(zip(("log_a", "b", "rms_log"), laws[False])), "modules_timed": len(timed),
+                        "timings_from": [str(f) for f in args.timings]},
+           "modules_to_go_cpu_hours": hours,
            "measured": rows, "to_go": pending}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=1) + "\n")

@@ -147,27 +147,40 @@ def operators(text: str) -> int:
     return len(_OPERATOR.findall(text))
 
 
+_DECL = re.compile(r"^\s*(?:wire|reg)\s+(?:signed\s+)?(?:\[(\d+):(\d+)\]\s+)?[A-Za-z_][\w$]*\s*(\[)?", re.M)
+
+
+def signal_bits(text: str) -> int:
+    """Bits of a module's declared wires and registers (register arrays aside: :func:`array_bits`): the width of
+    its logic, where :func:`operators` counts its nodes (a lane's 20-bit adders cost more than a requantizer's
+    narrow ones)."""
+    return sum((abs(int(a) - int(b)) + 1) if a else 1 for a, b, array in _DECL.findall(text) if not array)
+
+
 @dataclass(frozen=True)
 class MemoryModel:
     """The peak memory of one synthesis job (Yosys reads, maps and writes the module in one process) from the
     Verilog it reads (the module and its children's port stubs): ``base`` (the ASAP7 Liberty, Yosys itself) +
-    ``per_byte`` x its bytes (parsing) + ``per_operator`` x its :func:`operators` (the logic) + ``per_array_bit`` x
-    its :func:`array_bits`, times ``margin`` (the largest ratio of a measured peak to this line over the jobs it was
-    fitted on). It sizes the memory a job asks Ray for (:func:`hashiflex.fanout.run_jobs`) and orders the jobs,
-    the smallest first."""
+    ``per_byte`` x its bytes (parsing) + ``per_operator`` x its :func:`operators` + ``per_signal_bit`` x its
+    :func:`signal_bits` (the logic: its nodes and their width) + ``per_array_bit`` x its :func:`array_bits`, times
+    ``margin`` (the largest ratio of a measured peak to this line over the jobs it was fitted on). It sizes the
+    memory a job asks Ray for (:func:`hashiflex.fanout.run_jobs`) and orders the jobs, the smallest first."""
     base: float
     per_byte: float
     per_operator: float
+    per_signal_bit: float
     per_array_bit: float
     margin: float
 
     @staticmethod
     def features(text: str) -> list[float]:
-        return [1.0, float(len(text.encode())), float(operators(text)), float(array_bits(text))]
+        return [1.0, float(len(text.encode())), float(operators(text)), float(signal_bits(text)),
+                float(array_bits(text))]
 
     def line(self, text: str) -> float:
-        return float(sum(c * f for c, f in zip((self.base, self.per_byte, self.per_operator, self.per_array_bit),
-                                                self.features(text))))
+        return float(sum(c * f for c, f in zip(
+            (self.base, self.per_byte, self.per_operator, self.per_signal_bit, self.per_array_bit),
+            self.features(text))))
 
     def need(self, text: str) -> int:
         """Bytes to reserve for synthesizing ``text``."""
@@ -175,37 +188,47 @@ class MemoryModel:
 
     def to_json(self) -> dict:
         return {"base_bytes": self.base, "per_text_byte": self.per_byte, "per_operator": self.per_operator,
-                "per_array_bit": self.per_array_bit, "margin": self.margin}
+                "per_signal_bit": self.per_signal_bit, "per_array_bit": self.per_array_bit, "margin": self.margin}
+
+
+FIELDS = ("base_bytes", "per_text_byte", "per_operator", "per_signal_bit", "per_array_bit", "margin")
+
+
+# What a job may use beyond its need: Ray reserves at most about 70 % of a node's memory, so a few hundred MB over
+# is absorbed; without it one small module's shortfall (a layer wrapper of 10 operators: 290 MB against 121 MB)
+# would set the margin that multiplies the largest jobs' needs.
+MEMORY_SLACK = 256 * 2**20
 
 
 def fit_memory_model(samples: list[tuple[str, int]]) -> MemoryModel:
-    """Fit :class:`MemoryModel` on ``(job text, measured peak bytes)`` pairs (non-negative coefficients, each job
-    weighted by 1/its peak: a relative fit, so the small jobs do not vanish beside the large ones); the margin
-    makes every sample's need at least its peak."""
+    """Fit :class:`MemoryModel` on ``(job text, measured peak bytes)`` pairs: non-negative coefficients, each job
+    weighted by 1/sqrt(its peak) (between an absolute fit, which the few large jobs would decide alone, and a
+    relative one, in which the many small jobs outvote the large ones this model exists for); the margin makes
+    every sample's need at least its peak less :data:`MEMORY_SLACK`."""
     import numpy as np
     from scipy.optimize import nnls
 
-    if len(samples) < 4:
-        raise ValueError(f"the memory model needs at least 4 measured jobs, got {len(samples)}")
+    if len(samples) < 5:
+        raise ValueError(f"the memory model needs at least 5 measured jobs, got {len(samples)}")
     X = np.array([MemoryModel.features(t) for t, _ in samples])
     y = np.array([float(p) for _, p in samples])
     if (y <= 0).any():
         raise ValueError("a measured peak memory is not positive")
-    coef, _ = nnls(X / y[:, None], np.ones_like(y))
+    w = 1.0 / np.sqrt(y)
+    coef, _ = nnls(X * w[:, None], y * w)
     m = MemoryModel(*map(float, coef), margin=1.0)
-    return MemoryModel(m.base, m.per_byte, m.per_operator, m.per_array_bit,
-                       margin=float(max(1.0, max(p / m.line(t) for t, p in samples))))
+    return MemoryModel(*map(float, coef),
+                       margin=float(max(1.0, max((p - MEMORY_SLACK) / m.line(t) for t, p in samples))))
 
 
 def load_memory_model(path: Path = MEMORY_MODEL) -> MemoryModel:
     """The fitted model (:data:`MEMORY_MODEL`); raises naming the file and the field when one is missing."""
     doc = json.loads(Path(path).read_text())
     try:
-        return MemoryModel(float(doc["base_bytes"]), float(doc["per_text_byte"]), float(doc["per_operator"]),
-                           float(doc["per_array_bit"]), float(doc["margin"]))
+        return MemoryModel(*(float(doc[f]) for f in FIELDS))
     except KeyError as e:
-        raise ValueError(f"{path}: the memory model has no field {e.args[0]!r} (expected base_bytes, "
-                         f"per_text_byte, per_operator, per_array_bit, margin)") from None
+        raise ValueError(f"{path}: the memory model has no field {e.args[0]!r} (expected "
+                         f"{', '.join(FIELDS)})") from None
 
 
 def synth_module(name: str, text: str, child_texts: dict[str, str], timing: bool,
