@@ -163,8 +163,9 @@ class MemoryModel:
     Verilog it reads (the module and its children's port stubs): ``base`` (the ASAP7 Liberty, Yosys itself) +
     ``per_byte`` x its bytes (parsing) + ``per_operator`` x its :func:`operators` + ``per_signal_bit`` x its
     :func:`signal_bits` (the logic: its nodes and their width) + ``per_array_bit`` x its :func:`array_bits`, times
-    ``margin`` (the largest ratio of a measured peak to this line over the jobs it was fitted on). It sizes the
-    memory a job asks Ray for (:func:`hashiflex.fanout.run_jobs`) and orders the jobs, the smallest first."""
+    ``margin`` (over the jobs it was fitted on, the largest ratio to this line of a measured peak less
+    :data:`MEMORY_SLACK`). It sizes the memory a job asks Ray for (:func:`hashiflex.fanout.run_jobs`) and orders
+    the jobs, the smallest first."""
     base: float
     per_byte: float
     per_operator: float
