@@ -37,14 +37,16 @@ RESULTS = Path(__file__).resolve().parent / "results"
 PER_CELL = 3e3  # the README's former rule: about 3 KB of Yosys memory per cell (2 jobs measured by hand)
 
 
-def design_jobs(work: Path) -> tuple[str, dict[str, str], list[str], dict[str, int]]:
-    """(top, every module's job text, modules under the top children first, instances) of WORK/rtl's design."""
+def design_jobs(work: Path) -> tuple[Path, str, dict[str, str], list[str], dict[str, int]]:
+    """(Verilog file, top, every module's job text, modules under the top children first, instances) of WORK/rtl's
+    design."""
     params = hw.read_hw_params(work / "rtl")
-    mods = modsynth.split_modules((work / "rtl" / params["verilog"]).read_text())
+    sv = work / "rtl" / params["verilog"]
+    mods = modsynth.split_modules(sv.read_text())
     children = modsynth.submodules(mods)
     order = modsynth.reachable(children, params["top"])
-    jobs = {m: "".join(modsynth.port_stub(mods[c]) for c in children[m]) + mods[m] for m in order}
-    return params["top"], jobs, order, modsynth.instance_counts(children, order, params["top"])
+    jobs = {m: modsynth.job_text(mods[m], modsynth.child_stubs(mods, children, m)) for m in order}
+    return sv, params["top"], jobs, order, modsynth.instance_counts(children, order, params["top"])
 
 
 def leave_one_out(samples: list[tuple[str, int]]) -> list[dict]:
@@ -94,30 +96,25 @@ def main() -> None:
     rows, pending, timed = [], [], []
     t0 = time.perf_counter()
     for work in args.work:
-        top, jobs, order, instances = design_jobs(work)
-        params = hw.read_hw_params(work / "rtl")
-        sv = work / "rtl" / params["verilog"]
-        if not args.no_synth:
-            modsynth.synthesize_modules(sv, top, args.cache, None, args.jobs, True, True, args.limit, args.match,
-                                        delay, memory_model=current)
-        ms = modsynth.synthesize_modules(sv, top, args.cache, None, args.jobs, True, False, 0, None, delay,
-                                         memory_model=current)  # what the cache holds, nothing run
+        sv, top, jobs, order, instances = design_jobs(work)
+        # the cache's modules, and with synthesis the new ones (--no-synth: nothing run)
+        ms = modsynth.synthesize_modules(sv, top, args.cache, None, args.jobs, True, not args.no_synth,
+                                         0 if args.no_synth else args.limit, args.match, delay, memory_model=current)
         for m in order:
             r = ms.rows.get(m)
+            ops = modsynth.operators(jobs[m])
             if r is not None and r.get("peak_memory_bytes"):
                 samples.append((jobs[m], int(r["peak_memory_bytes"])))
-                rows.append({"design": top, "module": m, "text_bytes": len(jobs[m].encode()),
-                             "operators": modsynth.operators(jobs[m]),
+                rows.append({"design": top, "module": m, "text_bytes": len(jobs[m].encode()), "operators": ops,
                              "signal_bits": modsynth.signal_bits(jobs[m]),
                              "array_bits": modsynth.array_bits(jobs[m]), "cells": r["cells"],
                              "peak_memory_bytes": int(r["peak_memory_bytes"]),
                              "synthesis_seconds": r["synthesis_seconds"]})
             if r is not None or m in earlier:
-                timed.append((m, modsynth.operators(jobs[m]), (r or earlier[m])["synthesis_seconds"]))
-            elif r is None:
-                pending.append({"design": top, "module": m, "text_bytes": len(jobs[m].encode()),
-                                "operators": modsynth.operators(jobs[m]), "instances": instances[m],
-                                "text": jobs[m]})
+                timed.append((m, ops, (r or earlier[m])["synthesis_seconds"]))
+            else:
+                pending.append({"design": top, "module": m, "text_bytes": len(jobs[m].encode()), "operators": ops,
+                                "instances": instances[m], "text": jobs[m]})
     print(f"{len(samples)} jobs measured ({time.perf_counter() - t0:.0f} s here), {len(pending)} modules to go")
     model = modsynth.fit_memory_model(samples)
     loo = leave_one_out(samples)

@@ -86,6 +86,16 @@ def port_stub(text: str) -> str:
     return body[:end + (1 if body[end] == ";" else 2)] + "\nendmodule\n"
 
 
+def child_stubs(mods: dict[str, str], children: dict[str, Counter], name: str) -> dict[str, str]:
+    """The port stubs of ``name``'s children: what its job reads of them (black boxes)."""
+    return {c: port_stub(mods[c]) for c in children[name]}
+
+
+def job_text(text: str, child_texts: dict[str, str]) -> str:
+    """The Verilog one synthesis job reads: its children's texts (their stubs), then the module's."""
+    return "".join(child_texts.values()) + text
+
+
 def submodules(mods: dict[str, str]) -> dict[str, Counter]:
     """Per module: the modules of this file it instantiates, with their instance counts."""
     return {name: Counter(t for t, _ in _INSTANCE.findall(text) if t in mods) for name, text in mods.items()}
@@ -243,7 +253,7 @@ def synth_module(name: str, text: str, child_texts: dict[str, str], timing: bool
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="hashiflex_synth_") as td:
         src = Path(td) / f"{name}.sv"
-        src.write_text("".join(child_texts.values()) + text)
+        src.write_text(job_text(text, child_texts))
         leaf = not child_texts
         net = Path(td) / f"{name}.net.v" if timing else None
         rep = synthesize(src, name, log=Path(td) / "yosys", netlist=net, blackboxes=tuple(child_texts),
@@ -477,9 +487,9 @@ def synthesize_modules(verilog: str | Path, top: str, cache: Path | None = None,
             todo.append(m)
     if match is not None:
         todo = [m for m in todo if re.search(match, m)]
-    stubs = {m: {c: port_stub(mods[c]) for c in children[m]} for m in todo}
+    stubs = {m: child_stubs(mods, children, m) for m in todo}
     mm = memory_model or load_memory_model()
-    need = {m: mm.need("".join(stubs[m].values()) + mods[m]) for m in todo}
+    need = {m: mm.need(job_text(mods[m], stubs[m])) for m in todo}
     todo.sort(key=need.__getitem__)  # the smallest first: a partial run (limit, or stopped) covers the most
     if limit is not None:
         todo = todo[:limit]

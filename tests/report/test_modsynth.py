@@ -239,7 +239,8 @@ def test_modules_synthesized_apart_on_ray_agree_with_one_hierarchical_run_and_ar
     from hashiflex.fanout import largest_node_memory
 
     mods = modsynth.split_modules(TEXT)
-    jobs = {m: "".join(modsynth.port_stub(mods[c]) for c in modsynth.submodules(mods)[m]) + mods[m] for m in mods}
+    children = modsynth.submodules(mods)
+    jobs = {m: modsynth.job_text(mods[m], modsynth.child_stubs(mods, children, m)) for m in mods}
     big = max(jobs, key=lambda m: len(jobs[m].encode()))
     per_byte = 1.001 * largest_node_memory() / len(jobs[big].encode())
     assert all(len(jobs[m].encode()) * per_byte < largest_node_memory() for m in jobs if m != big)
